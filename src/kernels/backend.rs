@@ -1,0 +1,424 @@
+//! The backend extension: fused normalisation ops with their own backward pass.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
+use burn::tensor::TensorPrimitive;
+
+use super::conv_cpu::{self, ConvGeometry};
+use super::norm_cpu::{self, Stats};
+
+/// Ops the models need beyond burn's, on every backend dace runs on.
+pub trait DaceBackend: Backend {
+    /// 2-D convolution (`weight [C_out, C_in / groups, kh, kw]`), differentiable on autodiff.
+    fn dace_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self>;
+
+    /// Affine instance norm of `x` `[N, C, H, W]` with `gamma`, `beta` `[C]`.
+    fn instance_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+
+    /// Batch norm with batch statistics. Returns the output and the (untracked) per-channel batch
+    /// mean and biased variance, for the running estimates.
+    fn batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// A backend that trains: autodiff over a backend that has the kernels too (for evaluation).
+pub trait TrainBackend: AutodiffBackend<InnerBackend: DaceBackend> + DaceBackend {}
+impl<B: AutodiffBackend<InnerBackend: DaceBackend> + DaceBackend> TrainBackend for B {}
+
+/// Forward kernels that also return what their backward needs, and the backward kernels.
+/// The defaults compose burn tensor ops (any backend); the CPU backend overrides them with the
+/// fused kernels of `norm_cpu`.
+pub trait KernelOps: Backend {
+    /// Convolution forward; burn's own kernel by default.
+    fn conv2d_fwd(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        <Self as ModuleOps<Self>>::conv2d(x, weight, bias, options)
+    }
+    /// Convolution backward: `(dx, dweight, dbias)`; burn's own kernels by default.
+    fn conv2d_bwd(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        dy: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let dx = <Self as ModuleOps<Self>>::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone());
+        let dw = <Self as ModuleOps<Self>>::conv2d_weight_backward(x.clone(), weight, dy.clone(), options);
+        let db = bias.map(|b| <Self as ModuleOps<Self>>::conv2d_bias_backward(x, b, dy));
+        (dx, dw, db)
+    }
+
+    /// `(y, mean [N*C], rstd [N*C])`
+    fn instance_norm_fwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 3] {
+        generic::instance_norm_fwd::<Self>(x, gamma, beta, eps)
+    }
+    /// `(dx, dgamma, dbeta)`
+    fn instance_norm_bwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
+        generic::norm_bwd::<Self>(x, gamma, mean, rstd, dy, false)
+    }
+    /// `(y, mean [C], rstd [C], biased var [C])`
+    fn batch_norm_fwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 4] {
+        generic::batch_norm_fwd::<Self>(x, gamma, beta, eps)
+    }
+    fn batch_norm_bwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
+        generic::norm_bwd::<Self>(x, gamma, mean, rstd, dy, true)
+    }
+}
+
+macro_rules! plain_backend {
+    ($($B:ty),* $(,)?) => {$(
+        impl DaceBackend for $B {
+            fn dace_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self> {
+                <Self as KernelOps>::conv2d_fwd(x, weight, bias, options)
+            }
+            fn instance_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+                let [y, _, _] = <Self as KernelOps>::instance_norm_fwd(x, gamma, beta, eps);
+                y
+            }
+            fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                let [y, mean, _, var] = <Self as KernelOps>::batch_norm_fwd(x, gamma, beta, eps);
+                (y, mean, var)
+            }
+        }
+    )*};
+}
+
+plain_backend!(burn::backend::Flex, burn::backend::NdArray);
+impl KernelOps for burn::backend::NdArray {}
+#[cfg(feature = "wgpu")]
+plain_backend!(burn::backend::Wgpu);
+#[cfg(feature = "wgpu")]
+impl KernelOps for burn::backend::Wgpu {}
+#[cfg(feature = "cuda")]
+plain_backend!(burn::backend::Cuda);
+#[cfg(feature = "cuda")]
+impl KernelOps for burn::backend::Cuda {}
+#[cfg(feature = "candle")]
+plain_backend!(burn::backend::Candle);
+#[cfg(feature = "candle")]
+impl KernelOps for burn::backend::Candle {}
+
+#[derive(Debug)]
+struct InstanceNormBackward;
+#[derive(Debug)]
+struct BatchNormBackward;
+
+type NormState<B> = [FloatTensor<B>; 4]; // x, gamma, mean, rstd
+
+fn backward_norm<B: KernelOps>(ops: Ops<NormState<B>, 3>, grads: &mut Gradients, batch: bool) {
+    let [node_x, node_gamma, node_beta] = ops.parents;
+    let dy = grads.consume::<B>(&ops.node);
+    let [x, gamma, mean, rstd] = ops.state;
+    let [dx, dgamma, dbeta] = if batch {
+        B::batch_norm_bwd(x, gamma, mean, rstd, dy)
+    } else {
+        B::instance_norm_bwd(x, gamma, mean, rstd, dy)
+    };
+    for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+        if let Some(node) = node {
+            grads.register::<B>(node.id, grad);
+        }
+    }
+}
+
+impl<B: KernelOps> Backward<B, 3> for InstanceNormBackward {
+    type State = NormState<B>;
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        backward_norm::<B>(ops, grads, false);
+    }
+}
+
+impl<B: KernelOps> Backward<B, 3> for BatchNormBackward {
+    type State = NormState<B>;
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        backward_norm::<B>(ops, grads, true);
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+#[derive(Debug)]
+struct ConvNoBiasBackward;
+
+type ConvState<B> = (FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>, ConvOptions<2>);
+
+fn backward_conv<B: KernelOps, const N: usize>(ops: Ops<ConvState<B>, N>, grads: &mut Gradients) {
+    let dy = grads.consume::<B>(&ops.node);
+    let (x, weight, bias, options) = ops.state;
+    let (dx, dw, db) = B::conv2d_bwd(x, weight, bias, dy, options);
+    let mut parents = ops.parents.into_iter();
+    let grads_in = [Some(dx), Some(dw), db];
+    for (node, grad) in parents.by_ref().zip(grads_in) {
+        if let (Some(node), Some(grad)) = (node, grad) {
+            grads.register::<B>(node.id, grad);
+        }
+    }
+}
+
+impl<B: KernelOps> Backward<B, 3> for ConvBackward {
+    type State = ConvState<B>;
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        backward_conv::<B, 3>(ops, grads);
+    }
+}
+
+impl<B: KernelOps> Backward<B, 2> for ConvNoBiasBackward {
+    type State = ConvState<B>;
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        backward_conv::<B, 2>(ops, grads);
+    }
+}
+
+impl<B: KernelOps + DaceBackend, C: CheckpointStrategy> DaceBackend for Autodiff<B, C> {
+    fn dace_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        let y = B::conv2d_fwd(x.primitive.clone(), weight.primitive.clone(), bias.as_ref().map(|b| b.primitive.clone()), options.clone());
+        match bias {
+            Some(bias) => match ConvBackward
+                .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive, Some(bias.primitive), options), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            },
+            None => match ConvNoBiasBackward.prepare::<C>([x.node.clone(), weight.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive, None, options), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            },
+        }
+    }
+
+    fn instance_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        let [y, mean, rstd] = B::instance_norm_fwd(x.primitive.clone(), gamma.primitive.clone(), beta.primitive.clone(), eps);
+        match InstanceNormBackward
+            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish([x.primitive, gamma.primitive, mean, rstd], y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [y, mean, rstd, var] = B::batch_norm_fwd(x.primitive.clone(), gamma.primitive.clone(), beta.primitive.clone(), eps);
+        let y = match BatchNormBackward
+            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish([x.primitive, gamma.primitive, mean.clone(), rstd], y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (y, Self::from_inner(mean), Self::from_inner(var))
+    }
+}
+
+/// The fused CPU kernels on burn's Flex backend (f32; other dtypes take the generic path).
+impl KernelOps for burn::backend::Flex {
+    fn conv2d_fwd(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        let Some(g) = flex::conv_geometry(&x, &weight, &options) else {
+            return <Self as ModuleOps<Self>>::conv2d(x, weight, bias, options);
+        };
+        let (xs, ws) = (flex::contiguous(&x), flex::contiguous(&weight));
+        let bs = bias.as_ref().map(flex::contiguous);
+        let y = conv_cpu::forward(flex::slice(&xs), flex::slice(&ws), bs.as_ref().map(flex::slice), &g);
+        let [ho, wo] = g.out_size();
+        flex::tensor(y, vec![g.batch, g.out_channels, ho, wo])
+    }
+
+    fn conv2d_bwd(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        dy: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let Some(g) = flex::conv_geometry(&x, &weight, &options) else {
+            let dx = <Self as ModuleOps<Self>>::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone());
+            let dw = <Self as ModuleOps<Self>>::conv2d_weight_backward(x.clone(), weight, dy.clone(), options);
+            let db = bias.map(|b| <Self as ModuleOps<Self>>::conv2d_bias_backward(x, b, dy));
+            return (dx, dw, db);
+        };
+        let (xs, ws, dys) = (flex::contiguous(&x), flex::contiguous(&weight), flex::contiguous(&dy));
+        let dx = conv_cpu::input_grad(flex::slice(&dys), flex::slice(&ws), &g);
+        let (dw, db) = conv_cpu::weight_grad(flex::slice(&xs), flex::slice(&dys), &g);
+        let w_shape = weight.layout().shape().to_vec();
+        (
+            flex::tensor(dx, vec![g.batch, g.in_channels, g.height, g.width]),
+            flex::tensor(dw, w_shape),
+            bias.map(|_| flex::tensor(db, vec![g.out_channels])),
+        )
+    }
+
+    fn instance_norm_fwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 3] {
+        let Some([n, c, h, w]) = flex::dims4_f32(&x) else {
+            return generic::instance_norm_fwd::<Self>(x, gamma, beta, eps);
+        };
+        let (xs, gs, bs) = (flex::contiguous(&x), flex::contiguous(&gamma), flex::contiguous(&beta));
+        let mut y = vec![0f32; n * c * h * w];
+        let stats = norm_cpu::instance_norm_forward(flex::slice(&xs), flex::slice(&gs), flex::slice(&bs), c, h * w, eps, &mut y);
+        let [mean, rstd] = flex::stats_tensors(&stats);
+        [flex::tensor(y, vec![n, c, h, w]), mean, rstd]
+    }
+
+    fn instance_norm_bwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
+        let Some([_, c, h, w]) = flex::dims4_f32(&x) else {
+            return generic::norm_bwd::<Self>(x, gamma, mean, rstd, dy, false);
+        };
+        let (xs, gs, dys) = (flex::contiguous(&x), flex::contiguous(&gamma), flex::contiguous(&dy));
+        let stats = flex::stats_from(&mean, &rstd);
+        let (dx, dgamma, dbeta) = norm_cpu::instance_norm_backward(flex::slice(&xs), flex::slice(&gs), &stats, flex::slice(&dys), c, h * w);
+        [flex::tensor(dx, x.layout().shape().to_vec()), flex::tensor(dgamma, vec![c]), flex::tensor(dbeta, vec![c])]
+    }
+
+    fn batch_norm_fwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 4] {
+        let Some([n, c, h, w]) = flex::dims4_f32(&x) else {
+            return generic::batch_norm_fwd::<Self>(x, gamma, beta, eps);
+        };
+        let (xs, gs, bs) = (flex::contiguous(&x), flex::contiguous(&gamma), flex::contiguous(&beta));
+        let mut y = vec![0f32; n * c * h * w];
+        let (stats, var) = norm_cpu::batch_norm_forward(flex::slice(&xs), flex::slice(&gs), flex::slice(&bs), n, c, h * w, eps, &mut y);
+        let [mean, rstd] = flex::stats_tensors(&stats);
+        [flex::tensor(y, vec![n, c, h, w]), mean, rstd, flex::tensor(var, vec![c])]
+    }
+
+    fn batch_norm_bwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
+        let Some([n, c, h, w]) = flex::dims4_f32(&x) else {
+            return generic::norm_bwd::<Self>(x, gamma, mean, rstd, dy, true);
+        };
+        let (xs, gs, dys) = (flex::contiguous(&x), flex::contiguous(&gamma), flex::contiguous(&dy));
+        let stats = flex::stats_from(&mean, &rstd);
+        let (dx, dgamma, dbeta) = norm_cpu::batch_norm_backward(flex::slice(&xs), flex::slice(&gs), &stats, flex::slice(&dys), n, c, h * w);
+        [flex::tensor(dx, vec![n, c, h, w]), flex::tensor(dgamma, vec![c]), flex::tensor(dbeta, vec![c])]
+    }
+}
+
+/// Access to Flex tensors as f32 slices.
+mod flex {
+    use burn::backend::flex::FlexTensor;
+    use burn::tensor::{DType, TensorData};
+
+    use super::{ConvGeometry, ConvOptions, Stats};
+
+    pub fn dims4_f32(t: &FlexTensor) -> Option<[usize; 4]> {
+        let shape = t.layout().shape();
+        (t.dtype() == DType::F32 && shape.len() == 4).then(|| [shape[0], shape[1], shape[2], shape[3]])
+    }
+
+    pub fn contiguous(t: &FlexTensor) -> FlexTensor {
+        if t.is_contiguous() && t.layout().start_offset() == 0 { t.clone() } else { t.to_contiguous() }
+    }
+
+    pub fn slice(t: &FlexTensor) -> &[f32] {
+        t.as_slice::<f32>().expect("contiguous f32 tensor")
+    }
+
+    pub fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(values, shape))
+    }
+
+    /// The geometry of a convolution dace's CPU kernel handles (f32, groups 1, no dilation).
+    pub fn conv_geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<ConvGeometry> {
+        let [n, c, h, w] = dims4_f32(x)?;
+        let [co, ci, kh, kw] = dims4_f32(weight)?;
+        let ok = options.groups == 1 && options.dilation == [1, 1] && ci == c && h + 2 * options.padding[0] >= kh && w + 2 * options.padding[1] >= kw;
+        ok.then_some(ConvGeometry {
+            batch: n,
+            in_channels: c,
+            height: h,
+            width: w,
+            out_channels: co,
+            kernel: [kh, kw],
+            stride: options.stride,
+            padding: options.padding,
+        })
+    }
+
+    pub fn stats_tensors(stats: &[Stats]) -> [FlexTensor; 2] {
+        let n = stats.len();
+        [
+            tensor(stats.iter().map(|s| s.mean).collect(), vec![n]),
+            tensor(stats.iter().map(|s| s.rstd).collect(), vec![n]),
+        ]
+    }
+
+    pub fn stats_from(mean: &FlexTensor, rstd: &FlexTensor) -> Vec<Stats> {
+        let (mean, rstd) = (contiguous(mean), contiguous(rstd));
+        slice(&mean).iter().zip(slice(&rstd)).map(|(&mean, &rstd)| Stats { mean, rstd }).collect()
+    }
+}
+
+/// Portable implementations from burn tensor ops (the reference the fused kernels are tested
+/// against, and the path of the GPU backends).
+pub mod generic {
+    use super::*;
+
+    fn t<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(p))
+    }
+
+    /// `x [N, C, H, W]` as `[N, C, H*W]`, gamma/beta as `[1, C, 1]`.
+    fn shaped<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>) -> (Tensor<B, 3>, Tensor<B, 3>, [usize; 4]) {
+        let x: Tensor<B, 4> = t(x);
+        let dims = x.dims();
+        let [n, c, h, w] = dims;
+        (x.reshape([n, c, h * w]), t::<B, 1>(gamma).reshape([1, c, 1]), dims)
+    }
+
+    pub fn instance_norm_fwd<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, eps: f64) -> [FloatTensor<B>; 3] {
+        let (x, gamma, dims) = shaped::<B>(x, gamma);
+        let [n, c, _, _] = dims;
+        let mean = x.clone().mean_dim(2);
+        let var = (x.clone() - mean.clone()).square().mean_dim(2);
+        let rstd = var.add_scalar(eps).sqrt().recip();
+        let y = (x - mean.clone()) * rstd.clone() * gamma + t::<B, 1>(beta).reshape([1, c, 1]);
+        [
+            y.reshape(dims).into_primitive().tensor(),
+            mean.reshape([n * c]).into_primitive().tensor(),
+            rstd.reshape([n * c]).into_primitive().tensor(),
+        ]
+    }
+
+    pub fn batch_norm_fwd<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, eps: f64) -> [FloatTensor<B>; 4] {
+        let (x, gamma, dims) = shaped::<B>(x, gamma);
+        let c = dims[1];
+        let mean = x.clone().mean_dim(2).mean_dim(0);
+        let var = (x.clone() - mean.clone()).square().mean_dim(2).mean_dim(0);
+        let rstd = var.clone().add_scalar(eps).sqrt().recip();
+        let y = (x - mean.clone()) * rstd.clone() * gamma + t::<B, 1>(beta).reshape([1, c, 1]);
+        [
+            y.reshape(dims).into_primitive().tensor(),
+            mean.reshape([c]).into_primitive().tensor(),
+            rstd.reshape([c]).into_primitive().tensor(),
+            var.reshape([c]).into_primitive().tensor(),
+        ]
+    }
+
+    /// Shared backward: per-group sums of `dy` and `dy * xhat` over the plane (instance) or over
+    /// batch and plane (batch norm).
+    pub fn norm_bwd<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, mean: FloatTensor<B>, rstd: FloatTensor<B>, dy: FloatTensor<B>, batch: bool) -> [FloatTensor<B>; 3] {
+        let (x, gamma, dims) = shaped::<B>(x, gamma);
+        let [n, c, h, w] = dims;
+        let dy: Tensor<B, 3> = t::<B, 4>(dy).reshape([n, c, h * w]);
+        let group = if batch { [1, c, 1] } else { [n, c, 1] };
+        let (mean, rstd) = (t::<B, 1>(mean).reshape(group), t::<B, 1>(rstd).reshape(group));
+        let xhat = (x - mean) * rstd.clone();
+        let reduce = |v: Tensor<B, 3>| if batch { v.sum_dim(2).sum_dim(0) } else { v.sum_dim(2) };
+        let sdy = reduce(dy.clone());
+        let sdyx = reduce(dy.clone() * xhat.clone());
+        let m = if batch { n * h * w } else { h * w } as f64;
+        let dx = (dy.mul_scalar(m) - sdy.clone() - xhat * sdyx.clone()) * (gamma * rstd).div_scalar(m);
+        let per_channel = |v: Tensor<B, 3>| v.sum_dim(0).reshape([c]).into_primitive().tensor();
+        [dx.reshape(dims).into_primitive().tensor(), per_channel(sdyx), per_channel(sdy)]
+    }
+}

@@ -1,0 +1,240 @@
+//! 2-D convolution on plain f32 slices (NCHW, contiguous, groups = 1): im2col + GEMM (the `gemm`
+//! crate) for the forward pass and both gradients, parallel over the images of the batch.
+//!
+//! burn's CPU backend computes the weight gradient as a convolution of the transposed input with
+//! the transposed output gradient, which for a first layer (1 input channel, 28x28 kernel-sized
+//! "filters") runs far below GEMM speed; here every pass is one GEMM per image on an im2col
+//! buffer of `[C_in * kh * kw, H_out * W_out]`.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Shape and options of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl ConvGeometry {
+    pub fn out_size(&self) -> [usize; 2] {
+        let o = |i: usize, k: usize, s: usize, p: usize| (i + 2 * p - k) / s + 1;
+        [
+            o(self.height, self.kernel[0], self.stride[0], self.padding[0]),
+            o(self.width, self.kernel[1], self.stride[1], self.padding[1]),
+        ]
+    }
+    fn patch_len(&self) -> usize {
+        self.in_channels * self.kernel[0] * self.kernel[1]
+    }
+    fn out_plane(&self) -> usize {
+        let [ho, wo] = self.out_size();
+        ho * wo
+    }
+    fn in_image(&self) -> usize {
+        self.in_channels * self.height * self.width
+    }
+    /// 1x1, stride 1, no padding: the input already is the im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+}
+
+/// Row-major `[m, k] x [k, n]` with arbitrary strides: `dst = (accumulate ? dst : 0) + a * b`.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    a: &[f32],
+    a_strides: [usize; 2],
+    b: &[f32],
+    b_strides: [usize; 2],
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    assert!(dst.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let last = |s: [usize; 2], r: usize, c: usize| (r - 1) * s[0] + (c - 1) * s[1];
+    assert!(a.len() > last(a_strides, m, k) && b.len() > last(b_strides, k, n));
+    // SAFETY: the asserts above bound every element the GEMM reads or writes.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_strides[1] as isize,
+            a_strides[0] as isize,
+            b.as_ptr(),
+            b_strides[1] as isize,
+            b_strides[0] as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// `cols[(c, ky, kx), (oy, ox)] = x[c, oy*s + ky - p, ox*s + kx - p]` (zero outside).
+fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
+    let [ho, wo] = g.out_size();
+    let [kh, kw] = g.kernel;
+    let (h, w) = (g.height as isize, g.width as isize);
+    for c in 0..g.in_channels {
+        let plane = &x[c * g.height * g.width..(c + 1) * g.height * g.width];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &mut cols[((c * kh + ky) * kw + kx) * ho * wo..][..ho * wo];
+                for oy in 0..ho {
+                    let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
+                    let out = &mut row[oy * wo..(oy + 1) * wo];
+                    if iy < 0 || iy >= h {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.width..][..g.width];
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
+                        *o = if ix >= 0 && ix < w { src[ix as usize] } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: scatter-adds `cols` back into the image `dx`.
+fn col2im_add(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+    let [ho, wo] = g.out_size();
+    let [kh, kw] = g.kernel;
+    let (h, w) = (g.height as isize, g.width as isize);
+    for c in 0..g.in_channels {
+        let plane = &mut dx[c * g.height * g.width..(c + 1) * g.height * g.width];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &cols[((c * kh + ky) * kw + kx) * ho * wo..][..ho * wo];
+                for oy in 0..ho {
+                    let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
+                    if iy < 0 || iy >= h {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * g.width..][..g.width];
+                    for (ox, &v) in row[oy * wo..(oy + 1) * wo].iter().enumerate() {
+                        let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
+                        if ix >= 0 && ix < w {
+                            dst[ix as usize] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Inner GEMMs run single-threaded when the batch alone fills the thread pool.
+fn inner_parallelism(batch: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if batch >= threads { Parallelism::None } else { Parallelism::Rayon(threads) }
+}
+
+/// `y[n] = W [C_out, K] x im2col(x[n]) + bias`, returned as `[N, C_out, H_out, W_out]`.
+pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    let (k, plane, co) = (g.patch_len(), g.out_plane(), g.out_channels);
+    let mut y = vec![0f32; g.batch * co * plane];
+    let par = inner_parallelism(g.batch);
+    y.par_chunks_mut(co * plane).zip(x.par_chunks(g.in_image())).for_each_init(
+        || vec![0f32; if g.is_pointwise() { 0 } else { k * plane }],
+        |cols, (y, x)| {
+            let cols: &[f32] = if g.is_pointwise() {
+                x
+            } else {
+                im2col(x, g, cols);
+                cols
+            };
+            if let Some(bias) = bias {
+                for (row, &b) in y.chunks_mut(plane).zip(bias) {
+                    row.fill(b);
+                }
+            }
+            matmul(co, plane, k, y, weight, [k, 1], cols, [plane, 1], bias.is_some(), par);
+        },
+    );
+    y
+}
+
+/// Input gradient: `dx[n] = col2im(W^T [K, C_out] x dy[n])`.
+pub fn input_grad(dy: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (k, plane, co) = (g.patch_len(), g.out_plane(), g.out_channels);
+    let mut dx = vec![0f32; g.batch * g.in_image()];
+    let par = inner_parallelism(g.batch);
+    dx.par_chunks_mut(g.in_image()).zip(dy.par_chunks(co * plane)).for_each_init(
+        || vec![0f32; if g.is_pointwise() { 0 } else { k * plane }],
+        |cols, (dx, dy)| {
+            if g.is_pointwise() {
+                matmul(k, plane, co, dx, weight, [1, k], dy, [plane, 1], false, par);
+            } else {
+                matmul(k, plane, co, cols, weight, [1, k], dy, [plane, 1], false, par);
+                col2im_add(cols, g, dx);
+            }
+        },
+    );
+    dx
+}
+
+/// Weight and bias gradients: `dW = sum_n dy[n] [C_out, P] x im2col(x[n])^T [P, K]`.
+pub fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> (Vec<f32>, Vec<f32>) {
+    let (k, plane, co) = (g.patch_len(), g.out_plane(), g.out_channels);
+    let par = inner_parallelism(g.batch);
+    let (dw, db) = x
+        .par_chunks(g.in_image())
+        .zip(dy.par_chunks(co * plane))
+        .fold(
+            || (vec![0f32; co * k], vec![0f32; co], vec![0f32; if g.is_pointwise() { 0 } else { k * plane }]),
+            |(mut dw, mut db, mut cols), (x, dy)| {
+                let cols_ref: &[f32] = if g.is_pointwise() {
+                    x
+                } else {
+                    im2col(x, g, &mut cols);
+                    &cols
+                };
+                matmul(co, k, plane, &mut dw, dy, [plane, 1], cols_ref, [1, plane], true, par);
+                for (b, row) in db.iter_mut().zip(dy.chunks(plane)) {
+                    *b += row.iter().sum::<f32>();
+                }
+                (dw, db, cols)
+            },
+        )
+        .map(|(dw, db, _)| (dw, db))
+        .reduce(
+            || (vec![0f32; co * k], vec![0f32; co]),
+            |(mut a, mut b), (c, d)| {
+                a.iter_mut().zip(c).for_each(|(a, c)| *a += c);
+                b.iter_mut().zip(d).for_each(|(b, d)| *b += d);
+                (a, b)
+            },
+        );
+    (dw, db)
+}

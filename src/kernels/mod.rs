@@ -1,0 +1,64 @@
+//! Compute kernels and their glue to the models.
+//!
+//! Models call the functions here instead of burn's layers directly, so that a faster kernel for
+//! one backend plugs in without touching any model. [`DaceBackend`] is the backend extension:
+//! every backend dace runs on implements it, with burn's tensor ops as the portable default and
+//! fused kernels where they pay (the CPU normalisation kernels of `norm_cpu`).
+
+mod backend;
+pub mod conv_cpu;
+pub mod norm_cpu;
+
+pub use backend::{generic, DaceBackend, KernelOps, TrainBackend};
+
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, InstanceNorm, PaddingConfig2d};
+use burn::tensor::ops::ConvOptions;
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+
+fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+fn tensor<B: Backend, const D: usize>(p: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// 2-D convolution with the parameters and options of `conv`.
+pub fn conv2d<B: DaceBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [0, 0],
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
+        // Asymmetric or "same" padding: burn's layer handles it.
+        _ => return conv.forward(x),
+    };
+    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
+    let bias = conv.bias.as_ref().map(|b| prim(b.val()));
+    tensor(B::dace_conv2d(prim(x), prim(conv.weight.val()), bias, options))
+}
+
+/// Instance norm (per image and channel) with the affine parameters of `norm`.
+pub fn instance_norm<B: DaceBackend>(norm: &InstanceNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let channels = x.dims()[1];
+    let device = x.device();
+    let gamma = norm.gamma.as_ref().map(|g| g.val()).unwrap_or_else(|| Tensor::ones([channels], &device));
+    let beta = norm.beta.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([channels], &device));
+    tensor(B::instance_norm(prim(x), prim(gamma), prim(beta), norm.epsilon))
+}
+
+/// Batch norm: batch statistics (and a running-average update) while training, running
+/// statistics otherwise, like `BatchNorm::forward`.
+pub fn batch_norm<B: DaceBackend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if !B::ad_enabled(&x.device()) {
+        return norm.forward(x);
+    }
+    let (y, mean, var) = B::batch_norm_train(prim(x), prim(norm.gamma.val()), prim(norm.beta.val()), norm.epsilon);
+    let (mean, var): (Tensor<B, 1>, Tensor<B, 1>) = (tensor(mean), tensor(var));
+    let m = norm.momentum;
+    let running_mean = norm.running_mean.value_sync().mul_scalar(1.0 - m).add(mean.detach().mul_scalar(m));
+    let running_var = norm.running_var.value_sync().mul_scalar(1.0 - m).add(var.detach().mul_scalar(m));
+    norm.running_mean.update(running_mean.detach());
+    norm.running_var.update(running_var.detach());
+    tensor(y)
+}

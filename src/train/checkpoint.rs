@@ -1,0 +1,98 @@
+//! A trained classifier on disk: `model.json` (architecture, input normalisation, class names) and
+//! `model.bin` (weights, burn's binary record at full precision).
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DaceError, Result};
+use crate::fsio;
+use crate::models::{Classifier, ClassifierConfig};
+
+pub const MODEL_META: &str = "model.json";
+pub const MODEL_WEIGHTS: &str = "model.bin";
+const FORMAT: &str = "dace-classifier/1";
+
+/// burn's named MessagePack record: self-describing, and a corrupt file is an error, not a panic
+/// (its bincode recorder unwraps).
+pub type WeightRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// Per-channel input normalisation `(x/255 - mean) / std`, fixed at training time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub format: String,
+    pub config: ClassifierConfig,
+    pub normalization: Normalization,
+    pub dataset: String,
+    pub classes: Vec<String>,
+}
+
+impl ModelMeta {
+    pub fn new(config: ClassifierConfig, normalization: Normalization, dataset: &str, classes: &[String]) -> Self {
+        ModelMeta {
+            format: FORMAT.into(),
+            config,
+            normalization,
+            dataset: dataset.into(),
+            classes: classes.to_vec(),
+        }
+    }
+}
+
+pub fn model_to_bytes<B: Backend>(model: &Classifier<B>) -> Result<Vec<u8>> {
+    WeightRecorder::default()
+        .record(model.clone().into_record(), ())
+        .map_err(|e| DaceError::Invalid(format!("cannot serialise model weights: {e}")))
+}
+
+pub fn model_from_bytes<B: Backend>(
+    config: &ClassifierConfig,
+    bytes: Vec<u8>,
+    origin: &Path,
+    device: &B::Device,
+) -> Result<Classifier<B>> {
+    let record = WeightRecorder::default()
+        .load(bytes, device)
+        .map_err(|e| DaceError::bad_file(origin, format!("not a dace model for {config:?}: {e}")))?;
+    let fresh = config.init::<B>(device);
+    let expected = crate::models::param_shapes(&fresh);
+    let model = fresh.load_record(record);
+    let found = crate::models::param_shapes(&model);
+    if found != expected {
+        return Err(DaceError::bad_file(origin, format!("weights do not fit {config:?}: parameter shapes differ")));
+    }
+    Ok(model)
+}
+
+pub fn save_model<B: Backend>(dir: &Path, model: &Classifier<B>, meta: &ModelMeta) -> Result<()> {
+    fsio::write_atomic(&dir.join(MODEL_WEIGHTS), &model_to_bytes(model)?)?;
+    fsio::write_json(&dir.join(MODEL_META), meta)
+}
+
+pub fn load_meta(dir: &Path) -> Result<ModelMeta> {
+    let path = dir.join(MODEL_META);
+    let meta: ModelMeta = fsio::read_json(&path)?;
+    if meta.format != FORMAT {
+        return Err(DaceError::bad_file(path, format!("format `{}`, expected `{FORMAT}`", meta.format)));
+    }
+    let n = meta.config.in_channels;
+    if meta.normalization.mean.len() != n || meta.normalization.std.len() != n {
+        return Err(DaceError::bad_file(path, format!("normalisation must have {n} channels")));
+    }
+    Ok(meta)
+}
+
+pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Classifier<B>, ModelMeta)> {
+    let meta = load_meta(dir)?;
+    let path = dir.join(MODEL_WEIGHTS);
+    let model = model_from_bytes(&meta.config, fsio::read(&path)?, &path, device)?;
+    Ok((model, meta))
+}

@@ -1,0 +1,14 @@
+//! Supervised training shared by the teacher (and later the students): batching with augmentation,
+//! the training loop with checkpoint/resume, evaluation and model checkpoints.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod eval;
+pub mod optim;
+pub mod progress;
+pub mod teacher;
+
+pub use batch::ImageBatcher;
+pub use checkpoint::{load_model, save_model, ModelMeta, Normalization};
+pub use eval::{evaluate, EvalReport};
+pub use teacher::{train_teacher, TeacherConfig, TeacherReport};

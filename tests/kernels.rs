@@ -1,0 +1,166 @@
+//! dace's fused kernels against burn's own ops: values and gradients on random inputs.
+
+use burn::backend::Autodiff;
+use burn::module::Param;
+use burn::nn::{BatchNormConfig, InstanceNormConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use dace::device::CpuBackend;
+use dace::kernels;
+
+type AD = Autodiff<CpuBackend>;
+
+fn assert_close(name: &str, a: Tensor<AD, 1>, b: Tensor<AD, 1>) {
+    let a: Vec<f32> = a.into_data().to_vec().unwrap();
+    let b: Vec<f32> = b.into_data().to_vec().unwrap();
+    assert_eq!(a.len(), b.len(), "{name}");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / scale;
+    assert!(worst <= 1e-4, "{name}: relative error {worst} (scale {scale})");
+}
+
+fn random(shape: [usize; 4], device: &burn::tensor::Device<AD>) -> Tensor<AD, 4> {
+    Tensor::random(shape, Distribution::Normal(0.5, 2.0), device)
+}
+
+/// Runs `ours` and `reference` on the same input, backpropagates the same random cotangent, and
+/// compares outputs and the gradients of the input and of the affine parameters.
+fn check_norm(
+    name: &str,
+    shape: [usize; 4],
+    params: impl Fn() -> (Param<Tensor<AD, 1>>, Param<Tensor<AD, 1>>),
+    run: impl Fn(Tensor<AD, 4>, &Param<Tensor<AD, 1>>, &Param<Tensor<AD, 1>>, bool) -> Tensor<AD, 4>,
+) {
+    let device = Default::default();
+    let x0 = random(shape, &device);
+    let cotangent = random(shape, &device);
+    let (gamma, beta) = params();
+    let mut results = Vec::new();
+    for fused in [true, false] {
+        let x = x0.clone().detach().require_grad();
+        let y = run(x.clone(), &gamma, &beta, fused);
+        let grads = (y.clone() * cotangent.clone()).sum().backward();
+        let flat = |t: Tensor<<AD as burn::tensor::backend::AutodiffBackend>::InnerBackend, 4>| Tensor::<AD, 4>::from_inner(t).flatten::<1>(0, 3);
+        results.push((
+            y.flatten::<1>(0, 3),
+            flat(x.grad(&grads).unwrap()),
+            Tensor::<AD, 1>::from_inner(gamma.val().grad(&grads).unwrap()),
+            Tensor::<AD, 1>::from_inner(beta.val().grad(&grads).unwrap()),
+        ));
+    }
+    let (ours, reference) = (results.remove(0), results.remove(0));
+    assert_close(&format!("{name} output"), ours.0, reference.0);
+    assert_close(&format!("{name} input grad"), ours.1, reference.1);
+    assert_close(&format!("{name} gamma grad"), ours.2, reference.2);
+    assert_close(&format!("{name} beta grad"), ours.3, reference.3);
+}
+
+#[test]
+fn fused_instance_norm_matches_burn() {
+    let device = Default::default();
+    for shape in [[4, 8, 7, 7], [2, 3, 16, 16], [1, 1, 3, 5]] {
+        let c = shape[1];
+        let config = InstanceNormConfig::new(c);
+        let params = || {
+            let gamma = Tensor::<AD, 1>::random([c], Distribution::Normal(1.0, 0.5), &device);
+            let beta = Tensor::<AD, 1>::random([c], Distribution::Normal(0.0, 0.5), &device);
+            (Param::from_tensor(gamma), Param::from_tensor(beta))
+        };
+        check_norm("instance norm", shape, params, |x, gamma, beta, fused| {
+            let mut norm = config.init::<AD>(&device);
+            norm.gamma = Some(gamma.clone());
+            norm.beta = Some(beta.clone());
+            if fused { kernels::instance_norm(&norm, x) } else { norm.forward(x) }
+        });
+    }
+}
+
+#[test]
+fn fused_batch_norm_matches_burn_and_tracks_running_statistics() {
+    let device = Default::default();
+    for shape in [[4, 8, 7, 7], [8, 3, 4, 4]] {
+        let c = shape[1];
+        let config = BatchNormConfig::new(c);
+        let params = || {
+            let gamma = Tensor::<AD, 1>::random([c], Distribution::Normal(1.0, 0.5), &device);
+            let beta = Tensor::<AD, 1>::random([c], Distribution::Normal(0.0, 0.5), &device);
+            (Param::from_tensor(gamma), Param::from_tensor(beta))
+        };
+        check_norm("batch norm", shape, params, |x, gamma, beta, fused| {
+            let mut norm = config.init::<AD>(&device);
+            norm.gamma = gamma.clone();
+            norm.beta = beta.clone();
+            if fused { kernels::batch_norm(&norm, x) } else { norm.forward(x) }
+        });
+
+        // Running statistics after one training step agree too.
+        let x = random(shape, &device);
+        let ours = config.init::<AD>(&device);
+        let reference = config.init::<AD>(&device);
+        let _ = kernels::batch_norm(&ours, x.clone());
+        let _ = reference.forward(x);
+        assert_close("running mean", ours.running_mean.value(), reference.running_mean.value());
+        assert_close("running var", ours.running_var.value(), reference.running_var.value());
+    }
+}
+
+#[test]
+fn generic_kernels_match_the_fused_cpu_kernels() {
+    use dace::kernels::KernelOps;
+    use burn::tensor::TensorPrimitive;
+    let device = Default::default();
+    let x = Tensor::<CpuBackend, 4>::random([3, 5, 6, 6], Distribution::Normal(0.0, 3.0), &device);
+    let g = Tensor::<CpuBackend, 1>::random([5], Distribution::Normal(1.0, 0.5), &device);
+    let b = Tensor::<CpuBackend, 1>::random([5], Distribution::Normal(0.0, 0.5), &device);
+    let p = |t: Tensor<CpuBackend, 4>| t.into_primitive().tensor();
+    let p1 = |t: Tensor<CpuBackend, 1>| t.into_primitive().tensor();
+    let back = |t| Tensor::<AD, 1>::from_inner(Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(t)).flatten::<1>(0, 3));
+    let fused = CpuBackend::batch_norm_fwd(p(x.clone()), p1(g.clone()), p1(b.clone()), 1e-5);
+    let generic = kernels::generic::batch_norm_fwd::<CpuBackend>(p(x), p1(g), p1(b), 1e-5);
+    let [y0, ..] = fused;
+    let [y1, ..] = generic;
+    assert_close("batch norm forward", back(y0), back(y1));
+}
+
+#[test]
+fn dace_convolution_matches_burn_values_and_gradients() {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::PaddingConfig2d;
+    let device = Default::default();
+    // (batch, c_in, size, c_out, kernel, stride, padding, bias): the shapes ConvNet and ResNet use.
+    for (n, ci, s, co, k, stride, pad, bias) in [
+        (3, 2, 9, 4, 3, 1, 1, true),
+        (2, 3, 10, 5, 3, 2, 1, false),
+        (2, 4, 8, 6, 1, 2, 0, false),
+        (1, 3, 16, 4, 7, 2, 3, false),
+        (2, 1, 5, 3, 3, 1, 0, true),
+    ] {
+        let conv = Conv2dConfig::new([ci, co], [k, k])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_bias(bias)
+            .init::<AD>(&device);
+        // Give the lazily initialised weights their values before cloning (see models::materialize).
+        dace::models::materialize(&conv);
+        let x0 = random([n, ci, s, s], &device);
+        let mut outs = Vec::new();
+        for ours in [true, false] {
+            let conv = conv.clone();
+            let x = x0.clone().detach().require_grad();
+            let y = if ours { kernels::conv2d(&conv, x.clone()) } else { conv.forward(x.clone()) };
+            let cot = Tensor::<AD, 4>::ones(y.dims(), &device).mul_scalar(0.5) + y.clone().detach();
+            let grads = (y.clone() * cot).sum().backward();
+            let inner = |t| Tensor::<AD, 4>::from_inner(t).flatten::<1>(0, 3);
+            let gb = conv.bias.as_ref().map(|b| Tensor::<AD, 1>::from_inner(b.val().grad(&grads).unwrap()));
+            outs.push((y.flatten::<1>(0, 3), inner(x.grad(&grads).unwrap()), inner(conv.weight.val().grad(&grads).unwrap()), gb));
+        }
+        let (a, b) = (outs.remove(0), outs.remove(0));
+        let name = format!("conv {n}x{ci}x{s}x{s} -> {co}, k{k} s{stride} p{pad}");
+        assert_close(&format!("{name} output"), a.0, b.0);
+        assert_close(&format!("{name} input grad"), a.1, b.1);
+        assert_close(&format!("{name} weight grad"), a.2, b.2);
+        if let (Some(x), Some(y)) = (a.3, b.3) {
+            assert_close(&format!("{name} bias grad"), x, y);
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! A short teacher training run on the embedded subset: the loss falls, checkpoints resume,
+//! evaluation reproduces the report, and bad inputs give clear errors.
+
+use std::path::Path;
+
+use burn::backend::Autodiff;
+use dace::data::{self, Dataset};
+use dace::device::CpuBackend;
+use dace::models::{Arch, ClassifierConfig};
+use dace::train::optim::{OptimizerConfig, OptimizerKind};
+use dace::train::{self, ImageBatcher, TeacherConfig};
+
+type Train = Autodiff<CpuBackend>;
+
+fn small_dataset() -> Dataset {
+    data::load_embedded().per_class_subset(30, 30)
+}
+
+fn teacher_config(ds: &Dataset, epochs: usize) -> TeacherConfig {
+    let model = ClassifierConfig::new(Arch::Convnet3, ds.channels, ds.num_classes(), [ds.height, ds.width]);
+    TeacherConfig::new(model, OptimizerConfig::new()).with_epochs(epochs).with_batch_size(32)
+}
+
+#[test]
+fn training_lowers_the_loss_and_resumes_from_checkpoints() {
+    let ds = small_dataset();
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+
+    let first = train::train_teacher::<Train>(teacher_config(&ds, 1), &ds, dir.path(), false, &device).unwrap();
+    assert_eq!(first.history.len(), 1);
+    for file in ["model.json", "model.bin", "optim.bin", "train_state.json", "report.json"] {
+        assert!(dir.path().join(file).exists(), "{file} missing");
+    }
+
+    // Resume with a longer schedule: the first epoch is not repeated.
+    let report = train::train_teacher::<Train>(teacher_config(&ds, 4), &ds, dir.path(), true, &device).unwrap();
+    let losses: Vec<f64> = report.history.iter().map(|e| e.train_loss).collect();
+    assert_eq!(losses.len(), 4);
+    assert_eq!(losses[0], first.history[0].train_loss);
+    assert!(losses[3] < losses[0] * 0.8, "loss did not fall: {losses:?}");
+    let accuracy = report.test_accuracy().unwrap();
+    assert!(accuracy > 40.0, "test accuracy {accuracy}% after 4 epochs on 300 images");
+
+    // Evaluating the saved model reproduces the report's final accuracy.
+    let (model, meta) = train::load_model::<CpuBackend>(dir.path(), &device).unwrap();
+    let batcher = ImageBatcher::plain(&ds, meta.normalization);
+    let eval = train::evaluate(&model, &batcher, &ds.test, ds.num_classes(), 64, &device);
+    assert!((eval.accuracy - accuracy).abs() < 1e-9, "{} vs {}", eval.accuracy, accuracy);
+}
+
+#[test]
+fn diverging_training_stops_with_a_clear_error() {
+    let ds = small_dataset().per_class_subset(4, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = teacher_config(&ds, 3);
+    config.optimizer = OptimizerConfig::new().with_kind(OptimizerKind::Sgd).with_lr(1e12);
+    let err = train::train_teacher::<Train>(config, &ds, dir.path(), false, &Default::default()).unwrap_err();
+    assert!(err.to_string().contains("non-finite loss"), "{err}");
+}
+
+#[test]
+fn corrupt_checkpoints_are_reported_with_their_path() {
+    let ds = small_dataset().per_class_subset(2, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    train::train_teacher::<Train>(teacher_config(&ds, 1), &ds, dir.path(), false, &device).unwrap();
+
+    std::fs::write(dir.path().join("model.bin"), b"not a model").unwrap();
+    let err = train::load_model::<CpuBackend>(dir.path(), &device).unwrap_err().to_string();
+    assert!(err.contains("model.bin"), "{err}");
+
+    std::fs::write(dir.path().join("model.json"), b"{ broken").unwrap();
+    let err = train::load_model::<CpuBackend>(dir.path(), &device).unwrap_err().to_string();
+    assert!(err.contains("model.json") && err.contains("invalid JSON"), "{err}");
+
+    let err = train::load_model::<CpuBackend>(Path::new("/nonexistent/teacher"), &device).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/teacher/model.json"), "{err}");
+}
+
+#[test]
+fn a_model_for_other_images_is_refused() {
+    let ds = small_dataset().per_class_subset(2, 2);
+    let mut config = teacher_config(&ds, 1);
+    config.model.image_size = [32, 32];
+    let dir = tempfile::tempdir().unwrap();
+    let err = train::train_teacher::<Train>(config, &ds, dir.path(), false, &Default::default()).unwrap_err();
+    assert!(err.to_string().contains("model expects 1x32x32 images"), "{err}");
+}
