@@ -164,3 +164,17 @@ fn dace_convolution_matches_burn_values_and_gradients() {
         }
     }
 }
+
+#[test]
+fn batch_norm_inference_uses_the_running_statistics() {
+    use burn::nn::BatchNormConfig;
+    let device = Default::default();
+    let norm = BatchNormConfig::new(4).init::<CpuBackend>(&device);
+    norm.running_mean.update(Tensor::from_floats([0.5, -1.0, 2.0, 0.0], &device));
+    norm.running_var.update(Tensor::from_floats([1.0, 4.0, 0.25, 9.0], &device));
+    let x = Tensor::<CpuBackend, 4>::random([2, 4, 3, 3], Distribution::Normal(0.0, 2.0), &device);
+    let ours: Vec<f32> = kernels::batch_norm(&norm, x.clone()).into_data().to_vec().unwrap();
+    let reference: Vec<f32> = norm.forward(x).into_data().to_vec().unwrap();
+    let worst = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-5, "worst difference {worst}");
+}

@@ -21,6 +21,11 @@ pub trait DaceBackend: Backend {
     /// Affine instance norm of `x` `[N, C, H, W]` with `gamma`, `beta` `[C]`.
     fn instance_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
 
+    /// `x * scale[c] + shift[c]` per channel of `x [N, C, H, W]`: batch norm in inference mode.
+    fn channel_affine(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::channel_affine::<Self>(x, scale, shift)
+    }
+
     /// Batch norm with batch statistics. Returns the output and the (untracked) per-channel batch
     /// mean and biased variance, for the running estimates.
     fn batch_norm_train(
@@ -39,6 +44,10 @@ impl<B: AutodiffBackend<InnerBackend: DaceBackend> + DaceBackend> TrainBackend f
 /// The defaults compose burn tensor ops (any backend); the CPU backend overrides them with the
 /// fused kernels of `norm_cpu`.
 pub trait KernelOps: Backend {
+    fn channel_affine_fwd(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::channel_affine::<Self>(x, scale, shift)
+    }
+
     /// Convolution forward; burn's own kernel by default.
     fn conv2d_fwd(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self> {
         <Self as ModuleOps<Self>>::conv2d(x, weight, bias, options)
@@ -79,6 +88,9 @@ macro_rules! plain_backend {
         impl DaceBackend for $B {
             fn dace_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self> {
                 <Self as KernelOps>::conv2d_fwd(x, weight, bias, options)
+            }
+            fn channel_affine(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>) -> FloatTensor<Self> {
+                <Self as KernelOps>::channel_affine_fwd(x, scale, shift)
             }
             fn instance_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
                 let [y, _, _] = <Self as KernelOps>::instance_norm_fwd(x, gamma, beta, eps);
@@ -225,6 +237,14 @@ impl<B: KernelOps + DaceBackend, C: CheckpointStrategy> DaceBackend for Autodiff
 
 /// The fused CPU kernels on burn's Flex backend (f32; other dtypes take the generic path).
 impl KernelOps for burn::backend::Flex {
+    fn channel_affine_fwd(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>) -> FloatTensor<Self> {
+        let Some([n, c, h, w]) = flex::dims4_f32(&x) else {
+            return generic::channel_affine::<Self>(x, scale, shift);
+        };
+        let (xs, ss, bs) = (flex::contiguous(&x), flex::contiguous(&scale), flex::contiguous(&shift));
+        let y = norm_cpu::channel_affine(flex::slice(&xs), flex::slice(&ss), flex::slice(&bs), c, h * w);
+        flex::tensor(y, vec![n, c, h, w])
+    }
     fn conv2d_fwd(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self> {
         let Some(g) = flex::conv_geometry(&x, &weight, &options) else {
             return <Self as ModuleOps<Self>>::conv2d(x, weight, bias, options);
@@ -373,6 +393,13 @@ pub mod generic {
         let dims = x.dims();
         let [n, c, h, w] = dims;
         (x.reshape([n, c, h * w]), t::<B, 1>(gamma).reshape([1, c, 1]), dims)
+    }
+
+    pub fn channel_affine<B: Backend>(x: FloatTensor<B>, scale: FloatTensor<B>, shift: FloatTensor<B>) -> FloatTensor<B> {
+        let x: Tensor<B, 4> = t(x);
+        let c = x.dims()[1];
+        let y = x * t::<B, 1>(scale).reshape([1, c, 1, 1]) + t::<B, 1>(shift).reshape([1, c, 1, 1]);
+        y.into_primitive().tensor()
     }
 
     pub fn instance_norm_fwd<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, eps: f64) -> [FloatTensor<B>; 3] {

@@ -98,27 +98,42 @@ fn matmul(
     }
 }
 
+/// Output columns `ox` whose input column `ox*stride + kx - pad` lies inside `[0, width)`.
+fn valid_columns(g: &ConvGeometry, kx: usize, wo: usize) -> std::ops::Range<usize> {
+    let (s, p) = (g.stride[1], g.padding[1]);
+    let first = p.saturating_sub(kx).div_ceil(s);
+    // Largest ox with ox*s + kx - p <= width - 1.
+    let end = if g.width + p < kx + 1 { 0 } else { ((g.width + p - kx - 1) / s + 1).min(wo) };
+    first.min(end)..end
+}
+
 /// `cols[(c, ky, kx), (oy, ox)] = x[c, oy*s + ky - p, ox*s + kx - p]` (zero outside).
 fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
     let [ho, wo] = g.out_size();
     let [kh, kw] = g.kernel;
-    let (h, w) = (g.height as isize, g.width as isize);
     for c in 0..g.in_channels {
         let plane = &x[c * g.height * g.width..(c + 1) * g.height * g.width];
         for ky in 0..kh {
             for kx in 0..kw {
                 let row = &mut cols[((c * kh + ky) * kw + kx) * ho * wo..][..ho * wo];
+                let valid = valid_columns(g, kx, wo);
                 for oy in 0..ho {
-                    let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
                     let out = &mut row[oy * wo..(oy + 1) * wo];
-                    if iy < 0 || iy >= h {
+                    let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
+                    if iy < 0 || iy >= g.height as isize || valid.is_empty() {
                         out.fill(0.0);
                         continue;
                     }
                     let src = &plane[iy as usize * g.width..][..g.width];
-                    for (ox, o) in out.iter_mut().enumerate() {
-                        let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
-                        *o = if ix >= 0 && ix < w { src[ix as usize] } else { 0.0 };
+                    out[..valid.start].fill(0.0);
+                    out[valid.end..].fill(0.0);
+                    let ix0 = valid.start * g.stride[1] + kx - g.padding[1];
+                    if g.stride[1] == 1 {
+                        out[valid.clone()].copy_from_slice(&src[ix0..ix0 + valid.len()]);
+                    } else {
+                        for (o, ix) in out[valid.clone()].iter_mut().zip((ix0..).step_by(g.stride[1])) {
+                            *o = src[ix];
+                        }
                     }
                 }
             }
@@ -130,22 +145,30 @@ fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
 fn col2im_add(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
     let [ho, wo] = g.out_size();
     let [kh, kw] = g.kernel;
-    let (h, w) = (g.height as isize, g.width as isize);
     for c in 0..g.in_channels {
         let plane = &mut dx[c * g.height * g.width..(c + 1) * g.height * g.width];
         for ky in 0..kh {
             for kx in 0..kw {
                 let row = &cols[((c * kh + ky) * kw + kx) * ho * wo..][..ho * wo];
+                let valid = valid_columns(g, kx, wo);
+                if valid.is_empty() {
+                    continue;
+                }
+                let ix0 = valid.start * g.stride[1] + kx - g.padding[1];
                 for oy in 0..ho {
                     let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
-                    if iy < 0 || iy >= h {
+                    if iy < 0 || iy >= g.height as isize {
                         continue;
                     }
                     let dst = &mut plane[iy as usize * g.width..][..g.width];
-                    for (ox, &v) in row[oy * wo..(oy + 1) * wo].iter().enumerate() {
-                        let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
-                        if ix >= 0 && ix < w {
-                            dst[ix as usize] += v;
+                    let src = &row[oy * wo + valid.start..oy * wo + valid.end];
+                    if g.stride[1] == 1 {
+                        for (d, &v) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
+                        for (&v, ix) in src.iter().zip((ix0..).step_by(g.stride[1])) {
+                            dst[ix] += v;
                         }
                     }
                 }
