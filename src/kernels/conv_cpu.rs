@@ -245,7 +245,7 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> (Vec<f32>, Vec<f3
                 };
                 matmul(co, k, plane, &mut dw, dy, [plane, 1], cols_ref, [1, plane], true, par);
                 for (b, row) in db.iter_mut().zip(dy.chunks(plane)) {
-                    *b += row.iter().sum::<f32>();
+                    *b += crate::kernels::norm_cpu::sum_and_dot(row, row).0 as f32;
                 }
                 (dw, db, cols)
             },
