@@ -60,10 +60,7 @@ pub trait KernelOps: Backend {
         dy: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, Option<FloatTensor<Self>>) {
-        let dx = <Self as ModuleOps<Self>>::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone());
-        let dw = <Self as ModuleOps<Self>>::conv2d_weight_backward(x.clone(), weight, dy.clone(), options);
-        let db = bias.map(|b| <Self as ModuleOps<Self>>::conv2d_bias_backward(x, b, dy));
-        (dx, dw, db)
+        burn_conv2d_bwd::<Self>(x, weight, bias, dy, options)
     }
 
     /// `(y, mean [N*C], rstd [N*C])`
@@ -81,6 +78,20 @@ pub trait KernelOps: Backend {
     fn batch_norm_bwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
         generic::norm_bwd::<Self>(x, gamma, mean, rstd, dy, true)
     }
+}
+
+/// burn's own convolution gradients: `(dx, dweight, dbias)`.
+fn burn_conv2d_bwd<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    dy: FloatTensor<B>,
+    options: ConvOptions<2>,
+) -> (FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>) {
+    let dx = B::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone());
+    let dw = B::conv2d_weight_backward(x.clone(), weight, dy.clone(), options);
+    let db = bias.map(|b| B::conv2d_bias_backward(x, b, dy));
+    (dx, dw, db)
 }
 
 macro_rules! plain_backend {
@@ -264,10 +275,7 @@ impl KernelOps for burn::backend::Flex {
         options: ConvOptions<2>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, Option<FloatTensor<Self>>) {
         let Some(g) = flex::conv_geometry(&x, &weight, &options) else {
-            let dx = <Self as ModuleOps<Self>>::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone());
-            let dw = <Self as ModuleOps<Self>>::conv2d_weight_backward(x.clone(), weight, dy.clone(), options);
-            let db = bias.map(|b| <Self as ModuleOps<Self>>::conv2d_bias_backward(x, b, dy));
-            return (dx, dw, db);
+            return burn_conv2d_bwd::<Self>(x, weight, bias, dy, options);
         };
         let (xs, ws, dys) = (flex::contiguous(&x), flex::contiguous(&weight), flex::contiguous(&dy));
         let dx = conv_cpu::input_grad(flex::slice(&dys), flex::slice(&ws), &g);
