@@ -90,3 +90,17 @@ fn a_model_for_other_images_is_refused() {
     let err = train::train_teacher::<Train>(config, &ds, dir.path(), false, &Default::default()).unwrap_err();
     assert!(err.to_string().contains("model expects 1x32x32 images"), "{err}");
 }
+
+#[test]
+fn weights_for_another_shape_are_refused_on_load() {
+    let ds = small_dataset().per_class_subset(2, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    train::train_teacher::<Train>(teacher_config(&ds, 1), &ds, dir.path(), false, &device).unwrap();
+    // Same architecture, other input size: the weights decode but the linear head does not fit.
+    let mut meta = train::checkpoint::load_meta(dir.path()).unwrap();
+    meta.config.image_size = [32, 32];
+    std::fs::write(dir.path().join("model.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+    let err = train::load_model::<CpuBackend>(dir.path(), &device).unwrap_err().to_string();
+    assert!(err.contains("model.bin") && err.contains("parameter shapes differ"), "{err}");
+}
