@@ -178,3 +178,39 @@ fn batch_norm_inference_uses_the_running_statistics() {
     let worst = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(worst < 1e-5, "worst difference {worst}");
 }
+
+#[test]
+fn fused_relu_pool_matches_burn() {
+    use burn::nn::pool::AvgPool2dConfig;
+    use burn::tensor::activation::relu;
+    let device = Default::default();
+    // Even and odd sizes (floor mode drops the last row/column), and a plane smaller than 2x2.
+    for shape in [[3, 5, 8, 8], [2, 4, 7, 9], [1, 2, 1, 3]] {
+        let x0 = random(shape, &device);
+        let [n, c, h, w] = shape;
+        let cotangent: Tensor<AD, 4> = Tensor::random([n, c, h / 2, w / 2], Distribution::Normal(0.0, 1.0), &device);
+        let pool = AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+        let mut results = Vec::new();
+        for fused in [true, false] {
+            let x = x0.clone().detach().require_grad();
+            let y = if fused { kernels::relu_pool2(x.clone()) } else { pool.forward(relu(x.clone())) };
+            assert_eq!(y.dims(), [n, c, h / 2, w / 2]);
+            let grads = (y.clone() * cotangent.clone()).sum().backward();
+            let dx = Tensor::<AD, 4>::from_inner(x.grad(&grads).unwrap()).flatten::<1>(0, 3);
+            results.push((y.flatten::<1>(0, 3), dx));
+        }
+        let (ours, reference) = (results.remove(0), results.remove(0));
+        if n * c * (h / 2) * (w / 2) > 0 {
+            assert_close("relu+pool output", ours.0, reference.0);
+        }
+        assert_close("relu+pool input grad", ours.1, reference.1);
+        // The generic path (GPU backends) against the same reference.
+        let x = x0.clone().detach().require_grad();
+        let prim = x.clone().into_primitive().tensor();
+        let generic: Tensor<AD, 4> = Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(kernels::generic::relu_pool2::<AD>(prim)));
+        let expected = pool.forward(relu(x));
+        if n * c * (h / 2) * (w / 2) > 0 {
+            assert_close("generic relu+pool", generic.flatten::<1>(0, 3), expected.flatten::<1>(0, 3));
+        }
+    }
+}

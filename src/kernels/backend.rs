@@ -12,6 +12,7 @@ use burn::tensor::TensorPrimitive;
 
 use super::conv_cpu::{self, ConvGeometry};
 use super::norm_cpu::{self, Stats};
+use super::pool_cpu;
 
 /// Ops the models need beyond burn's, on every backend dace runs on.
 pub trait DaceBackend: Backend {
@@ -34,6 +35,9 @@ pub trait DaceBackend: Backend {
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `avgpool2x2(relu(x))` with stride 2 in floor mode, for `x [N, C, H, W]`.
+    fn relu_pool2(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// A backend that trains: autodiff over a backend that has the kernels too (for evaluation).
@@ -78,6 +82,14 @@ pub trait KernelOps: Backend {
     fn batch_norm_bwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
         generic::norm_bwd::<Self>(x, gamma, mean, rstd, dy, true)
     }
+
+    fn relu_pool2_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::relu_pool2::<Self>(x)
+    }
+    /// Gradient of `relu_pool2` with respect to its input `x`, given the output gradient `dy`.
+    fn relu_pool2_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::relu_pool2_bwd::<Self>(x, dy)
+    }
 }
 
 /// burn's own convolution gradients: `(dx, dweight, dbias)`.
@@ -110,6 +122,9 @@ macro_rules! plain_backend {
             fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
                 let [y, mean, _, var] = <Self as KernelOps>::batch_norm_fwd(x, gamma, beta, eps);
                 (y, mean, var)
+            }
+            fn relu_pool2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                <Self as KernelOps>::relu_pool2_fwd(x)
             }
         }
     )*};
@@ -164,6 +179,20 @@ impl<B: KernelOps> Backward<B, 3> for BatchNormBackward {
     type State = NormState<B>;
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         backward_norm::<B>(ops, grads, true);
+    }
+}
+
+#[derive(Debug)]
+struct ReluPoolBackward;
+
+impl<B: KernelOps> Backward<B, 1> for ReluPoolBackward {
+    type State = FloatTensor<B>;
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let [node_x] = ops.parents;
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::relu_pool2_bwd(ops.state, dy));
+        }
     }
 }
 
@@ -243,6 +272,14 @@ impl<B: KernelOps + DaceBackend, C: CheckpointStrategy> DaceBackend for Autodiff
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         (y, Self::from_inner(mean), Self::from_inner(var))
+    }
+
+    fn relu_pool2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let y = B::relu_pool2_fwd(x.primitive.clone());
+        match ReluPoolBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(x.primitive, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
     }
 }
 
@@ -328,6 +365,23 @@ impl KernelOps for burn::backend::Flex {
         let stats = flex::stats_from(&mean, &rstd);
         let (dx, dgamma, dbeta) = norm_cpu::batch_norm_backward(flex::slice(&xs), flex::slice(&gs), &stats, flex::slice(&dys), n, c, h * w);
         [flex::tensor(dx, vec![n, c, h, w]), flex::tensor(dgamma, vec![c]), flex::tensor(dbeta, vec![c])]
+    }
+
+    fn relu_pool2_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let Some([n, c, h, w]) = flex::dims4_f32(&x) else {
+            return generic::relu_pool2::<Self>(x);
+        };
+        let xs = flex::contiguous(&x);
+        let (ho, wo) = pool_cpu::pooled(h, w);
+        flex::tensor(pool_cpu::relu_pool_forward(flex::slice(&xs), h, w), vec![n, c, ho, wo])
+    }
+
+    fn relu_pool2_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        let Some([n, c, h, w]) = flex::dims4_f32(&x) else {
+            return generic::relu_pool2_bwd::<Self>(x, dy);
+        };
+        let (xs, dys) = (flex::contiguous(&x), flex::contiguous(&dy));
+        flex::tensor(pool_cpu::relu_pool_backward(flex::slice(&xs), flex::slice(&dys), h, w), vec![n, c, h, w])
     }
 }
 
@@ -437,6 +491,17 @@ pub mod generic {
             rstd.reshape([c]).into_primitive().tensor(),
             var.reshape([c]).into_primitive().tensor(),
         ]
+    }
+
+    pub fn relu_pool2<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+        B::avg_pool2d(B::relu(x), [2, 2], [2, 2], [0, 0], true, false)
+    }
+
+    pub fn relu_pool2_bwd<B: Backend>(x: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+        let r = B::relu(x.clone());
+        let d: Tensor<B, 4> = t(B::avg_pool2d_backward(r, dy, [2, 2], [2, 2], [0, 0], true, false));
+        let x: Tensor<B, 4> = t(x);
+        d.mask_fill(x.lower_equal_elem(0.0), 0.0).into_primitive().tensor()
     }
 
     /// Shared backward: per-group sums of `dy` and `dy * xhat` over the plane (instance) or over

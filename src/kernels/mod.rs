@@ -8,6 +8,7 @@
 mod backend;
 pub mod conv_cpu;
 pub mod norm_cpu;
+pub mod pool_cpu;
 
 pub use backend::{generic, DaceBackend, KernelOps, TrainBackend};
 
@@ -36,6 +37,11 @@ pub fn conv2d<B: DaceBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4>
     let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
     let bias = conv.bias.as_ref().map(|b| prim(b.val()));
     tensor(B::dace_conv2d(prim(x), prim(conv.weight.val()), bias, options))
+}
+
+/// `avgpool2x2(relu(x))`, stride 2, floor mode: the end of every ConvNet block, fused.
+pub fn relu_pool2<B: DaceBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    tensor(B::relu_pool2(prim(x)))
 }
 
 /// Instance norm (per image and channel) with the affine parameters of `norm`.

@@ -6,7 +6,6 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, InstanceNorm, InstanceNormConfig, Linear, LinearConfig};
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
 use crate::kernels::{self, DaceBackend};
@@ -96,7 +95,8 @@ impl<B: DaceBackend> ConvNet<B> {
                 Some(Norm::Batch(n)) => kernels::batch_norm(n, x),
                 None => x,
             };
-            x = block.pool.forward(relu(x));
+            // `block.pool` is the 2x2/2 average pool; the kernel fuses it with the ReLU.
+            x = kernels::relu_pool2(x);
         }
         self.head.forward(x.flatten(1, 3))
     }
