@@ -5,12 +5,17 @@
 
 pub mod bench;
 pub mod cli;
+pub mod coreset;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod experiment;
 pub mod fsio;
 pub mod kernels;
 pub mod models;
+pub mod rng;
+pub mod student;
 pub mod train;
+pub mod viz;
 
 pub use error::{DaceError, Result};

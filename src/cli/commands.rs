@@ -7,7 +7,7 @@ use burn::backend::Autodiff;
 use burn::module::Module;
 use serde::Serialize;
 
-use super::{BenchCommand, BenchTrainArgs, Command, DataCommand, DemoArgs, DeviceArgs, EvalArgs, ModelCommand, TeacherCommand, TeacherTrainArgs};
+use super::{CoresetArgs, ExperimentCommand, RdedArgs, StudentArgs, BenchCommand, BenchTrainArgs, Command, DataCommand, DemoArgs, DeviceArgs, EvalArgs, ModelCommand, TeacherCommand, TeacherTrainArgs};
 use crate::data::{self, Dataset};
 use crate::device::{CpuBackend, DeviceKind};
 use crate::fsio;
@@ -32,6 +32,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Eval(args) => eval(args),
         Command::Demo(args) => demo(args),
         Command::Bench(BenchCommand::Train(args)) => bench_train(args),
+        Command::Coreset(args) => coreset(args),
+        Command::Student(args) => student(args),
+        Command::Experiment(ExperimentCommand::Rded(args)) => experiment_rded(args),
     }
 }
 
@@ -323,4 +326,128 @@ fn print_bench_row(row: &crate::bench::BenchRow) {
             c.shape, c.forward_ms, c.backward_ms, c.burn_forward_ms, c.burn_input_grad_ms, c.burn_weight_grad_ms
         );
     }
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// Digits change meaning when mirrored; clothes do not.
+fn flips_ok(ds: &Dataset) -> bool {
+    !ds.name.eq_ignore_ascii_case("mnist")
+}
+
+fn coreset(args: CoresetArgs) -> anyhow::Result<()> {
+    use crate::coreset::{self, CoresetConfig};
+    setup_threads(&args.device)?;
+    let ds = load_data(&args.data)?;
+    let config = CoresetConfig { ipc: args.ipc, factor: args.factor, crops: args.crops, mipc: args.mipc, seed: args.seed };
+    let c = on_device!(args.device.device, |B, device| {
+        let (teacher, meta) = train::load_model::<B>(&args.teacher, &device)?;
+        train::teacher::check_fits(&meta.config, &ds)?;
+        coreset::select(&ds, &teacher, &meta, &config, &device)
+    })?;
+    c.save(&args.out)?;
+    let m = &c.meta;
+    println!(
+        "coreset of {}: {} patches of {}x{}x{} ({} per class, from {} images/class x {} crops, {} teacher evaluations, {:.1} s) in {}",
+        m.dataset, m.patches.len(), m.channels, m.patch_size[0], m.patch_size[1], m.patches.len() / m.classes.len().max(1),
+        m.mipc_used, m.config.crops, m.teacher_evals, m.seconds, args.out.display()
+    );
+    Ok(())
+}
+
+fn student(args: StudentArgs) -> anyhow::Result<()> {
+    use crate::coreset::Coreset;
+    use crate::student::{self, AugmentConfig, LabelSource, Labels, StoredLabels, StudentConfig, TrainingSet};
+    setup_threads(&args.device)?;
+    let ds = load_data(&args.data)?;
+    let coreset = Coreset::load(&args.coreset)?;
+    if coreset.meta.dataset != ds.name || coreset.meta.image_size != [ds.height, ds.width] {
+        bail!("coreset {} is of `{}` {:?}, not `{}`", args.coreset.display(), coreset.meta.dataset, coreset.meta.image_size, ds.name);
+    }
+    let set = TrainingSet::from_coreset(&coreset, args.layout)?;
+    let soft = args.labels != LabelSource::Hard;
+    let augment = AugmentConfig {
+        crop_scale_min: args.crop_scale_min,
+        flip: !args.no_flip && flips_ok(&ds),
+        cutmix: soft,
+        shuffle_factor: if args.layout == crate::coreset::Layout::Collage { coreset.meta.config.factor } else { 1 },
+    };
+    let config = StudentConfig {
+        model: ClassifierConfig::new(args.arch, ds.channels, ds.num_classes(), [ds.height, ds.width]).with_norm(args.norm),
+        epochs: args.epochs,
+        batch_size: args.batch.unwrap_or_else(|| student::rded_batch_size(coreset.meta.config.ipc, ds.num_classes(), set.len())),
+        lr: 1e-3,
+        weight_decay: 0.01,
+        temperature: args.temperature,
+        augment: augment.clone(),
+        seed: args.seed,
+        eval_every: (args.epochs / 10).max(1),
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let report = on_device!(args.device.device, |B, device| {
+        let (teacher, meta) = train::load_model::<B>(&args.teacher, &device)?;
+        let labels_dir = args.out.join("labels");
+        let stored = if args.labels == LabelSource::Stored {
+            let seeds: Vec<u64> = (0..args.epochs as u64).collect();
+            let l = StoredLabels::compute(&set, &teacher, &meta.normalization, &augment, seeds, &device)?;
+            l.save(&labels_dir)?;
+            // The student side reads them back from disk, as a receiver of the labels would.
+            drop(teacher);
+            Some(StoredLabels::load(&labels_dir)?)
+        } else {
+            None
+        };
+        let teacher_online = match args.labels {
+            LabelSource::Online => Some(train::load_model::<B>(&args.teacher, &device)?.0),
+            _ => None,
+        };
+        let labels = match (&stored, &teacher_online) {
+            (Some(s), _) => Labels::Stored(s),
+            (_, Some(t)) => Labels::Online(t),
+            _ => Labels::Hard,
+        };
+        student::train_student::<Autodiff<B>>(&config, &set, labels, &meta.normalization, &ds, &device)
+    })?;
+    #[derive(Serialize)]
+    struct Output<'a> { command: String, coreset: String, report: &'a student::StudentReport }
+    let path = args.out.join("report.json");
+    fsio::write_json(&path, &Output { command: command_line(), coreset: args.coreset.display().to_string(), report: &report })?;
+    println!(
+        "student {} on {} ({} images, {:?} labels): final test accuracy {:.2}% (best {:.2}%) after {} epochs, {:.0} s; report {}",
+        args.arch.name(), set.description, set.len(), report.labels, report.final_accuracy, report.best_accuracy,
+        args.epochs, report.seconds, path.display()
+    );
+    Ok(())
+}
+
+fn experiment_rded(args: RdedArgs) -> anyhow::Result<()> {
+    use crate::experiment::rded::{self, RdedGridConfig};
+    setup_threads(&args.device)?;
+    let ds = load_data(&args.data)?;
+    let config = RdedGridConfig {
+        ipcs: args.ipc.clone(),
+        factors: args.factor.clone(),
+        epochs: args.epochs.clone(),
+        student_seeds: args.seeds,
+        crops: args.crops,
+        mipc: args.mipc,
+        coreset_seed: args.coreset_seed,
+        layout: args.layout,
+        labels: args.labels,
+        temperature: args.temperature,
+        crop_scale_min: args.crop_scale_min,
+        flip: !args.no_flip && flips_ok(&ds),
+        baselines: !args.no_baselines,
+        arch: args.arch,
+        norm: args.norm,
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let report = on_device!(args.device.device, |B, device| {
+        rded::run_grid::<Autodiff<B>>(&ds, &args.teacher, &config, command_line(), &args.out, &device)
+    })?;
+    println!("{}", rded::markdown(&report));
+    println!("results in {}", args.out.display());
+    Ok(())
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::coreset::Layout;
 use crate::device::DeviceKind;
+use crate::student::LabelSource;
 use crate::models::{Arch, NormKind};
 use crate::train::optim::OptimizerKind;
 
@@ -35,6 +37,130 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Select an RDED coreset: the lowest-teacher-loss crops of each class, stored at H/r x W/r.
+    Coreset(CoresetArgs),
+    /// Train a student on a coreset (soft labels online or stored, or hard labels) and evaluate it.
+    Student(StudentArgs),
+    /// Experiment grids whose results go to docs/results.
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct CoresetArgs {
+    #[arg(long)]
+    pub data: String,
+    /// Teacher directory (model.json + model.bin).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// Images per class of the budget (K).
+    #[arg(long)]
+    pub ipc: usize,
+    /// Patch factor r: K * r^2 patches of H/r x W/r per class.
+    #[arg(long, default_value_t = 1)]
+    pub factor: usize,
+    /// Random crops scored per image.
+    #[arg(long, default_value_t = 5)]
+    pub crops: usize,
+    /// Real images considered per class (raised to K * r^2 if smaller).
+    #[arg(long, default_value_t = 300)]
+    pub mipc: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StudentArgs {
+    /// Coreset directory written by `dace coreset`.
+    #[arg(long)]
+    pub coreset: PathBuf,
+    /// The dataset (its test split evaluates the student).
+    #[arg(long)]
+    pub data: String,
+    /// Teacher directory: soft labels (online, or to precompute stored ones) and input normalisation.
+    #[arg(long)]
+    pub teacher: PathBuf,
+    #[arg(long, value_enum, default_value_t = Layout::Collage)]
+    pub layout: Layout,
+    #[arg(long, value_enum, default_value_t = LabelSource::Stored)]
+    pub labels: LabelSource,
+    #[arg(long, value_enum, default_value_t = Arch::Convnet3)]
+    pub arch: Arch,
+    #[arg(long, value_enum, default_value_t = NormKind::Instance)]
+    pub norm: NormKind,
+    #[arg(long, default_value_t = 300)]
+    pub epochs: usize,
+    /// Default: RDED's (10 / 50 / 100 for IPC 1 / 10 / 50).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long, default_value_t = 20.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.08)]
+    pub crop_scale_min: f32,
+    /// Disable flips (auto-off for MNIST).
+    #[arg(long)]
+    pub no_flip: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExperimentCommand {
+    /// RDED grid over IPC and r with random-subset baselines; resumable.
+    Rded(RdedArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RdedArgs {
+    #[arg(long)]
+    pub data: String,
+    #[arg(long)]
+    pub teacher: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
+    pub ipc: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub factor: Vec<usize>,
+    /// Student epochs: one value, or one per IPC.
+    #[arg(long, value_delimiter = ',', default_value = "300")]
+    pub epochs: Vec<usize>,
+    /// Student seeds per cell.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: usize,
+    #[arg(long, default_value_t = 5)]
+    pub crops: usize,
+    #[arg(long, default_value_t = 300)]
+    pub mipc: usize,
+    #[arg(long, default_value_t = 0)]
+    pub coreset_seed: u64,
+    #[arg(long, value_enum, default_value_t = Layout::Collage)]
+    pub layout: Layout,
+    #[arg(long, value_enum, default_value_t = LabelSource::Stored)]
+    pub labels: LabelSource,
+    #[arg(long, default_value_t = 20.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.08)]
+    pub crop_scale_min: f32,
+    #[arg(long)]
+    pub no_flip: bool,
+    /// Skip the random-subset baselines.
+    #[arg(long)]
+    pub no_baselines: bool,
+    #[arg(long, value_enum, default_value_t = Arch::Convnet3)]
+    pub arch: Arch,
+    #[arg(long, value_enum, default_value_t = NormKind::Instance)]
+    pub norm: NormKind,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Subcommand, Debug)]

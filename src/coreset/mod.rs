@@ -1,0 +1,285 @@
+//! RDED-style coreset selection (Sun et al. 2024; ../shared/NOTES.md §1).
+//!
+//! Per class: up to `mipc` real images; per image `crops` random square crops, each stored at the
+//! patch size `H/r x W/r`, upsampled back to `H x W` and scored by the teacher's cross-entropy on
+//! the true label. The lowest-CE crop of each image is its candidate; the `ipc * r^2` lowest
+//! candidates of the class form the coreset. Scoring the upsampled low-resolution patch (not the
+//! full-resolution crop) scores exactly what a student will later see.
+
+pub mod crop;
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{augment, Dataset};
+use crate::error::{DaceError, Result};
+use crate::fsio;
+use crate::kernels::DaceBackend;
+use crate::models::Classifier;
+use crate::rng::{SeedRng, Stream};
+use crate::train::ModelMeta;
+use crate::viz;
+
+pub use crop::CropBox;
+
+pub const META_FILE: &str = "coreset.json";
+pub const PATCHES_FILE: &str = "patches.bin";
+const FORMAT: &str = "dace-coreset/1";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CoresetConfig {
+    /// Images per class of the pixel budget (`K`).
+    pub ipc: usize,
+    /// Patch factor `r`: patches are `H/r x W/r`, `ipc * r^2` of them per class.
+    pub factor: usize,
+    /// Random crops scored per image.
+    pub crops: usize,
+    /// Real images considered per class (raised to `ipc * r^2` when smaller, reported).
+    pub mipc: usize,
+    pub seed: u64,
+}
+
+/// One selected patch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PatchInfo {
+    pub class: u32,
+    /// Index of the source image in the training split.
+    pub source: usize,
+    pub crop: CropBox,
+    /// Teacher cross-entropy of the (upsampled) patch on its true label.
+    pub ce: f32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CoresetMeta {
+    pub format: String,
+    pub dataset: String,
+    pub classes: Vec<String>,
+    pub channels: usize,
+    pub image_size: [usize; 2],
+    pub patch_size: [usize; 2],
+    pub config: CoresetConfig,
+    /// `mipc` actually used.
+    pub mipc_used: usize,
+    /// Patches grouped by class, each class sorted by ascending CE (best first).
+    pub patches: Vec<PatchInfo>,
+    pub teacher_evals: usize,
+    pub seconds: f64,
+}
+
+/// A coreset: metadata and the patches as u8 CHW, in the order of `meta.patches`.
+#[derive(Clone, Debug)]
+pub struct Coreset {
+    pub meta: CoresetMeta,
+    pub patches: Vec<u8>,
+}
+
+/// Training images built from a coreset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// Each patch upsampled to full size on its own (the paper's layout): `ipc * r^2` per class.
+    Patches,
+    /// RDED's collages: `r x r` patches per image, `ipc` per class.
+    Collage,
+}
+
+impl Coreset {
+    pub fn patch_len(&self) -> usize {
+        let [ph, pw] = self.meta.patch_size;
+        self.meta.channels * ph * pw
+    }
+
+    pub fn patch(&self, i: usize) -> &[u8] {
+        let len = self.patch_len();
+        &self.patches[i * len..(i + 1) * len]
+    }
+
+    /// Indices into `meta.patches` of class `class`, best first.
+    pub fn class_patches(&self, class: u32) -> Vec<usize> {
+        (0..self.meta.patches.len()).filter(|&i| self.meta.patches[i].class == class).collect()
+    }
+
+    /// Full-size training images `(u8 CHW back to back, labels)` in `layout`.
+    pub fn training_images(&self, layout: Layout) -> Result<(Vec<u8>, Vec<u32>)> {
+        let m = &self.meta;
+        let (c, [h, w], [ph, pw], r) = (m.channels, m.image_size, m.patch_size, m.config.factor);
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        for class in 0..m.classes.len() as u32 {
+            let idx = self.class_patches(class);
+            match layout {
+                Layout::Patches => {
+                    for &i in &idx {
+                        images.extend(crop::resize_u8(self.patch(i), c, ph, pw, h, w));
+                        labels.push(class);
+                    }
+                }
+                Layout::Collage => {
+                    if ph * r != h || pw * r != w {
+                        return Err(DaceError::Invalid(format!("collages need H and W divisible by r = {r}, image is {h}x{w}")));
+                    }
+                    // Block k of the sorted list fills cell k: the best `ipc` patches go to cell 0
+                    // of each collage, the next `ipc` to cell 1, ...
+                    let k = idx.len() / (r * r);
+                    for j in 0..k {
+                        let cells: Vec<&[u8]> = (0..r * r).map(|cell| self.patch(idx[cell * k + j])).collect();
+                        images.extend(crop::collage(&cells, c, ph, pw, r));
+                        labels.push(class);
+                    }
+                }
+            }
+        }
+        Ok((images, labels))
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| DaceError::io(dir, e))?;
+        fsio::write_atomic(&dir.join(PATCHES_FILE), &self.patches)?;
+        fsio::write_json(&dir.join(META_FILE), &self.meta)?;
+        let [ph, pw] = self.meta.patch_size;
+        let per_class = self.meta.patches.len() / self.meta.classes.len().max(1);
+        viz::write_grid(&dir.join("patches.png"), &self.patches, self.meta.channels, ph, pw, per_class.min(32), 48)?;
+        Ok(())
+    }
+
+    pub fn load(dir: &Path) -> Result<Coreset> {
+        let meta_path = dir.join(META_FILE);
+        let meta: CoresetMeta = fsio::read_json(&meta_path)?;
+        if meta.format != FORMAT {
+            return Err(DaceError::bad_file(&meta_path, format!("format `{}`, expected `{FORMAT}`", meta.format)));
+        }
+        let path = dir.join(PATCHES_FILE);
+        let patches = fsio::read(&path)?;
+        let [ph, pw] = meta.patch_size;
+        let expected = meta.patches.len() * meta.channels * ph * pw;
+        if patches.len() != expected {
+            return Err(DaceError::bad_file(
+                &path,
+                format!("{} bytes, expected {expected} for {} patches of {}x{ph}x{pw}", patches.len(), meta.patches.len(), meta.channels),
+            ));
+        }
+        if meta.patches.iter().any(|p| p.class as usize >= meta.classes.len()) {
+            return Err(DaceError::bad_file(&meta_path, "a patch has a class outside the class list"));
+        }
+        Ok(Coreset { meta, patches })
+    }
+}
+
+/// Selects the coreset of `ds` with `teacher`. Sources are drawn per class with the portable RNG.
+pub fn select<B: DaceBackend>(
+    ds: &Dataset,
+    teacher: &Classifier<B>,
+    teacher_meta: &ModelMeta,
+    config: &CoresetConfig,
+    device: &B::Device,
+) -> Result<Coreset> {
+    let start = Instant::now();
+    let (c, h, w, r) = (ds.channels, ds.height, ds.width, config.factor);
+    if r == 0 || h / r == 0 || w / r == 0 || config.ipc == 0 || config.crops == 0 {
+        return Err(DaceError::Invalid(format!("bad coreset settings {config:?} for {h}x{w} images")));
+    }
+    let (ph, pw) = (h / r, w / r);
+    let per_class = config.ipc * r * r;
+    let mipc = config.mipc.max(per_class);
+    let counts = Dataset::class_counts(&ds.train, ds.num_classes());
+    if let Some((class, &n)) = counts.iter().enumerate().find(|(_, &n)| n < per_class) {
+        return Err(DaceError::Invalid(format!(
+            "class `{}` has {n} training images, fewer than ipc * r^2 = {per_class}",
+            ds.classes[class]
+        )));
+    }
+    let norm = &teacher_meta.normalization;
+    let plen = c * ph * pw;
+    let mut patches_out = Vec::new();
+    let mut infos = Vec::new();
+    let mut evals = 0;
+    let bar = crate::train::progress::bar(ds.num_classes() as u64, "coreset");
+    for class in 0..ds.num_classes() as u32 {
+        // A seeded random subset of the class (partial Fisher-Yates with the portable RNG).
+        let mut pool: Vec<usize> = (0..ds.train.len()).filter(|&i| ds.train.labels[i] == class).collect();
+        let take = mipc.min(pool.len());
+        let rng = SeedRng::new(config.seed, class as u64, Stream::Shuffle);
+        for i in 0..take {
+            let j = i + rng.below_at(i as u64, (pool.len() - i) as u32) as usize;
+            pool.swap(i, j);
+        }
+        pool.truncate(take);
+
+        // Candidates: every crop of every image, stored at patch size; scored upsampled.
+        let mut best: Vec<(f32, usize, CropBox, Vec<u8>)> = Vec::with_capacity(take);
+        for chunk in pool.chunks(64) {
+            let mut cand = Vec::new();
+            for &src in chunk {
+                for k in 0..config.crops {
+                    let cb = crop::random_square(config.seed, src as u64, k as u64, h, w);
+                    cand.push((src, cb, crop::crop_resize(ds.image(&ds.train, src), c, h, w, cb, ph, pw)));
+                }
+            }
+            let ce = teacher_ce(teacher, &cand.iter().map(|x| crop::resize_u8(&x.2, c, ph, pw, h, w)).collect::<Vec<_>>(), class, c, h, w, norm, device)?;
+            evals += cand.len();
+            for (j, &src) in chunk.iter().enumerate() {
+                let range = j * config.crops..(j + 1) * config.crops;
+                // Lowest CE; ties go to the earlier crop.
+                let k = range.clone().min_by(|&a, &b| ce[a].total_cmp(&ce[b])).expect("crops > 0");
+                best.push((ce[k], src, cand[k].1, cand[k].2.clone()));
+            }
+        }
+        best.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (ce, source, crop, patch) in best.into_iter().take(per_class) {
+            debug_assert_eq!(patch.len(), plen);
+            patches_out.extend(patch);
+            infos.push(PatchInfo { class, source, crop, ce });
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(Coreset {
+        meta: CoresetMeta {
+            format: FORMAT.into(),
+            dataset: ds.name.clone(),
+            classes: ds.classes.clone(),
+            channels: c,
+            image_size: [h, w],
+            patch_size: [ph, pw],
+            config: config.clone(),
+            mipc_used: mipc,
+            patches: infos,
+            teacher_evals: evals,
+            seconds: start.elapsed().as_secs_f64(),
+        },
+        patches: patches_out,
+    })
+}
+
+/// Teacher cross-entropy of each image (u8 CHW) on `class`.
+fn teacher_ce<B: DaceBackend>(
+    teacher: &Classifier<B>,
+    images: &[Vec<u8>],
+    class: u32,
+    c: usize,
+    h: usize,
+    w: usize,
+    norm: &crate::train::Normalization,
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    let len = c * h * w;
+    let mut buf = vec![0f32; images.len() * len];
+    for (img, out) in images.iter().zip(buf.chunks_mut(len)) {
+        augment::to_f32_normalized(img, &norm.mean, &norm.std, c, out);
+    }
+    let x = Tensor::<B, 4>::from_data(TensorData::new(buf, [images.len(), c, h, w]), device);
+    let logp = burn::tensor::activation::log_softmax(teacher.forward(x), 1);
+    let ce: Vec<f32> = logp
+        .narrow(1, class as usize, 1)
+        .neg()
+        .into_data()
+        .to_vec()
+        .map_err(|e| DaceError::Invalid(format!("teacher output: {e:?}")))?;
+    if ce.iter().any(|v| !v.is_finite()) {
+        return Err(DaceError::Invalid("teacher produced a non-finite cross-entropy".into()));
+    }
+    Ok(ce)
+}

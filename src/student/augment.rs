@@ -1,0 +1,142 @@
+//! The student's augmentation (RDED's: ShufflePatches, RandomResizedCrop, horizontal flip, CutMix),
+//! with every random choice drawn from the portable RNG keyed by `(seed, item)`. The image an item
+//! gets under a seed is therefore a pure function of the seed: a soft label stored for
+//! `(item, seed)` on the teacher's machine matches the image the student rebuilds anywhere.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng::{SeedRng, Stream};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AugmentConfig {
+    /// Smallest area fraction of RandomResizedCrop (largest is 1; aspect ratio in [3/4, 4/3]).
+    /// 1.0 disables the crop.
+    pub crop_scale_min: f32,
+    pub flip: bool,
+    /// CutMix with lambda ~ U(0, 1) (Beta(1, 1)) and a partner drawn from the whole set.
+    pub cutmix: bool,
+    /// Shuffle the `r x r` cells of a collage (RDED's ShufflePatches); 1 = off.
+    pub shuffle_factor: usize,
+}
+
+impl AugmentConfig {
+    pub fn none() -> Self {
+        AugmentConfig { crop_scale_min: 1.0, flip: false, cutmix: false, shuffle_factor: 1 }
+    }
+}
+
+/// Bilinear resize of `c` planes `h x w` to `oh x ow`, half-pixel centres (PyTorch's
+/// `interpolate(mode="bilinear", align_corners=False)` without antialiasing).
+pub fn resize_bilinear(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize, out: &mut [f32]) {
+    let coords = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f32)> {
+        let scale = n_in as f32 / n_out as f32;
+        (0..n_out)
+            .map(|o| {
+                let s = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+                let i0 = (s.floor() as usize).min(n_in - 1);
+                let i1 = (i0 + 1).min(n_in - 1);
+                (i0, i1, s - i0 as f32)
+            })
+            .collect()
+    };
+    let (ys, xs) = (coords(h, oh), coords(w, ow));
+    for ch in 0..c {
+        let plane = &src[ch * h * w..(ch + 1) * h * w];
+        for (oy, &(y0, y1, fy)) in ys.iter().enumerate() {
+            let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
+            let row = &mut out[(ch * oh + oy) * ow..(ch * oh + oy + 1) * ow];
+            for (o, &(x0, x1, fx)) in row.iter_mut().zip(&xs) {
+                let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
+                let bottom = r1[x0] + (r1[x1] - r1[x0]) * fx;
+                *o = top + (bottom - top) * fy;
+            }
+        }
+    }
+}
+
+/// torchvision's RandomResizedCrop box `(top, left, h, w)`: ten tries at a random area fraction and
+/// log-uniform aspect ratio, else the whole image.
+fn rrc_box(rng: &SeedRng, h: usize, w: usize, scale_min: f32) -> (usize, usize, usize, usize) {
+    let area = (h * w) as f32;
+    let (lo, hi) = ((3.0f32 / 4.0).ln(), (4.0f32 / 3.0).ln());
+    for t in 0..10u64 {
+        let target = area * (scale_min + (1.0 - scale_min) * rng.uniform_at(4 * t));
+        let ratio = (lo + (hi - lo) * rng.uniform_at(4 * t + 1)).exp();
+        let cw = (target * ratio).sqrt().round() as usize;
+        let ch = (target / ratio).sqrt().round() as usize;
+        if cw > 0 && ch > 0 && cw <= w && ch <= h {
+            let top = rng.below_at(4 * t + 2, (h - ch + 1) as u32) as usize;
+            let left = rng.below_at(4 * t + 3, (w - cw + 1) as u32) as usize;
+            return (top, left, ch, cw);
+        }
+    }
+    (0, 0, h, w)
+}
+
+/// One item's view before CutMix: shuffle cells, crop + resize back, flip. `img` is normalised CHW.
+pub fn base_view(img: &[f32], c: usize, h: usize, w: usize, seed: u64, item: u64, cfg: &AugmentConfig) -> Vec<f32> {
+    let mut x = img.to_vec();
+    let r = cfg.shuffle_factor;
+    if r > 1 && h % r == 0 && w % r == 0 {
+        let rng = SeedRng::new(seed, item, Stream::Shuffle);
+        let mut perm: Vec<usize> = (0..r * r).collect();
+        for i in (1..perm.len()).rev() {
+            perm.swap(i, rng.below_at(i as u64, (i + 1) as u32) as usize);
+        }
+        let (ph, pw) = (h / r, w / r);
+        let src = x.clone();
+        for (cell, &from) in perm.iter().enumerate() {
+            let (ty, tx, fy, fx) = ((cell / r) * ph, (cell % r) * pw, (from / r) * ph, (from % r) * pw);
+            for ch in 0..c {
+                for y in 0..ph {
+                    let d = (ch * h + ty + y) * w + tx;
+                    let s = (ch * h + fy + y) * w + fx;
+                    x[d..d + pw].copy_from_slice(&src[s..s + pw]);
+                }
+            }
+        }
+    }
+    if cfg.crop_scale_min < 1.0 {
+        let (top, left, ch_, cw) = rrc_box(&SeedRng::new(seed, item, Stream::Crop), h, w, cfg.crop_scale_min);
+        let mut cut = Vec::with_capacity(c * ch_ * cw);
+        for ch in 0..c {
+            for y in top..top + ch_ {
+                let row = (ch * h + y) * w;
+                cut.extend_from_slice(&x[row + left..row + left + cw]);
+            }
+        }
+        resize_bilinear(&cut, c, ch_, cw, h, w, &mut x);
+    }
+    if cfg.flip && SeedRng::new(seed, item, Stream::Flip).uniform_at(0) < 0.5 {
+        for row in x.chunks_mut(w) {
+            row.reverse();
+        }
+    }
+    x
+}
+
+/// CutMix choice for `(seed, item)` among `n` items: partner and box `(y0, y1, x0, x1)`, the box
+/// of side `sqrt(1 - lambda)` around a uniform centre, clipped (so the pasted area may be smaller).
+pub fn cutmix_choice(seed: u64, item: u64, n: usize, h: usize, w: usize) -> (usize, [usize; 4]) {
+    let rng = SeedRng::new(seed, item, Stream::CutMix);
+    let partner = rng.below_at(0, n as u32) as usize;
+    let lambda = rng.uniform_at(1);
+    let cut = (1.0 - lambda).sqrt();
+    let (cw, ch) = ((w as f32 * cut) as usize, (h as f32 * cut) as usize);
+    let (cx, cy) = (rng.below_at(2, w as u32) as usize, rng.below_at(3, h as u32) as usize);
+    let x0 = cx.saturating_sub(cw / 2);
+    let x1 = (cx + cw / 2).min(w);
+    let y0 = cy.saturating_sub(ch / 2);
+    let y1 = (cy + ch / 2).min(h);
+    (partner, [y0, y1, x0, x1])
+}
+
+/// Pastes the box of `partner` into `x` (both CHW).
+pub fn paste_box(x: &mut [f32], partner: &[f32], c: usize, h: usize, w: usize, [y0, y1, x0, x1]: [usize; 4]) {
+    for ch in 0..c {
+        for y in y0..y1 {
+            let row = (ch * h + y) * w;
+            x[row + x0..row + x1].copy_from_slice(&partner[row + x0..row + x1]);
+        }
+    }
+}
