@@ -134,6 +134,10 @@ fn dace_convolution_matches_burn_values_and_gradients() {
         (2, 4, 8, 6, 1, 2, 0, false),
         (1, 3, 16, 4, 7, 2, 3, false),
         (2, 1, 5, 3, 3, 1, 0, true),
+        // Small planes: several images share one GEMM (uneven last group), incl. 1x1 stride 1.
+        (5, 4, 4, 6, 1, 1, 0, true),
+        (7, 8, 4, 8, 3, 1, 1, true),
+        (6, 3, 6, 4, 3, 2, 1, false),
     ] {
         let conv = Conv2dConfig::new([ci, co], [k, k])
             .with_stride([stride, stride])

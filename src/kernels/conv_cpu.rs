@@ -107,15 +107,17 @@ fn valid_columns(g: &ConvGeometry, kx: usize, wo: usize) -> std::ops::Range<usiz
     first.min(end)..end
 }
 
-/// `cols[(c, ky, kx), (oy, ox)] = x[c, oy*s + ky - p, ox*s + kx - p]` (zero outside).
-fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
+/// `cols[(c, ky, kx) * ld + (oy, ox)] = x[c, oy*s + ky - p, ox*s + kx - p]` (zero outside).
+/// `ld` is the row stride: `H_out * W_out` for one image, a multiple of it when several images
+/// share one GEMM (their columns side by side).
+fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32], ld: usize) {
     let [ho, wo] = g.out_size();
     let [kh, kw] = g.kernel;
     for c in 0..g.in_channels {
         let plane = &x[c * g.height * g.width..(c + 1) * g.height * g.width];
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = &mut cols[((c * kh + ky) * kw + kx) * ho * wo..][..ho * wo];
+                let row = &mut cols[((c * kh + ky) * kw + kx) * ld..][..ho * wo];
                 let valid = valid_columns(g, kx, wo);
                 for oy in 0..ho {
                     let out = &mut row[oy * wo..(oy + 1) * wo];
@@ -141,15 +143,15 @@ fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
     }
 }
 
-/// The adjoint of `im2col`: scatter-adds `cols` back into the image `dx`.
-fn col2im_add(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+/// The adjoint of `im2col`: scatter-adds `cols` (row stride `ld`) back into the image `dx`.
+fn col2im_add(cols: &[f32], g: &ConvGeometry, dx: &mut [f32], ld: usize) {
     let [ho, wo] = g.out_size();
     let [kh, kw] = g.kernel;
     for c in 0..g.in_channels {
         let plane = &mut dx[c * g.height * g.width..(c + 1) * g.height * g.width];
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = &cols[((c * kh + ky) * kw + kx) * ho * wo..][..ho * wo];
+                let row = &cols[((c * kh + ky) * kw + kx) * ld..][..ho * wo];
                 let valid = valid_columns(g, kx, wo);
                 if valid.is_empty() {
                     continue;
@@ -177,32 +179,71 @@ fn col2im_add(cols: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
     }
 }
 
-/// Inner GEMMs run single-threaded when the batch alone fills the thread pool.
-fn inner_parallelism(batch: usize) -> Parallelism {
+/// Images per GEMM: small output planes (ResNet's 8x8 and 4x4 stages) make thin GEMMs that run
+/// far below peak, so several images share one GEMM of at least ~256 columns, while keeping at
+/// least one group per thread.
+fn group_size(g: &ConvGeometry) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let wanted = 256usize.div_ceil(g.out_plane().max(1));
+    wanted.min(g.batch.div_ceil(threads)).max(1)
+}
+
+/// Inner GEMMs run single-threaded when the groups alone fill the thread pool.
+fn inner_parallelism(groups: usize) -> Parallelism {
     let threads = rayon::current_num_threads();
-    if batch >= threads { Parallelism::None } else { Parallelism::Rayon(threads) }
+    if groups >= threads { Parallelism::None } else { Parallelism::Rayon(threads) }
+}
+
+/// `[G images][rows][plane]` -> `[rows][G * plane]` (or back with `to_images`).
+fn regroup(src: &[f32], dst: &mut [f32], images: usize, rows: usize, plane: usize, to_images: bool) {
+    for j in 0..images {
+        for r in 0..rows {
+            let (a, b) = ((j * rows + r) * plane, r * images * plane + j * plane);
+            if to_images {
+                dst[a..a + plane].copy_from_slice(&src[b..b + plane]);
+            } else {
+                dst[b..b + plane].copy_from_slice(&src[a..a + plane]);
+            }
+        }
+    }
 }
 
 /// `y[n] = W [C_out, K] x im2col(x[n]) + bias`, returned as `[N, C_out, H_out, W_out]`.
 pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
     let (k, plane, co) = (g.patch_len(), g.out_plane(), g.out_channels);
     let mut y = vec![0f32; g.batch * co * plane];
-    let par = inner_parallelism(g.batch);
-    y.par_chunks_mut(co * plane).zip(x.par_chunks(g.in_image())).for_each_init(
-        || vec![0f32; if g.is_pointwise() { 0 } else { k * plane }],
-        |cols, (y, x)| {
-            let cols: &[f32] = if g.is_pointwise() {
+    let gs = group_size(g);
+    let par = inner_parallelism(g.batch.div_ceil(gs));
+    let pointwise = g.is_pointwise() && gs == 1;
+    y.par_chunks_mut(gs * co * plane).zip(x.par_chunks(gs * g.in_image())).for_each_init(
+        || (vec![0f32; if pointwise { 0 } else { k * plane * gs }], vec![0f32; if gs > 1 { co * plane * gs } else { 0 }]),
+        |(cols, tmp), (y, x)| {
+            let n = x.len() / g.in_image();
+            let ld = n * plane;
+            let cols: &[f32] = if pointwise {
                 x
             } else {
-                im2col(x, g, cols);
-                cols
+                for (j, xi) in x.chunks(g.in_image()).enumerate() {
+                    im2col(xi, g, &mut cols[j * plane..], ld);
+                }
+                &cols[..k * ld]
             };
-            if let Some(bias) = bias {
-                for (row, &b) in y.chunks_mut(plane).zip(bias) {
-                    row.fill(b);
+            if gs == 1 {
+                if let Some(bias) = bias {
+                    for (row, &b) in y.chunks_mut(plane).zip(bias) {
+                        row.fill(b);
+                    }
+                }
+                matmul(co, plane, k, y, weight, [k, 1], cols, [plane, 1], bias.is_some(), par);
+            } else {
+                matmul(co, ld, k, tmp, weight, [k, 1], cols, [ld, 1], false, par);
+                regroup(tmp, y, n, co, plane, true);
+                if let Some(bias) = bias {
+                    for (row, &b) in y.chunks_mut(plane).zip(bias.iter().cycle()) {
+                        row.iter_mut().for_each(|v| *v += b);
+                    }
                 }
             }
-            matmul(co, plane, k, y, weight, [k, 1], cols, [plane, 1], bias.is_some(), par);
         },
     );
     y
@@ -212,15 +253,27 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
 pub fn input_grad(dy: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (k, plane, co) = (g.patch_len(), g.out_plane(), g.out_channels);
     let mut dx = vec![0f32; g.batch * g.in_image()];
-    let par = inner_parallelism(g.batch);
-    dx.par_chunks_mut(g.in_image()).zip(dy.par_chunks(co * plane)).for_each_init(
-        || vec![0f32; if g.is_pointwise() { 0 } else { k * plane }],
-        |cols, (dx, dy)| {
-            if g.is_pointwise() {
+    let gs = group_size(g);
+    let par = inner_parallelism(g.batch.div_ceil(gs));
+    let pointwise = g.is_pointwise() && gs == 1;
+    dx.par_chunks_mut(gs * g.in_image()).zip(dy.par_chunks(gs * co * plane)).for_each_init(
+        || (vec![0f32; if pointwise { 0 } else { k * plane * gs }], vec![0f32; if gs > 1 { co * plane * gs } else { 0 }]),
+        |(cols, tmp), (dx, dy)| {
+            let n = dy.len() / (co * plane);
+            let ld = n * plane;
+            if pointwise {
                 matmul(k, plane, co, dx, weight, [1, k], dy, [plane, 1], false, par);
+                return;
+            }
+            let dy: &[f32] = if gs > 1 {
+                regroup(dy, tmp, n, co, plane, false);
+                &tmp[..co * ld]
             } else {
-                matmul(k, plane, co, cols, weight, [1, k], dy, [plane, 1], false, par);
-                col2im_add(cols, g, dx);
+                dy
+            };
+            matmul(k, ld, co, cols, weight, [1, k], dy, [ld, 1], false, par);
+            for (j, dxi) in dx.chunks_mut(g.in_image()).enumerate() {
+                col2im_add(&cols[j * plane..], g, dxi, ld);
             }
         },
     );
@@ -230,27 +283,43 @@ pub fn input_grad(dy: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
 /// Weight and bias gradients: `dW = sum_n dy[n] [C_out, P] x im2col(x[n])^T [P, K]`.
 pub fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> (Vec<f32>, Vec<f32>) {
     let (k, plane, co) = (g.patch_len(), g.out_plane(), g.out_channels);
-    let par = inner_parallelism(g.batch);
+    let gs = group_size(g);
+    let par = inner_parallelism(g.batch.div_ceil(gs));
+    let pointwise = g.is_pointwise() && gs == 1;
     let (dw, db) = x
-        .par_chunks(g.in_image())
-        .zip(dy.par_chunks(co * plane))
+        .par_chunks(gs * g.in_image())
+        .zip(dy.par_chunks(gs * co * plane))
         .fold(
-            || (vec![0f32; co * k], vec![0f32; co], vec![0f32; if g.is_pointwise() { 0 } else { k * plane }]),
-            |(mut dw, mut db, mut cols), (x, dy)| {
-                let cols_ref: &[f32] = if g.is_pointwise() {
+            || {
+                let cols = vec![0f32; if pointwise { 0 } else { k * plane * gs }];
+                let tmp = vec![0f32; if gs > 1 { co * plane * gs } else { 0 }];
+                (vec![0f32; co * k], vec![0f32; co], cols, tmp)
+            },
+            |(mut dw, mut db, mut cols, mut tmp), (x, dy)| {
+                let n = x.len() / g.in_image();
+                let ld = n * plane;
+                let cols_ref: &[f32] = if pointwise {
                     x
                 } else {
-                    im2col(x, g, &mut cols);
-                    &cols
+                    for (j, xi) in x.chunks(g.in_image()).enumerate() {
+                        im2col(xi, g, &mut cols[j * plane..], ld);
+                    }
+                    &cols[..k * ld]
                 };
-                matmul(co, k, plane, &mut dw, dy, [plane, 1], cols_ref, [1, plane], true, par);
-                for (b, row) in db.iter_mut().zip(dy.chunks(plane)) {
+                let dy_ref: &[f32] = if gs > 1 {
+                    regroup(dy, &mut tmp, n, co, plane, false);
+                    &tmp[..co * ld]
+                } else {
+                    dy
+                };
+                matmul(co, k, ld, &mut dw, dy_ref, [ld, 1], cols_ref, [1, ld], true, par);
+                for (b, row) in db.iter_mut().zip(dy_ref.chunks(ld)) {
                     *b += crate::kernels::norm_cpu::sum_and_dot(row, row).0 as f32;
                 }
-                (dw, db, cols)
+                (dw, db, cols, tmp)
             },
         )
-        .map(|(dw, db, _)| (dw, db))
+        .map(|(dw, db, _, _)| (dw, db))
         .reduce(
             || (vec![0f32; co * k], vec![0f32; co]),
             |(mut a, mut b), (c, d)| {
