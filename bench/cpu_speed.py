@@ -7,11 +7,14 @@ and thread count, prints both with their ratio and writes docs/results/cpu_speed
     python3 bench/cpu_speed.py --dace target/release/dace --python /work/torch-venv/bin/python \
         --threads 2 --seconds 10 --out docs/results
 
-Run it on an idle machine: both sides use every thread they are given.
+Run it on an idle machine: both sides use every thread they are given. With --repeat N the two
+sides alternate N times per configuration and the tables report medians (PyTorch's own rate moves
+by 10-20 % between runs on this kind of machine), with every run kept in the JSON.
 """
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +50,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--batch", default="16,64")
     ap.add_argument("--only", help="comma-separated arch:size list, e.g. convnet3:28")
+    ap.add_argument("--repeat", type=int, default=1, help="alternate dace/torch this many times; report medians")
     ap.add_argument("--out", default="docs/results")
     args = ap.parse_args()
 
@@ -58,8 +62,9 @@ def main():
     tmp = Path(tempfile.mkdtemp())
     dace_rows, torch_rows = [], []
     for arch, size, ch in configs:
+      for rep in range(args.repeat):
         norm = "instance" if arch.startswith("convnet") else "batch"
-        dj, tj = tmp / f"dace_{arch}_{size}.json", tmp / f"torch_{arch}_{size}.json"
+        dj, tj = tmp / f"dace_{arch}_{size}_{rep}.json", tmp / f"torch_{arch}_{size}_{rep}.json"
         run([args.dace, "bench", "train", "--arch", arch, "--size", str(size), "--channels", str(ch),
              "--batch", args.batch, "--backend", "flex", "--seconds", str(args.seconds),
              "--norm", norm, "--threads", str(args.threads), "--json", str(dj)])
@@ -71,14 +76,25 @@ def main():
         torch_rows += torch_out["rows"]
 
     rows = []
+    key = lambda r: (r["arch"], r["size"], r["batch"])
+    seen = []
     for d in dace_rows:
-        t = next(r for r in torch_rows if (r["arch"], r["size"], r["batch"]) == (d["arch"], d["size"], d["batch"]))
+        if key(d) not in seen:
+            seen.append(key(d))
+    for k in seen:
+        ds = [r for r in dace_rows if key(r) == k]
+        ts = [r for r in torch_rows if key(r) == k]
+        med = lambda rs, f: statistics.median(r[f] for r in rs)
+        d = ds[0]
         rows.append({
             "arch": d["arch"], "size": d["size"], "channels": d["channels"], "batch": d["batch"],
-            "dace_train_img_s": round(d["train_img_s"], 1), "torch_train_img_s": round(t["train_img_s"], 1),
-            "dace_infer_img_s": round(d["infer_img_s"], 1), "torch_infer_img_s": round(t["infer_img_s"], 1),
-            "train_ratio": round(d["train_img_s"] / t["train_img_s"], 2),
-            "infer_ratio": round(d["infer_img_s"] / t["infer_img_s"], 2),
+            "dace_train_img_s": round(med(ds, "train_img_s"), 1), "torch_train_img_s": round(med(ts, "train_img_s"), 1),
+            "dace_infer_img_s": round(med(ds, "infer_img_s"), 1), "torch_infer_img_s": round(med(ts, "infer_img_s"), 1),
+            "train_ratio": round(med(ds, "train_img_s") / med(ts, "train_img_s"), 2),
+            "infer_ratio": round(med(ds, "infer_img_s") / med(ts, "infer_img_s"), 2),
+            "repeats": len(ds),
+            "dace_train_runs": [round(r["train_img_s"], 1) for r in ds],
+            "torch_train_runs": [round(r["train_img_s"], 1) for r in ts],
             "dace_step_ms": d["step"], "dace_convs": d["convs"],
         })
     command = "python3 " + " ".join(sys.argv)
@@ -90,7 +106,8 @@ def main():
 
     lines = ["# CPU training speed: dace (burn Flex + dace's fused kernels) vs PyTorch", "",
              f"- command: `{command}`", f"- commit: `{commit}`", f"- machine: {meta['machine']}",
-             f"- torch: {meta['torch_version']}", f"- {args.seconds} s per measurement, random inputs, Adam(W), cross-entropy", "",
+             f"- torch: {meta['torch_version']}", f"- {args.seconds} s per measurement, random inputs, Adam(W), cross-entropy",
+             f"- {args.repeat} alternating repeats per configuration; medians shown, every run in cpu_speed.json", "",
              "| arch | input | batch | dace train img/s | torch train img/s | ratio | dace infer img/s | torch infer img/s | ratio |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
