@@ -62,7 +62,8 @@ pub struct CoresetMeta {
     pub image_size: [usize; 2],
     pub patch_size: [usize; 2],
     pub config: CoresetConfig,
-    /// `mipc` actually used.
+    /// Images actually considered per class (the fewest over classes): `mipc`, raised to
+    /// `ipc * r^2` when smaller, capped by the class size.
     pub mipc_used: usize,
     /// Patches grouped by class, each class sorted by ascending CE (best first).
     pub patches: Vec<PatchInfo>,
@@ -139,9 +140,20 @@ impl Coreset {
         std::fs::create_dir_all(dir).map_err(|e| DaceError::io(dir, e))?;
         fsio::write_atomic(&dir.join(PATCHES_FILE), &self.patches)?;
         fsio::write_json(&dir.join(META_FILE), &self.meta)?;
+        // One row per class: its best patches, left to right.
         let [ph, pw] = self.meta.patch_size;
-        let per_class = self.meta.patches.len() / self.meta.classes.len().max(1);
-        viz::write_grid(&dir.join("patches.png"), &self.patches, self.meta.channels, ph, pw, per_class.min(32), 48)?;
+        let shown = (self.meta.patches.len() / self.meta.classes.len().max(1)).clamp(1, 16);
+        let mut rows = Vec::new();
+        for class in 0..self.meta.classes.len() as u32 {
+            let idx = self.class_patches(class);
+            for k in 0..shown {
+                match idx.get(k) {
+                    Some(&i) => rows.extend_from_slice(self.patch(i)),
+                    None => rows.extend(std::iter::repeat_n(255u8, self.patch_len())),
+                }
+            }
+        }
+        viz::write_grid(&dir.join("patches.png"), &rows, self.meta.channels, ph, pw, shown, 48)?;
         Ok(())
     }
 
@@ -196,6 +208,7 @@ pub fn select<B: DaceBackend>(
     let mut patches_out = Vec::new();
     let mut infos = Vec::new();
     let mut evals = 0;
+    let mut fewest_considered = usize::MAX;
     let bar = crate::train::progress::bar(ds.num_classes() as u64, "coreset");
     for class in 0..ds.num_classes() as u32 {
         // A seeded random subset of the class (partial Fisher-Yates with the portable RNG).
@@ -207,6 +220,7 @@ pub fn select<B: DaceBackend>(
             pool.swap(i, j);
         }
         pool.truncate(take);
+        fewest_considered = fewest_considered.min(take);
 
         // Candidates: every crop of every image, stored at patch size; scored upsampled.
         let mut best: Vec<(f32, usize, CropBox, Vec<u8>)> = Vec::with_capacity(take);
@@ -245,7 +259,7 @@ pub fn select<B: DaceBackend>(
             image_size: [h, w],
             patch_size: [ph, pw],
             config: config.clone(),
-            mipc_used: mipc,
+            mipc_used: fewest_considered,
             patches: infos,
             teacher_evals: evals,
             seconds: start.elapsed().as_secs_f64(),
