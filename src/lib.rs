@@ -13,6 +13,7 @@ pub mod experiment;
 pub mod fsio;
 pub mod kernels;
 pub mod models;
+pub mod prior;
 pub mod rng;
 pub mod student;
 pub mod train;

@@ -7,6 +7,8 @@
 
 mod backend;
 pub mod conv_cpu;
+pub mod diffusion;
+pub mod diffusion_ref;
 pub mod norm_cpu;
 pub mod pool_cpu;
 
