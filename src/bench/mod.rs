@@ -2,6 +2,8 @@
 //! breakdown of where a training step spends its time (forward / backward / optimiser, and each
 //! convolution's forward, input-gradient and weight-gradient kernels).
 
+pub mod kernels;
+
 use std::time::{Duration, Instant};
 
 use burn::backend::Autodiff;

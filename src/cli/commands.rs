@@ -7,7 +7,7 @@ use burn::backend::Autodiff;
 use burn::module::Module;
 use serde::Serialize;
 
-use super::{CoresetArgs, ExperimentCommand, RdedArgs, StudentArgs, BenchCommand, BenchTrainArgs, Command, DataCommand, DemoArgs, DeviceArgs, EvalArgs, ModelCommand, TeacherCommand, TeacherTrainArgs};
+use super::{BenchKernelsArgs, CoresetArgs, ExperimentCommand, RdedArgs, StudentArgs, BenchCommand, BenchTrainArgs, Command, DataCommand, DemoArgs, DeviceArgs, EvalArgs, ModelCommand, TeacherCommand, TeacherTrainArgs};
 use crate::data::{self, Dataset};
 use crate::device::{CpuBackend, DeviceKind};
 use crate::fsio;
@@ -32,6 +32,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Eval(args) => eval(args),
         Command::Demo(args) => demo(args),
         Command::Bench(BenchCommand::Train(args)) => bench_train(args),
+        Command::Bench(BenchCommand::Kernels(args)) => bench_kernels(args),
         Command::Coreset(args) => coreset(args),
         Command::Student(args) => student(args),
         Command::Experiment(ExperimentCommand::Rded(args)) => experiment_rded(args),
@@ -449,5 +450,40 @@ fn experiment_rded(args: RdedArgs) -> anyhow::Result<()> {
     })?;
     println!("{}", rded::markdown(&report));
     println!("results in {}", args.out.display());
+    Ok(())
+}
+
+fn bench_kernels(args: BenchKernelsArgs) -> anyhow::Result<()> {
+    use crate::bench::kernels::{bench_scheduler_step, KernelBenchRow};
+    use std::time::Duration;
+    setup_threads(&args.device)?;
+    let budget = Duration::from_secs_f64(args.seconds);
+    let mut rows: Vec<KernelBenchRow> = Vec::new();
+    for spec in &args.shape {
+        let dims: Vec<usize> = spec.split('x').map(|d| d.parse()).collect::<Result<_, _>>().with_context(|| format!("shape `{spec}`: expected BATCHxCxHxW"))?;
+        let [b, c, h, w] = dims[..] else { bail!("shape `{spec}`: expected BATCHxCxHxW") };
+        for backend in &args.backend {
+            eprintln!("bench kernels {spec} on {backend} ...");
+            let row = match backend.as_str() {
+                "flex" => bench_scheduler_step::<burn::backend::Flex>(backend, [b, c, h, w], budget, &Default::default()),
+                "ndarray" => bench_scheduler_step::<burn::backend::NdArray>(backend, [b, c, h, w], budget, &Default::default()),
+                #[cfg(feature = "wgpu")]
+                "wgpu" => bench_scheduler_step::<burn::backend::Wgpu>(backend, [b, c, h, w], budget, &Default::default()),
+                other => bail!("unknown or not compiled-in backend `{other}`"),
+            };
+            println!(
+                "{:<8} {:<26} {:>16}: fused {:>8.3} ms ({:>6.2} GB/s) | unfused {:>8.3} ms ({:.2}x) | copy {:>8.3} ms ({:>6.2} GB/s, fused/copy {:.2})",
+                row.backend, row.kernel, spec, row.fused_ms, row.fused_gb_s, row.unfused_ms, row.speedup_vs_unfused,
+                row.copy_ms, row.copy_gb_s, row.fused_over_copy
+            );
+            rows.push(row);
+        }
+    }
+    if let Some(path) = &args.json {
+        #[derive(Serialize)]
+        struct Output<'a> { command: String, threads: usize, rows: &'a [KernelBenchRow] }
+        fsio::write_json(path, &Output { command: command_line(), threads: rayon::current_num_threads(), rows: &rows })?;
+        println!("rows written to {}", path.display());
+    }
     Ok(())
 }

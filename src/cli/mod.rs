@@ -167,6 +167,25 @@ pub struct RdedArgs {
 pub enum BenchCommand {
     /// Training and inference images/s per backend, with a per-op profile.
     Train(BenchTrainArgs),
+    /// The fused diffusion kernels vs separate tensor ops vs a copy of the same bytes.
+    Kernels(BenchKernelsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchKernelsArgs {
+    /// Backends to measure (flex, ndarray, wgpu as compiled in).
+    #[arg(long, value_delimiter = ',', default_value = "flex")]
+    pub backend: Vec<String>,
+    /// Latent shapes BATCHxCxHxW.
+    #[arg(long, value_delimiter = ',', default_value = "16x4x64x64,256x4x8x8")]
+    pub shape: Vec<String>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]

@@ -53,23 +53,26 @@ pub fn latent_lerp<B: DiffusionKernels, const D: usize>(z1: Tensor<B, D>, z2: Te
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
-/// CPU backends: the reference on host memory.
+/// CPU backends: the reference on host memory, latents spread over the rayon pool (each latent is
+/// independent: its own noise key, its own slice).
 macro_rules! cpu_kernels {
     ($($B:ty),*) => {$(
         impl DiffusionKernels for $B {
             fn scheduler_step(x: FloatTensor<Self>, eps: FloatTensor<Self>, c: StepCoeffs, keys: &[NoiseKey]) -> FloatTensor<Self> {
-                host::<Self>(x, |x, out| {
-                    let eps = host_vec::<Self>(eps);
-                    reference::scheduler_step_batched(x, &eps, c, keys, out)
+                let eps = host_vec::<Self>(eps);
+                host::<Self>(x, keys.len(), |p, x, out| {
+                    let len = x.len();
+                    reference::scheduler_step(x, &eps[p * len..(p + 1) * len], c, keys[p], out)
                 })
             }
             fn add_noise(z0: FloatTensor<Self>, c: NoiseCoeffs, keys: &[NoiseKey]) -> FloatTensor<Self> {
-                host::<Self>(z0, |z0, out| reference::add_noise_batched(z0, c, keys, out))
+                host::<Self>(z0, keys.len(), |p, z0, out| reference::add_noise(z0, c.a, c.b, keys[p], out))
             }
             fn latent_lerp(z1: FloatTensor<Self>, z2: FloatTensor<Self>, gamma: &[f32], c: NoiseCoeffs, keys: &[NoiseKey]) -> FloatTensor<Self> {
-                host::<Self>(z1, |z1, out| {
-                    let z2 = host_vec::<Self>(z2);
-                    reference::latent_lerp(z1, &z2, gamma, c.a, c.b, keys, out)
+                let z2 = host_vec::<Self>(z2);
+                host::<Self>(z1, keys.len(), |p, z1, out| {
+                    let len = z1.len();
+                    reference::latent_lerp(z1, &z2[p * len..(p + 1) * len], &gamma[p..p + 1], c.a, c.b, &keys[p..p + 1], out)
                 })
             }
         }
@@ -83,13 +86,18 @@ fn host_vec<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
     flat.into_data().convert::<f32>().to_vec().expect("f32 tensor")
 }
 
-/// Runs `f(input, out)` on host copies and returns `out` with the input's shape and device.
-fn host<B: Backend>(input: FloatTensor<B>, f: impl FnOnce(&[f32], &mut [f32])) -> FloatTensor<B> {
+/// Runs `f(p, latent_p, out_p)` for each of the `batch` latents of `input` on host copies, in
+/// parallel, and returns the output with the input's shape and device.
+fn host<B: Backend>(input: FloatTensor<B>, batch: usize, f: impl Fn(usize, &[f32], &mut [f32]) + Sync) -> FloatTensor<B> {
+    use rayon::prelude::*;
     let shape = input.shape();
     let device = B::float_device(&input);
     let x = host_vec::<B>(input);
+    let len = x.len() / batch.max(1);
     let mut out = vec![0f32; x.len()];
-    f(&x, &mut out);
+    if len > 0 {
+        out.par_chunks_mut(len).zip(x.par_chunks(len)).enumerate().for_each(|(p, (out, x))| f(p, x, out));
+    }
     let n = out.len();
     let flat = Tensor::<B, 1>::from_data(TensorData::new(out, [n]), &device).into_primitive().tensor();
     B::float_reshape(flat, shape)
