@@ -289,7 +289,7 @@ fn the_grid_writes_its_tables_and_resumes() {
         layout: Layout::Collage,
         labels: LabelSource::Stored,
         temperature: 20.0,
-        crop_scale_min: 0.08,
+        crop_scale_min: None,
         flip: true,
         baselines: true,
         arch: Arch::Convnet3,

@@ -370,7 +370,7 @@ fn student(args: StudentArgs) -> anyhow::Result<()> {
     let set = TrainingSet::from_coreset(&coreset, args.layout)?;
     let soft = args.labels != LabelSource::Hard;
     let augment = AugmentConfig {
-        crop_scale_min: args.crop_scale_min,
+        crop_scale_min: args.crop_scale_min.unwrap_or(1.0 / coreset.meta.config.factor as f32),
         flip: !args.no_flip && flips_ok(&ds),
         cutmix: soft,
         shuffle_factor: if args.layout == crate::coreset::Layout::Collage { coreset.meta.config.factor } else { 1 },

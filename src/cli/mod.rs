@@ -99,8 +99,10 @@ pub struct StudentArgs {
     pub batch: Option<usize>,
     #[arg(long, default_value_t = 20.0)]
     pub temperature: f64,
-    #[arg(long, default_value_t = 0.08)]
-    pub crop_scale_min: f32,
+    /// Smallest area fraction of the student's RandomResizedCrop; default RDED's 1/r (no crop at
+    /// r = 1 and for the random-subset baselines).
+    #[arg(long)]
+    pub crop_scale_min: Option<f32>,
     /// Disable flips (auto-off for MNIST).
     #[arg(long)]
     pub no_flip: bool,
@@ -146,8 +148,10 @@ pub struct RdedArgs {
     pub labels: LabelSource,
     #[arg(long, default_value_t = 20.0)]
     pub temperature: f64,
-    #[arg(long, default_value_t = 0.08)]
-    pub crop_scale_min: f32,
+    /// Smallest area fraction of the student's RandomResizedCrop; default RDED's 1/r (no crop at
+    /// r = 1 and for the random-subset baselines).
+    #[arg(long)]
+    pub crop_scale_min: Option<f32>,
     #[arg(long)]
     pub no_flip: bool,
     /// Skip the random-subset baselines.

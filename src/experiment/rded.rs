@@ -32,7 +32,9 @@ pub struct RdedGridConfig {
     /// Soft-label source of the RDED and random-soft cells: online or stored.
     pub labels: LabelSource,
     pub temperature: f64,
-    pub crop_scale_min: f32,
+    /// Smallest RandomResizedCrop area fraction; `None`: RDED's 1/r per cell (1 = no crop for the
+    /// random-subset baselines).
+    pub crop_scale_min: Option<f32>,
     pub flip: bool,
     pub baselines: bool,
     pub arch: Arch,
@@ -155,7 +157,7 @@ pub fn run_grid<B: TrainBackend>(
                 _ => TrainingSet::random_subset(ds, ipc, config.coreset_seed),
             };
             let augment = AugmentConfig {
-                crop_scale_min: config.crop_scale_min,
+                crop_scale_min: config.crop_scale_min.unwrap_or(1.0 / factor as f32),
                 flip: config.flip,
                 cutmix: method != Method::RandomHard,
                 shuffle_factor: if method == Method::Rded && config.layout == Layout::Collage { factor } else { 1 },
@@ -294,8 +296,10 @@ pub fn markdown(report: &GridReport) -> String {
     rows.extend(cfg.factors.iter().map(|&r| (Method::Rded, r)));
     let mut s = String::new();
     s += &format!(
-        "{} — ConvNet student test accuracy (%), final epoch, mean ± std over {n} student seeds{}\n\n",
+        "{} — {} student ({:?} norm) test accuracy (%), final epoch, mean ± std over {n} student seeds{}\n\n",
         report.dataset,
+        cfg.arch.name(),
+        cfg.norm,
         if report.finished { "" } else { " — PARTIAL (grid still running)" }
     );
     let header = |s: &mut String| {
@@ -321,7 +325,7 @@ pub fn markdown(report: &GridReport) -> String {
             *s += "\n";
         }
         if let Some(acc) = report.teacher_accuracy {
-            *s += "| whole data (the teacher) |";
+            *s += "| whole data (the teacher, trained on the full set) |";
             for _ in &cfg.ipcs {
                 *s += &format!(" {acc:.2} |");
             }
@@ -329,7 +333,7 @@ pub fn markdown(report: &GridReport) -> String {
         }
     };
     table(&mut s, false);
-    s += "\nBest evaluated epoch (RDED's reporting; an extra view, not the headline):\n\n";
+    s += "\nBest evaluation over the last 20 % of epochs (RDED's reporting; an extra view, not the headline; evaluations before the last epoch use a 2,000-image test subset):\n\n";
     table(&mut s, true);
     s += "\n| cell | epochs | train images | student wall time (all seeds) | coreset + labels time |\n|---|---|---|---|---|\n";
     for c in &report.cells {
@@ -337,7 +341,7 @@ pub fn markdown(report: &GridReport) -> String {
     }
     s += &format!(
         "\nSettings: layout {:?}, labels {:?}, T = {}, crops {}, mipc {}, RandomResizedCrop scale ({}, 1), flip {}, CutMix on soft-label cells, AdamW lr 1e-3 wd 0.01 (no decay on biases/norms), cosine-to-half schedule, RDED batch sizes.\n",
-        cfg.layout, cfg.labels, cfg.temperature, cfg.crops, cfg.mipc, cfg.crop_scale_min, cfg.flip
+        cfg.layout, cfg.labels, cfg.temperature, cfg.crops, cfg.mipc, cfg.crop_scale_min.map(|s| s.to_string()).unwrap_or_else(|| "1/r".into()), cfg.flip
     );
     s
 }

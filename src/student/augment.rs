@@ -78,14 +78,21 @@ pub fn base_view(img: &[f32], c: usize, h: usize, w: usize, seed: u64, item: u64
     let mut x = img.to_vec();
     let r = cfg.shuffle_factor;
     if r > 1 && h % r == 0 && w % r == 0 {
+        // RDED's ShufflePatches: the column strips are permuted, then the row strips, so cells
+        // that share a row (column) keep sharing one.
         let rng = SeedRng::new(seed, item, Stream::Shuffle);
-        let mut perm: Vec<usize> = (0..r * r).collect();
-        for i in (1..perm.len()).rev() {
-            perm.swap(i, rng.below_at(i as u64, (i + 1) as u32) as usize);
-        }
+        let permutation = |offset: u64| {
+            let mut perm: Vec<usize> = (0..r).collect();
+            for i in (1..r).rev() {
+                perm.swap(i, rng.below_at(offset + i as u64, (i + 1) as u32) as usize);
+            }
+            perm
+        };
+        let (rows, cols) = (permutation(0), permutation(r as u64));
         let (ph, pw) = (h / r, w / r);
         let src = x.clone();
-        for (cell, &from) in perm.iter().enumerate() {
+        for cell in 0..r * r {
+            let from = rows[cell / r] * r + cols[cell % r];
             let (ty, tx, fy, fx) = ((cell / r) * ph, (cell % r) * pw, (from / r) * ph, (from % r) * pw);
             for ch in 0..c {
                 for y in 0..ph {
