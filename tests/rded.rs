@@ -131,6 +131,7 @@ fn collages_put_block_k_of_the_ranking_in_cell_k() {
             patches: infos,
             teacher_evals: 8,
             seconds: 0.0,
+            teacher: String::new(),
         },
         patches,
     };
@@ -315,4 +316,13 @@ fn the_grid_writes_its_tables_and_resumes() {
     assert_eq!(std::fs::metadata(&run).unwrap().modified().unwrap(), before);
     let acc = |r: &rded::GridReport| r.cells.iter().map(|c| c.final_accuracy.clone()).collect::<Vec<_>>();
     assert_eq!(acc(&again), acc(&report));
+    // Another temperature or coreset seed: nothing cached is reused for the cells it changes.
+    let coreset_file = out.path().join("coresets/ipc1-r2/coreset.json");
+    let coreset_before = std::fs::read_to_string(&coreset_file).unwrap();
+    let changed = RdedGridConfig { temperature: 4.0, coreset_seed: 1, ..config.clone() };
+    rded::run_grid::<Train>(&ds, tdir.path(), &changed, "test".into(), out.path(), &device).unwrap();
+    assert_ne!(std::fs::metadata(&run).unwrap().modified().unwrap(), before, "a run of another temperature was reused");
+    assert_ne!(std::fs::read_to_string(&coreset_file).unwrap(), coreset_before, "a coreset of another seed was reused");
+    let labels: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("labels/rded-ipc1-r2/labels.json")).unwrap()).unwrap();
+    assert!(!labels["teacher"].as_str().unwrap().is_empty());
 }

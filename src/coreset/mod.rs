@@ -69,6 +69,9 @@ pub struct CoresetMeta {
     pub patches: Vec<PatchInfo>,
     pub teacher_evals: usize,
     pub seconds: f64,
+    /// The teacher that scored the crops (`checkpoint::fingerprint`, when known).
+    #[serde(default)]
+    pub teacher: String,
 }
 
 /// A coreset: metadata and the patches as u8 CHW, in the order of `meta.patches`.
@@ -263,6 +266,7 @@ pub fn select<B: DaceBackend>(
             patches: infos,
             teacher_evals: evals,
             seconds: start.elapsed().as_secs_f64(),
+            teacher: String::new(),
         },
         patches: patches_out,
     })

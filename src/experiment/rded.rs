@@ -118,6 +118,7 @@ pub fn run_grid<B: TrainBackend>(
         .ok()
         .and_then(|r| r.final_eval.map(|e| e.accuracy));
     let norm = meta.normalization.clone();
+    let teacher_id = train::checkpoint::fingerprint(teacher_dir)?;
     let mut report = GridReport {
         command,
         dataset: ds.name.clone(),
@@ -141,14 +142,21 @@ pub fn run_grid<B: TrainBackend>(
             let set = match method {
                 Method::Rded => {
                     let dir = out.join("coresets").join(format!("ipc{ipc}-r{factor}"));
-                    let coreset = if dir.join(coreset::META_FILE).exists() {
-                        Coreset::load(&dir)?
-                    } else {
-                        eprintln!("{name}: selecting the coreset");
-                        let cc = CoresetConfig { ipc, factor, crops: config.crops, mipc: config.mipc, seed: config.coreset_seed };
-                        let c = coreset::select(ds, &teacher, &meta, &cc, device)?;
-                        c.save(&dir)?;
-                        c
+                    let cc = CoresetConfig { ipc, factor, crops: config.crops, mipc: config.mipc, seed: config.coreset_seed };
+                    // A cached coreset is reused only if it was selected the same way, from the
+                    // same data, by the same teacher.
+                    let cached = Coreset::load(&dir).ok().filter(|c| {
+                        same_json(&c.meta.config, &cc) && c.meta.dataset == ds.name && c.meta.teacher == teacher_id
+                    });
+                    let coreset = match cached {
+                        Some(c) => c,
+                        None => {
+                            eprintln!("{name}: selecting the coreset");
+                            let mut c = coreset::select(ds, &teacher, &meta, &cc, device)?;
+                            c.meta.teacher = teacher_id.clone();
+                            c.save(&dir)?;
+                            c
+                        }
                     };
                     let set = TrainingSet::from_coreset(&coreset, config.layout)?;
                     viz::write_grid(&dir.join(format!("{:?}.png", config.layout).to_lowercase()), &set.images, set.channels, set.height, set.width, ipc.clamp(1, 10), 56)?;
@@ -165,12 +173,15 @@ pub fn run_grid<B: TrainBackend>(
             let stored = if method != Method::RandomHard && config.labels == LabelSource::Stored {
                 let dir = out.join("labels").join(&name);
                 let seeds: Vec<u64> = (0..epochs as u64).collect();
-                let existing = StoredLabels::load(&dir).ok().filter(|l| l.check_fits(&set, &augment).is_ok() && l.meta.seeds == seeds);
+                let existing = StoredLabels::load(&dir)
+                    .ok()
+                    .filter(|l| l.check_fits(&set, &augment).is_ok() && l.meta.seeds == seeds && l.meta.teacher == teacher_id);
                 Some(match existing {
                     Some(l) => l,
                     None => {
                         eprintln!("{name}: teacher soft labels for {} items x {epochs} seeds", set.len());
-                        let l = StoredLabels::compute(&set, &teacher, &norm, &augment, seeds, device)?;
+                        let mut l = StoredLabels::compute(&set, &teacher, &norm, &augment, seeds, device)?;
+                        l.meta.teacher = teacher_id.clone();
                         l.save(&dir)?;
                         l
                     }
@@ -183,12 +194,6 @@ pub fn run_grid<B: TrainBackend>(
             for seed in 0..config.student_seeds as u64 {
                 let run_dir = out.join("runs").join(format!("{name}-seed{seed}"));
                 let path = run_dir.join("report.json");
-                if let Ok(r) = fsio::read_json::<StudentReport>(&path) {
-                    if r.config.epochs == epochs {
-                        runs.push(r);
-                        continue;
-                    }
-                }
                 let student_config = StudentConfig {
                     model: ClassifierConfig::new(config.arch, ds.channels, ds.num_classes(), [ds.height, ds.width]).with_norm(config.norm),
                     epochs,
@@ -200,6 +205,15 @@ pub fn run_grid<B: TrainBackend>(
                     seed,
                     eval_every: (epochs / 10).max(1),
                 };
+                // A finished run is reused only if it trained exactly this configuration on
+                // exactly this set with the same kind of labels.
+                if let Ok(r) = fsio::read_json::<StudentReport>(&path) {
+                    let source = if method == Method::RandomHard { LabelSource::Hard } else { config.labels };
+                    if same_json(&r.config, &student_config) && r.set == set.description && r.labels == source {
+                        runs.push(r);
+                        continue;
+                    }
+                }
                 let labels = match (&stored, method) {
                     (_, Method::RandomHard) => Labels::Hard,
                     (Some(s), _) => Labels::Stored(s),
@@ -235,6 +249,11 @@ pub fn run_grid<B: TrainBackend>(
     report.finished = true;
     write_outputs(&report, &runs_dir(out), out)?;
     Ok(report)
+}
+
+/// Equal once serialised: configs whose types do not implement `PartialEq`.
+fn same_json<A: Serialize, B: Serialize>(a: &A, b: &B) -> bool {
+    matches!((serde_json::to_value(a), serde_json::to_value(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 fn runs_dir(out: &Path) -> PathBuf {

@@ -26,6 +26,12 @@ pub struct LabelsMeta {
     pub augment: AugmentConfig,
     /// What the items are (must match the training set they are used with).
     pub set: String,
+    /// sha256 of the set's images and labels: labels never meet other images.
+    #[serde(default)]
+    pub set_fingerprint: String,
+    /// The teacher that produced them (`checkpoint::fingerprint`, when known).
+    #[serde(default)]
+    pub teacher: String,
 }
 
 /// Teacher logits `[seed][item][class]`.
@@ -75,6 +81,8 @@ impl StoredLabels {
             seeds,
             augment: augment.clone(),
             set: set.description.clone(),
+            set_fingerprint: set.fingerprint(),
+            teacher: String::new(),
         };
         Ok(StoredLabels { meta, logits })
     }
@@ -108,7 +116,7 @@ impl StoredLabels {
     /// Checks these labels were made for `set` with `augment`.
     pub fn check_fits(&self, set: &TrainingSet, augment: &AugmentConfig) -> Result<()> {
         let m = &self.meta;
-        if m.items != set.len() || m.classes != set.num_classes || m.set != set.description || &m.augment != augment {
+        if m.items != set.len() || m.classes != set.num_classes || m.set != set.description || &m.augment != augment || m.set_fingerprint != set.fingerprint() {
             return Err(DaceError::Invalid(format!(
                 "stored labels are for `{}` ({} items, {:?}), not `{}` ({} items, {:?})",
                 m.set, m.items, m.augment, set.description, set.len(), augment

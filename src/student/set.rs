@@ -76,6 +76,17 @@ impl TrainingSet {
         }
     }
 
+    /// sha256 (hex) of the images and labels.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(&self.images);
+        for l in &self.labels {
+            h.update(l.to_le_bytes());
+        }
+        format!("{:x}", h.finalize())
+    }
+
     fn normalized(&self, item: usize, norm: &Normalization) -> Vec<f32> {
         let len = self.image_len();
         let mut out = vec![0f32; len];

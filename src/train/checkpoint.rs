@@ -77,6 +77,16 @@ pub fn save_model<B: Backend>(dir: &Path, model: &Classifier<B>, meta: &ModelMet
     fsio::write_json(&dir.join(MODEL_META), meta)
 }
 
+/// sha256 (hex) of a saved model's weights and metadata: identifies a teacher in caches.
+pub fn fingerprint(dir: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for file in [MODEL_META, MODEL_WEIGHTS] {
+        h.update(fsio::read(&dir.join(file))?);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
 pub fn load_meta(dir: &Path) -> Result<ModelMeta> {
     let path = dir.join(MODEL_META);
     let meta: ModelMeta = fsio::read_json(&path)?;
