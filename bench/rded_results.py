@@ -22,42 +22,51 @@ def main():
     ap.add_argument("--commit", required=True)
     ap.add_argument("--machine", required=True)
     ap.add_argument("--intro", help="markdown file inserted after the title")
+    ap.add_argument("--grids", default="rded-fashion-mnist,rded-mnist",
+                    help="comma-separated grid directories under --runs, in page order; NAME=NOTE adds a note under its heading")
     args = ap.parse_args()
     out = Path(args.out)
     figs = out / "rded"
     figs.mkdir(parents=True, exist_ok=True)
     reports = []
-    for d in sorted(Path(args.runs).glob("rded-*")):
+    for spec in args.grids.split(","):
+        name, _, note = spec.partition("=")
+        d = Path(args.runs) / name
         f = d / "results.json"
         if not f.exists():
             continue
         r = json.loads(f.read_text())
+        r["_dir"], r["_note"] = name, note
         reports.append(r)
         for png in d.glob("*.png"):
-            shutil.copy(png, figs / f"{r['dataset']}-{png.name}")
+            shutil.copy(png, figs / f"{name}-{png.name}")
         for grid in (d / "coresets").glob("*/collage.png"):
-            shutil.copy(grid, figs / f"{r['dataset']}-coreset-{grid.parent.name}.png")
+            shutil.copy(grid, figs / f"{name}-coreset-{grid.parent.name}.png")
     lines = ["# RDED baseline (issue 4)", ""]
     if args.intro:
         lines += [Path(args.intro).read_text().rstrip(), ""]
     for r in reports:
-        ds = r["dataset"]
+        ds, name = r["dataset"], r["_dir"]
         status = "complete" if r["finished"] else "**PARTIAL: the grid is still running; missing cells are marked —**"
-        lines += [f"## {ds} ({status})", "", f"- command: `{r['command']}`", f"- commit: `{args.commit}`",
+        lines += [f"## {ds}: `{name}` ({status})", ""]
+        if r["_note"]:
+            lines += [r["_note"], ""]
+        lines += [f"- command: `{r['command']}`", f"- commit: `{args.commit}`",
                   f"- machine: {args.machine}", f"- teacher: `{r['teacher']}`", ""]
-        md = Path(args.runs) / f"rded-{ds}" / "results.md"
+        md = Path(args.runs) / name / "results.md"
         if md.exists():
             lines += [md.read_text().rstrip(), ""]
         lit = LIT.get(ds)
         if lit:
             lines += [f"Literature anchors (ConvNet-3, hard-label random subset, IPC 1/10/50): "
                       f"{' / '.join(map(str, lit['random']))}; whole data {lit['whole']} (NOTES §5, recalled).", ""]
-        lines += [f"![accuracy vs r](rded/{ds}-accuracy_vs_r.png)", ""]
+        if (figs / f"{name}-accuracy_vs_r.png").exists():
+            lines += [f"![accuracy vs r](rded/{name}-accuracy_vs_r.png)", ""]
         for ipc in r["config"]["ipcs"]:
-            if (figs / f"{ds}-curves_ipc{ipc}.png").exists():
-                lines += [f"![curves IPC {ipc}](rded/{ds}-curves_ipc{ipc}.png)", ""]
+            if (figs / f"{name}-curves_ipc{ipc}.png").exists():
+                lines += [f"![curves IPC {ipc}](rded/{name}-curves_ipc{ipc}.png)", ""]
     (out / "rded.md").write_text("\n".join(lines) + "\n")
-    summary = [{"dataset": r["dataset"], "finished": r["finished"], "teacher_accuracy": r["teacher_accuracy"],
+    summary = [{"grid": r["_dir"], "dataset": r["dataset"], "finished": r["finished"], "teacher_accuracy": r["teacher_accuracy"],
                 "config": r["config"], "cells": r["cells"], "command": r["command"]} for r in reports]
     (out / "rded.json").write_text(json.dumps({"commit": args.commit, "machine": args.machine, "grids": summary}, indent=1) + "\n")
     print(f"wrote {out / 'rded.md'} ({len(reports)} grids)")
