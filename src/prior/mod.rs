@@ -1,6 +1,20 @@
 //! The diffusion prior: what turns a coreset patch into new training images (../shared/NOTES.md
-//! §1, §4). So far only [`scheduler`], the pure step-coefficient math of the samplers; the
-//! element-wise kernels that apply those coefficients live in `crate::kernels::diffusion_ref`
-//! (CPU reference), `shaders/*.wgsl` and `kernels/*.cu`.
+//! §1, §4).
+//!
+//! - [`config`]: diffusers `config.json` files, refusing features dace does not implement;
+//! - [`layers`], [`vae`], [`unet`]: `AutoencoderKL` and `UNet2DConditionModel` in burn, named
+//!   like diffusers' modules so [`weights`] loads diffusers safetensors unchanged;
+//! - [`scheduler`]: the samplers' step coefficients (the element-wise kernels that apply them
+//!   live in `crate::kernels::diffusion`).
 
+pub mod config;
+pub mod layers;
+pub mod pipeline;
 pub mod scheduler;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+pub use config::{UNetConfig, VaeConfig};
+pub use unet::UNet2DConditionModel;
+pub use vae::{AutoencoderKL, LatentDist};

@@ -1,0 +1,76 @@
+//! img2img with dace's portable noise: the expansion of one batch of patches (NOTES §4).
+//!
+//! diffusers' `StableDiffusionImg2ImgPipeline` without guidance, with every random draw taken
+//! from the named stream of its (seed, item) (docs/FORMAT.md), so any device regenerates the
+//! same images: posterior sample (`VaeSample`), forward noise (`AddNoise`), the ancestral noise of
+//! step `k` of the full schedule (`Ancestral(k)`).
+
+use burn::prelude::*;
+
+use super::scheduler::{DenoiseStep, NoiseCoeffs};
+use super::{AutoencoderKL, UNet2DConditionModel};
+use crate::kernels::diffusion::{add_noise, scheduler_step, DiffusionKernels};
+use crate::kernels::diffusion_ref::{noise_key, NoiseKey};
+use crate::kernels::DaceBackend;
+use crate::rng::{SeedRng, Stream};
+
+/// The (seed, item) pair each latent of a batch draws its noise from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoiseId {
+    pub seed: u64,
+    pub item: u64,
+}
+
+pub fn keys(ids: &[NoiseId], stream: Stream) -> Vec<NoiseKey> {
+    ids.iter().map(|id| noise_key(&SeedRng::new(id.seed, id.item, stream))).collect()
+}
+
+/// Standard normals of shape `dims` (first axis = one latent per id) from `stream`.
+pub fn normals<B: DiffusionKernels, const D: usize>(ids: &[NoiseId], stream: Stream, dims: [usize; D], device: &B::Device) -> Tensor<B, D> {
+    add_noise(Tensor::zeros(dims, device), NoiseCoeffs { a: 0.0, b: 1.0 }, &keys(ids, stream))
+}
+
+/// `scaling_factor * (mean + std * n)`: a posterior sample, scaled as the UNet expects.
+pub fn encode_latents<B: DaceBackend + DiffusionKernels>(
+    vae: &AutoencoderKL<B>,
+    images: Tensor<B, 4>,
+    scaling_factor: f64,
+    ids: &[NoiseId],
+) -> Tensor<B, 4> {
+    let dist = vae.encode(images);
+    let n = normals(ids, Stream::VaeSample, dist.mean.dims(), &dist.mean.device());
+    (dist.mean.clone() + dist.std() * n).mul_scalar(scaling_factor)
+}
+
+/// Noises scaled latents to the level of `steps[0]` and denoises them through `steps`.
+pub fn denoise<B: DaceBackend + DiffusionKernels>(
+    unet: &UNet2DConditionModel<B>,
+    latents: Tensor<B, 4>,
+    context: &Tensor<B, 3>,
+    steps: &[DenoiseStep],
+    ids: &[NoiseId],
+) -> Tensor<B, 4> {
+    let Some(first) = steps.first() else { return latents };
+    let mut z = add_noise(latents, first.add_noise, &keys(ids, Stream::AddNoise));
+    for step in steps {
+        let t = vec![step.timestep as f32; ids.len()];
+        let eps = unet.forward(z.clone().mul_scalar(step.c_in), &t, context);
+        z = scheduler_step(z, eps, step.coeffs, &keys(ids, Stream::Ancestral(step.index as u32)));
+    }
+    z
+}
+
+/// Images in [-1, 1] -> encode -> noise to `steps[0]` -> denoise -> decode.
+pub fn img2img<B: DaceBackend + DiffusionKernels>(
+    vae: &AutoencoderKL<B>,
+    unet: &UNet2DConditionModel<B>,
+    images: Tensor<B, 4>,
+    context: &Tensor<B, 3>,
+    steps: &[DenoiseStep],
+    scaling_factor: f64,
+    ids: &[NoiseId],
+) -> Tensor<B, 4> {
+    let z0 = encode_latents(vae, images, scaling_factor, ids);
+    let z = denoise(unet, z0, context, steps, ids);
+    vae.decode(z.div_scalar(scaling_factor))
+}

@@ -1,0 +1,193 @@
+//! `UNet2DConditionModel` (SD 1.x / 2.x layout): predicts the noise `eps` of a latent at a
+//! timestep, attending to a context sequence (text embeddings, or dace's class embeddings).
+
+use burn::nn::conv::Conv2d;
+use burn::nn::GroupNorm;
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+
+use super::config::{BlockKind, UNetConfig};
+use super::layers::{
+    conv3x3, group_norm, timestep_embedding, Downsample2D, ResnetBlock2D, ResnetSpec, TimestepMlp, Transformer2D,
+    Upsample2D,
+};
+use crate::kernels::{self, DaceBackend};
+
+/// A down or up block: `(resnet, attention?)` pairs, then an optional resampler. Plain blocks
+/// have no attentions; the lists keep diffusers' key names (`resnets.0`, `attentions.0`, ...).
+#[derive(Module, Debug)]
+pub struct UNetBlock<B: Backend> {
+    pub resnets: Vec<ResnetBlock2D<B>>,
+    pub attentions: Vec<Transformer2D<B>>,
+    pub downsamplers: Vec<Downsample2D<B>>,
+    pub upsamplers: Vec<Upsample2D<B>>,
+}
+
+#[derive(Module, Debug)]
+pub struct UNetMidBlock<B: Backend> {
+    pub resnets: Vec<ResnetBlock2D<B>>,
+    pub attentions: Vec<Transformer2D<B>>,
+}
+
+#[derive(Module, Debug)]
+pub struct UNet2DConditionModel<B: Backend> {
+    pub conv_in: Conv2d<B>,
+    pub time_embedding: TimestepMlp<B>,
+    pub down_blocks: Vec<UNetBlock<B>>,
+    pub mid_block: UNetMidBlock<B>,
+    pub up_blocks: Vec<UNetBlock<B>>,
+    pub conv_norm_out: GroupNorm<B>,
+    pub conv_out: Conv2d<B>,
+    /// Settings of the forward pass that are not weights.
+    pub time_proj_dim: usize,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+    pub center_input_sample: bool,
+}
+
+impl UNetConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> UNet2DConditionModel<B> {
+        let ch = &self.block_out_channels;
+        let n = ch.len();
+        let g = self.norm_num_groups;
+        let temb = self.time_embed_dim();
+        let heads = self.heads();
+        let layers = self.transformer_layers_per_block.expand(n);
+        let resnet = |c_in: usize, c_out: usize, scale: f64| {
+            ResnetSpec { c_in, c_out, temb: Some(temb), groups: g, eps: self.norm_eps, output_scale: scale }.init(device)
+        };
+        let transformer = |c: usize, i: usize| {
+            Transformer2D::new(c, heads[i], layers[i], self.cross_attention_dim, g, self.use_linear_projection, device)
+        };
+
+        let down_blocks = self
+            .down_kinds()
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                let c_in = if i == 0 { ch[0] } else { ch[i - 1] };
+                let per_layer = 0..self.layers_per_block;
+                UNetBlock {
+                    resnets: per_layer.clone().map(|j| resnet(if j == 0 { c_in } else { ch[i] }, ch[i], 1.0)).collect(),
+                    attentions: match kind {
+                        BlockKind::CrossAttn => per_layer.map(|_| transformer(ch[i], i)).collect(),
+                        BlockKind::Plain => vec![],
+                    },
+                    downsamplers: if i + 1 < n {
+                        vec![Downsample2D::new(ch[i], self.downsample_padding, device)]
+                    } else {
+                        vec![]
+                    },
+                    upsamplers: vec![],
+                }
+            })
+            .collect();
+
+        let top = ch[n - 1];
+        let mid_block = UNetMidBlock {
+            resnets: vec![resnet(top, top, self.mid_block_scale_factor), resnet(top, top, self.mid_block_scale_factor)],
+            attentions: vec![transformer(top, n - 1)],
+        };
+
+        // Up block i mirrors down block n-1-i and consumes its skip connections (diffusers'
+        // prev_output_channel / output_channel / input_channel bookkeeping).
+        let rev: Vec<usize> = ch.iter().rev().copied().collect();
+        let up_blocks = self
+            .up_kinds()
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                let prev = if i == 0 { rev[0] } else { rev[i - 1] };
+                let out = rev[i];
+                let skip_in = rev[(i + 1).min(n - 1)];
+                let per_layer = 0..self.layers_per_block + 1;
+                let last = self.layers_per_block;
+                let block_heads = n - 1 - i;
+                UNetBlock {
+                    resnets: per_layer
+                        .clone()
+                        .map(|j| {
+                            let res_skip = if j == last { skip_in } else { out };
+                            let res_in = if j == 0 { prev } else { out };
+                            resnet(res_in + res_skip, out, 1.0)
+                        })
+                        .collect(),
+                    attentions: match kind {
+                        BlockKind::CrossAttn => per_layer.map(|_| transformer(out, block_heads)).collect(),
+                        BlockKind::Plain => vec![],
+                    },
+                    downsamplers: vec![],
+                    upsamplers: if i + 1 < n { vec![Upsample2D::new(out, device)] } else { vec![] },
+                }
+            })
+            .collect();
+
+        UNet2DConditionModel {
+            conv_in: conv3x3(self.in_channels, ch[0], device),
+            time_embedding: TimestepMlp::new(ch[0], temb, device),
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: group_norm(g, ch[0], self.norm_eps, device),
+            conv_out: conv3x3(ch[0], self.out_channels, device),
+            time_proj_dim: ch[0],
+            flip_sin_to_cos: self.flip_sin_to_cos,
+            freq_shift: self.freq_shift,
+            center_input_sample: self.center_input_sample,
+        }
+    }
+}
+
+impl<B: DaceBackend> UNet2DConditionModel<B> {
+    /// `eps` for latents `[batch, in, h, w]` at per-item `timesteps`, attending to `context`
+    /// `[batch, tokens, cross_attention_dim]`.
+    pub fn forward(&self, sample: Tensor<B, 4>, timesteps: &[f32], context: &Tensor<B, 3>) -> Tensor<B, 4> {
+        let device = sample.device();
+        assert_eq!(timesteps.len(), sample.dims()[0], "one timestep per latent");
+        let t = timestep_embedding::<B>(timesteps, self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
+        let temb = self.time_embedding.forward(t);
+        let temb = Some(&temb);
+
+        let sample = if self.center_input_sample { sample.mul_scalar(2.0).sub_scalar(1.0) } else { sample };
+        let mut x = kernels::conv2d(&self.conv_in, sample);
+        let mut skips = vec![x.clone()];
+        for block in &self.down_blocks {
+            for (j, resnet) in block.resnets.iter().enumerate() {
+                x = resnet.forward(x, temb);
+                if let Some(attn) = block.attentions.get(j) {
+                    x = attn.forward(x, context);
+                }
+                skips.push(x.clone());
+            }
+            for down in &block.downsamplers {
+                x = down.forward(x);
+                skips.push(x.clone());
+            }
+        }
+
+        let mid = &self.mid_block;
+        x = mid.resnets[0].forward(x, temb);
+        for (attn, resnet) in mid.attentions.iter().zip(&mid.resnets[1..]) {
+            x = resnet.forward(attn.forward(x, context), temb);
+        }
+
+        for block in &self.up_blocks {
+            for (j, resnet) in block.resnets.iter().enumerate() {
+                let skip = skips.pop().expect("one skip connection per up-block resnet");
+                x = resnet.forward(Tensor::cat(vec![x, skip], 1), temb);
+                if let Some(attn) = block.attentions.get(j) {
+                    x = attn.forward(x, context);
+                }
+            }
+            for up in &block.upsamplers {
+                // Upsample to the size of the next skip (differs from 2x only for odd sizes).
+                let size = skips.last().map(|s| {
+                    let [_, _, h, w] = s.dims();
+                    [h, w]
+                });
+                x = up.forward(x, size);
+            }
+        }
+        kernels::conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x)))
+    }
+}

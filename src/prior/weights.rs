@@ -1,0 +1,93 @@
+//! diffusers safetensors in and out, with diffusers' key names.
+//!
+//! dace's modules are named field for field like diffusers' (`layers`), so keys map one to one;
+//! burn-store's PyTorch adapters transpose linear weights and rename norm parameters
+//! (`weight`/`bias` <-> `gamma`/`beta`). The only renames are the feed-forward's
+//! `ff.net.0.proj` / `ff.net.2` (a PyTorch list of mixed layers) <-> `ff.geglu` / `ff.out`.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+
+use crate::error::{DaceError, Result};
+use crate::fsio;
+
+/// File names of a diffusers component directory.
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "diffusion_pytorch_model.safetensors";
+
+const FROM_DIFFUSERS: [(&str, &str); 2] = [(r"\.ff\.net\.0\.proj\.", ".ff.geglu."), (r"\.ff\.net\.2\.", ".ff.out.")];
+const TO_DIFFUSERS: [(&str, &str); 2] = [(r"\.ff\.geglu\.", ".ff.net.0.proj."), (r"\.ff\.out\.", ".ff.net.2.")];
+
+fn listing(keys: &[String]) -> String {
+    let shown: Vec<&str> = keys.iter().take(5).map(String::as_str).collect();
+    let more = keys.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} (and {more} more)", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Loads every parameter of `module` from safetensors bytes; `origin` names the file in errors.
+/// Missing, unexpected or wrongly shaped tensors are errors: a checkpoint that does not match the
+/// config never loads partially.
+pub fn load_bytes<B: Backend, M: Module<B>>(module: &mut M, bytes: Vec<u8>, origin: &Path) -> Result<()> {
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .skip_enum_variants(true)
+        .allow_partial(true)
+        .validate(false);
+    for (from, to) in FROM_DIFFUSERS {
+        store = store.with_key_remapping(from, to);
+    }
+    let result = module.load_from(&mut store).map_err(|e| DaceError::bad_file(origin, format!("cannot read weights: {e}")))?;
+    if !result.errors.is_empty() {
+        let errors: Vec<String> = result.errors.iter().map(|e| format!("{e:?}")).collect();
+        return Err(DaceError::bad_file(origin, format!("weights do not fit the config: {}", listing(&errors))));
+    }
+    if !result.missing.is_empty() {
+        let missing: Vec<String> = result.missing.iter().map(|(k, _)| k.clone()).collect();
+        return Err(DaceError::bad_file(origin, format!("missing tensors: {}", listing(&missing))));
+    }
+    // burn-store reports norm weights it loaded under their burn names (`gamma`/`beta`) as
+    // unused under their PyTorch names: those are not left over.
+    let applied: std::collections::HashSet<&str> = result.applied.iter().map(String::as_str).collect();
+    let consumed = |key: &str| {
+        let renamed = key.strip_suffix(".weight").map(|p| format!("{p}.gamma")).or_else(|| key.strip_suffix(".bias").map(|p| format!("{p}.beta")));
+        renamed.is_some_and(|r| applied.contains(r.as_str()))
+    };
+    let unused: Vec<String> = result.unused.iter().filter(|k| !consumed(k)).cloned().collect();
+    if !unused.is_empty() {
+        return Err(DaceError::bad_file(
+            origin,
+            format!("tensors the config has no place for (a different model variant?): {}", listing(&unused)),
+        ));
+    }
+    Ok(())
+}
+
+pub fn load<B: Backend, M: Module<B>>(module: &mut M, path: &Path) -> Result<()> {
+    load_bytes(module, fsio::read(path)?, path)
+}
+
+/// The module's parameters as diffusers-named safetensors bytes.
+pub fn to_bytes<B: Backend, M: Module<B>>(module: &M) -> Result<Vec<u8>> {
+    let mut store = SafetensorsStore::from_bytes(None)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .skip_enum_variants(true);
+    for (from, to) in TO_DIFFUSERS {
+        store = store.with_key_remapping(from, to);
+    }
+    module
+        .save_into(&mut store)
+        .map_err(|e| DaceError::Invalid(format!("cannot serialise weights: {e}")))?;
+    store.get_bytes().map_err(|e| DaceError::Invalid(format!("cannot serialise weights: {e}")))
+}
+
+/// Writes the module's weights atomically.
+pub fn save<B: Backend, M: Module<B>>(module: &M, path: &Path) -> Result<()> {
+    fsio::write_atomic(path, &to_bytes(module)?)
+}
