@@ -76,6 +76,95 @@ fn fused_instance_norm_matches_burn() {
 }
 
 #[test]
+fn fused_group_norm_matches_burn() {
+    use burn::nn::GroupNormConfig;
+    let device = Default::default();
+    // (shape, groups): a middle case, groups = 1, groups = channels (instance norm), odd sizes,
+    // a 1x1 plane, and groups larger than one block of the kernel's sums.
+    for (shape, groups) in [
+        ([3, 12, 5, 3], 4),
+        ([2, 6, 7, 5], 1),
+        ([2, 5, 3, 7], 5),
+        ([1, 9, 1, 1], 3),
+        ([2, 8, 33, 17], 2),
+    ] {
+        let c = shape[1];
+        let config = GroupNormConfig::new(groups, c);
+        let params = || {
+            let gamma = Tensor::<AD, 1>::random([c], Distribution::Normal(1.0, 0.5), &device);
+            let beta = Tensor::<AD, 1>::random([c], Distribution::Normal(0.0, 0.5), &device);
+            (Param::from_tensor(gamma), Param::from_tensor(beta))
+        };
+        check_norm(&format!("group norm {shape:?} / {groups}"), shape, params, |x, gamma, beta, fused| {
+            let mut norm = config.init::<AD>(&device);
+            norm.gamma = Some(gamma.clone());
+            norm.beta = Some(beta.clone());
+            if fused { kernels::group_norm(&norm, x) } else { norm.forward(x) }
+        });
+    }
+
+    // Without affine parameters, and with a mean far from zero compared with the spread (where
+    // one-pass variance sums in f32 would cancel): the output against an f64 reference, the input
+    // gradient against burn (whose own f32 arithmetic around a mean of 300 is only good to ~1e-4).
+    let (shape, groups) = ([2, 4, 6, 6], 2);
+    let norm = GroupNormConfig::new(groups, 4).with_affine(false).with_epsilon(1e-6).init::<AD>(&device);
+    let x0 = Tensor::<AD, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device).add_scalar(300.0);
+    let xs: Vec<f32> = x0.to_data().to_vec().unwrap();
+    let expected: Vec<f32> = xs
+        .chunks(xs.len() / (shape[0] * groups))
+        .flat_map(|g| {
+            let n = g.len() as f64;
+            let mean = g.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = g.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            g.iter().map(move |&v| ((v as f64 - mean) / (var + 1e-6).sqrt()) as f32).collect::<Vec<_>>()
+        })
+        .collect();
+    let cot = random(shape, &device);
+    let mut results = Vec::new();
+    for fused in [true, false] {
+        let x = x0.clone().detach().require_grad();
+        let y = if fused { kernels::group_norm(&norm, x.clone()) } else { norm.forward(x.clone()) };
+        let grads = (y.clone() * cot.clone()).sum().backward();
+        results.push((y.flatten::<1>(0, 3), Tensor::<AD, 4>::from_inner(x.grad(&grads).unwrap()).flatten::<1>(0, 3)));
+    }
+    let (ours, reference) = (results.remove(0), results.remove(0));
+    let y: Vec<f32> = ours.0.into_data().to_vec().unwrap();
+    let worst = y.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    // (The mean is kept in f32: half an ulp of 300 is 1.5e-5.)
+    assert!(worst <= 5e-5, "group norm (no affine, mean 300) output: error {worst}");
+    let worst = (ours.1 - reference.1.clone()).abs().max().into_scalar() / reference.1.abs().max().into_scalar();
+    assert!(worst <= 1e-3, "group norm (no affine, mean 300) input grad: relative error {worst}");
+}
+
+#[test]
+fn generic_group_norm_matches_the_fused_cpu_kernel() {
+    use burn::tensor::TensorPrimitive;
+    use dace::kernels::KernelOps;
+    let device = Default::default();
+    let (shape, groups) = ([3, 12, 5, 3], 4);
+    let x = Tensor::<CpuBackend, 4>::random(shape, Distribution::Normal(0.5, 3.0), &device);
+    let dy = Tensor::<CpuBackend, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let g = Tensor::<CpuBackend, 1>::random([12], Distribution::Normal(1.0, 0.5), &device);
+    let b = Tensor::<CpuBackend, 1>::random([12], Distribution::Normal(0.0, 0.5), &device);
+    let p = |t: Tensor<CpuBackend, 4>| t.into_primitive().tensor();
+    let p1 = |t: Tensor<CpuBackend, 1>| t.into_primitive().tensor();
+    let flat4 = |t| Tensor::<AD, 1>::from_inner(Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(t)).flatten::<1>(0, 3));
+    let flat1 = |t| Tensor::<AD, 1>::from_inner(Tensor::<CpuBackend, 1>::from_primitive(TensorPrimitive::Float(t)));
+    let [y0, m0, r0] = CpuBackend::group_norm_fwd(p(x.clone()), p1(g.clone()), p1(b.clone()), groups, 1e-5);
+    let [y1, m1, r1] = kernels::generic::group_norm_fwd::<CpuBackend>(p(x.clone()), p1(g.clone()), p1(b), groups, 1e-5);
+    assert_close("group norm forward", flat4(y0), flat4(y1));
+    assert_close("group norm mean", flat1(m0.clone()), flat1(m1));
+    assert_close("group norm rstd", flat1(r0.clone()), flat1(r1));
+    let fused = CpuBackend::group_norm_bwd(p(x.clone()), p1(g.clone()), m0.clone(), r0.clone(), p(dy.clone()), groups);
+    let generic = kernels::generic::group_norm_bwd::<CpuBackend>(p(x), p1(g), m0, r0, p(dy), groups);
+    let [dx0, dg0, db0] = fused;
+    let [dx1, dg1, db1] = generic;
+    assert_close("group norm input grad", flat4(dx0), flat4(dx1));
+    assert_close("group norm gamma grad", flat1(dg0), flat1(dg1));
+    assert_close("group norm beta grad", flat1(db0), flat1(db1));
+}
+
+#[test]
 fn fused_batch_norm_matches_burn_and_tracks_running_statistics() {
     let device = Default::default();
     for shape in [[4, 8, 7, 7], [8, 3, 4, 4]] {
@@ -217,4 +306,43 @@ fn fused_relu_pool_matches_burn() {
             assert_close("generic relu+pool", generic.flatten::<1>(0, 3), expected.flatten::<1>(0, 3));
         }
     }
+}
+
+/// Timing of forward + backward of group norm on `[64, 32, 28, 28]`, 8 groups (and of instance
+/// norm on the same tensor; each time includes `(y * cotangent).sum()` and its backward):
+/// `cargo test --release --test kernels -- --ignored --nocapture group_norm_timing`.
+#[test]
+#[ignore]
+fn group_norm_timing() {
+    use burn::nn::GroupNormConfig;
+    use std::time::Instant;
+    let device = Default::default();
+    let shape = [64, 32, 28, 28];
+    let x0 = random(shape, &device);
+    let cot = random(shape, &device);
+    let norm = GroupNormConfig::new(8, 32).init::<AD>(&device);
+    let inorm = InstanceNormConfig::new(32).with_affine(true).init::<AD>(&device);
+    let time = |name: &str, f: &dyn Fn(Tensor<AD, 4>) -> Tensor<AD, 4>| {
+        let mut best = f64::MAX;
+        for _ in 0..6 {
+            let x = x0.clone().detach().require_grad();
+            let t = Instant::now();
+            let y = f(x.clone());
+            let grads = (y * cot.clone()).sum().backward();
+            let dx: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
+            assert!(dx[0].is_finite());
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!("{name}: {:.1} ms (best of 6, fwd+bwd)", best * 1e3);
+    };
+    time("dace group_norm", &|x| kernels::group_norm(&norm, x));
+    time("burn GroupNorm", &|x| norm.forward(x));
+    // The previous composition: instance norm on [N, G, C/G * H, W], then a broadcast affine.
+    let per_group = InstanceNormConfig::new(8).with_affine(false).init::<AD>(&device);
+    time("instance norm + broadcast affine (before)", &|x| {
+        let [n, c, h, w] = x.dims();
+        let y = kernels::instance_norm(&per_group, x.reshape([n, 8, (c / 8) * h, w])).reshape([n, c, h, w]);
+        y * norm.gamma.as_ref().unwrap().val().reshape([1, c, 1, 1]) + norm.beta.as_ref().unwrap().val().reshape([1, c, 1, 1])
+    });
+    time("dace instance_norm", &|x| kernels::instance_norm(&inorm, x));
 }

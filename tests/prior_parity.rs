@@ -121,10 +121,10 @@ fn img2img_euler_ancestral_matches_diffusers_with_portable_noise() {
     let context = c.get::<3>("img2img_context");
     let z0 = pipeline::encode_latents(&vae, c.get("vae_image"), vcfg.scaling_factor, &ids);
     assert!(max_err("img2img init latents", z0.clone(), c.get("img2img_init_latents")) <= TOL);
-    let z = pipeline::denoise(&unet, z0, &context, &steps, &ids);
+    let z = pipeline::denoise(&unet, z0, &context, None, &steps, &ids);
     assert!(max_err("img2img final latents", z, c.get("img2img_latents")) <= TOL);
 
-    let out = pipeline::img2img(&vae, &unet, c.get("vae_image"), &context, &steps, vcfg.scaling_factor, &ids);
+    let out = pipeline::img2img(&vae, &unet, c.get("vae_image"), &context, None, &steps, vcfg.scaling_factor, &ids);
     assert!(max_err("img2img decoded", out, c.get("img2img_out")) <= TOL);
 }
 
@@ -196,4 +196,28 @@ fn unsupported_config_features_are_named() {
     assert_eq!(UNetConfig::from_json(&path, cfg.to_json()).unwrap(), cfg);
     let vcfg = VaeConfig::load(&vpath).unwrap();
     assert_eq!(VaeConfig::from_json(&vpath, vcfg.to_json()).unwrap(), vcfg);
+}
+
+/// The whole img2img pipeline (VAE, UNet, dace's WGSL noise and scheduler kernels) on wgpu
+/// (lavapipe in CI) against diffusers' output.
+#[cfg(feature = "wgpu")]
+#[test]
+fn img2img_on_wgpu_matches_diffusers() {
+    use dace::device::WgpuBackend as W;
+    let device = Default::default();
+    let c = Cases::load();
+    let to_w = |t: Tensor<B, 4>| Tensor::<W, 4>::from_data(t.into_data(), &device);
+    let vcfg = VaeConfig::load(&dir().join("vae").join(weights::CONFIG_FILE)).unwrap();
+    let mut vae = vcfg.init::<W>(&device);
+    weights::load(&mut vae, &dir().join("vae").join(weights::WEIGHTS_FILE)).unwrap();
+    let ucfg = UNetConfig::load(&dir().join("unet").join(weights::CONFIG_FILE)).unwrap();
+    let mut unet = ucfg.init::<W>(&device);
+    weights::load(&mut unet, &dir().join("unet").join(weights::WEIGHTS_FILE)).unwrap();
+    let ids: Vec<NoiseId> = (0..2).map(|item| NoiseId { seed: 7, item }).collect();
+    let steps = img2img_plan(&ScheduleConfig::default(), Sampler::EulerAncestral, 4, 0.5).unwrap();
+    let ctx = c.get::<3>("img2img_context");
+    let ctx = Tensor::<W, 3>::from_data(ctx.into_data(), &device);
+    let out = pipeline::img2img(&vae, &unet, to_w(c.get("vae_image")), &ctx, None, &steps, vcfg.scaling_factor, &ids);
+    let out = Tensor::<B, 4>::from_data(out.into_data(), &Default::default());
+    assert!(max_err("wgpu img2img decoded", out, c.get("img2img_out")) <= TOL);
 }

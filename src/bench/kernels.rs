@@ -32,7 +32,7 @@ pub struct KernelBenchRow {
 
 /// Mean milliseconds per call of `f` over at least `budget` (after two warm-up calls), with the
 /// device drained before the clock stops.
-fn time<B: Backend, T>(device: &B::Device, budget: Duration, mut f: impl FnMut() -> T) -> f64 {
+pub fn time<B: Backend, T>(device: &B::Device, budget: Duration, mut f: impl FnMut() -> T) -> f64 {
     for _ in 0..2 {
         drop(f());
     }

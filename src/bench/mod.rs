@@ -3,6 +3,7 @@
 //! convolution's forward, input-gradient and weight-gradient kernels).
 
 pub mod kernels;
+pub mod prior;
 
 use std::time::{Duration, Instant};
 

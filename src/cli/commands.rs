@@ -33,13 +33,15 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => demo(args),
         Command::Bench(BenchCommand::Train(args)) => bench_train(args),
         Command::Bench(BenchCommand::Kernels(args)) => bench_kernels(args),
+        Command::Bench(BenchCommand::Prior(args)) => super::prior::bench(args),
         Command::Coreset(args) => coreset(args),
         Command::Student(args) => student(args),
         Command::Experiment(ExperimentCommand::Rded(args)) => experiment_rded(args),
+        Command::Prior(cmd) => super::prior::run(cmd),
     }
 }
 
-fn setup_threads(device: &DeviceArgs) -> anyhow::Result<()> {
+pub(super) fn setup_threads(device: &DeviceArgs) -> anyhow::Result<()> {
     if let Some(n) = device.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -49,7 +51,7 @@ fn setup_threads(device: &DeviceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_data(spec: &str) -> anyhow::Result<Dataset> {
+pub(super) fn load_data(spec: &str) -> anyhow::Result<Dataset> {
     data::load(spec).with_context(|| format!("loading dataset `{spec}`"))
 }
 
@@ -113,7 +115,7 @@ fn group_thousands(n: usize) -> String {
 }
 
 /// Applies the optional resize and per-class subset of the training commands.
-fn prepare(mut ds: Dataset, resize: Option<usize>, train_per_class: Option<usize>) -> Dataset {
+pub(super) fn prepare(mut ds: Dataset, resize: Option<usize>, train_per_class: Option<usize>) -> Dataset {
     if let Some(s) = resize {
         ds = ds.resized(s, s);
     }

@@ -1,6 +1,7 @@
 //! Command-line interface (the `anyhow` edge of the crate).
 
 mod commands;
+mod prior;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,95 @@ pub enum Command {
     /// Experiment grids whose results go to docs/results.
     #[command(subcommand)]
     Experiment(ExperimentCommand),
+    /// The latent diffusion prior: train dace's own, sample from one.
+    #[command(subcommand)]
+    Prior(PriorCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PriorCommand {
+    /// Train a small VAE + class-conditional UNet on a dataset (resumes from --out by default).
+    Train(PriorTrainArgs),
+    /// Class-conditional samples from a prior as a PNG grid (one row per class).
+    Sample(PriorSampleArgs),
+    /// Quality of a prior: VAE PSNR, teacher accuracy of class-conditional samples, img2img grids.
+    Eval(PriorEvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PriorEvalArgs {
+    #[arg(long)]
+    pub prior: PathBuf,
+    #[arg(long)]
+    pub data: String,
+    /// Teacher that classifies the samples.
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// Directory for the JSON report and PNG grids.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    pub samples_per_class: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2.0)]
+    pub guidance: f32,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PriorTrainArgs {
+    #[arg(long)]
+    pub data: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// VAE widths per level (n levels downsample by 2^(n-1)): 16,32 gives 14x14 latents at 28 px.
+    #[arg(long, value_delimiter = ',', default_value = "16,32")]
+    pub vae_channels: Vec<usize>,
+    #[arg(long, default_value_t = 4)]
+    pub latent_channels: usize,
+    /// UNet widths per level (level 0 without attention, deeper levels with cross-attention).
+    #[arg(long, value_delimiter = ',', default_value = "32,64")]
+    pub unet_channels: Vec<usize>,
+    #[arg(long, default_value_t = 3000)]
+    pub vae_steps: usize,
+    #[arg(long, default_value_t = 6000)]
+    pub unet_steps: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 250)]
+    pub checkpoint_every: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only the first N train images per class (quick runs).
+    #[arg(long)]
+    pub train_per_class: Option<usize>,
+    /// Ignore an existing checkpoint in --out and start over.
+    #[arg(long)]
+    pub fresh: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PriorSampleArgs {
+    #[arg(long)]
+    pub prior: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Samples per class.
+    #[arg(long, default_value_t = 8)]
+    pub per_class: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (1 = none).
+    #[arg(long, default_value_t = 2.0)]
+    pub guidance: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -173,6 +263,27 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
     /// The fused diffusion kernels vs separate tensor ops vs a copy of the same bytes.
     Kernels(BenchKernelsArgs),
+    /// A prior's UNet forward and full expansion throughput (bench/prior_speed.py adds PyTorch).
+    Prior(BenchPriorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchPriorArgs {
+    #[arg(long)]
+    pub prior: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Denoising steps of the expansion (strength 1: all of them run).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Minimum seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]

@@ -22,6 +22,10 @@ pub trait DaceBackend: Backend {
     /// Affine instance norm of `x` `[N, C, H, W]` with `gamma`, `beta` `[C]`.
     fn instance_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
 
+    /// Affine group norm of `x` `[N, C, H, W]` (statistics per image and group of `C / groups`
+    /// consecutive channels, biased variance) with per-channel `gamma`, `beta` `[C]`.
+    fn group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f64) -> FloatTensor<Self>;
+
     /// `x * scale[c] + shift[c]` per channel of `x [N, C, H, W]`: batch norm in inference mode.
     fn channel_affine(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>) -> FloatTensor<Self> {
         generic::channel_affine::<Self>(x, scale, shift)
@@ -75,6 +79,21 @@ pub trait KernelOps: Backend {
     fn instance_norm_bwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
         generic::norm_bwd::<Self>(x, gamma, mean, rstd, dy, false)
     }
+    /// `(y, mean [N*G], rstd [N*G])`
+    fn group_norm_fwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f64) -> [FloatTensor<Self>; 3] {
+        generic::group_norm_fwd::<Self>(x, gamma, beta, groups, eps)
+    }
+    /// `(dx, dgamma, dbeta)`
+    fn group_norm_bwd(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        groups: usize,
+    ) -> [FloatTensor<Self>; 3] {
+        generic::group_norm_bwd::<Self>(x, gamma, mean, rstd, dy, groups)
+    }
     /// `(y, mean [C], rstd [C], biased var [C])`
     fn batch_norm_fwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 4] {
         generic::batch_norm_fwd::<Self>(x, gamma, beta, eps)
@@ -117,6 +136,10 @@ macro_rules! plain_backend {
             }
             fn instance_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
                 let [y, _, _] = <Self as KernelOps>::instance_norm_fwd(x, gamma, beta, eps);
+                y
+            }
+            fn group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f64) -> FloatTensor<Self> {
+                let [y, _, _] = <Self as KernelOps>::group_norm_fwd(x, gamma, beta, groups, eps);
                 y
             }
             fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
@@ -179,6 +202,24 @@ impl<B: KernelOps> Backward<B, 3> for BatchNormBackward {
     type State = NormState<B>;
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         backward_norm::<B>(ops, grads, true);
+    }
+}
+
+#[derive(Debug)]
+struct GroupNormBackward;
+
+impl<B: KernelOps> Backward<B, 3> for GroupNormBackward {
+    type State = (NormState<B>, usize); // (x, gamma, mean, rstd), groups
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let ([x, gamma, mean, rstd], groups) = ops.state;
+        let [dx, dgamma, dbeta] = B::group_norm_bwd(x, gamma, mean, rstd, dy, groups);
+        for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
     }
 }
 
@@ -257,6 +298,18 @@ impl<B: KernelOps + DaceBackend, C: CheckpointStrategy> DaceBackend for Autodiff
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish([x.primitive, gamma.primitive, mean, rstd], y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f64) -> FloatTensor<Self> {
+        let [y, mean, rstd] = B::group_norm_fwd(x.primitive.clone(), gamma.primitive.clone(), beta.primitive.clone(), groups, eps);
+        match GroupNormBackward
+            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(([x.primitive, gamma.primitive, mean, rstd], groups), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -344,6 +397,34 @@ impl KernelOps for burn::backend::Flex {
         let stats = flex::stats_from(&mean, &rstd);
         let (dx, dgamma, dbeta) = norm_cpu::instance_norm_backward(flex::slice(&xs), flex::slice(&gs), &stats, flex::slice(&dys), c, h * w);
         [flex::tensor(dx, x.layout().shape().to_vec()), flex::tensor(dgamma, vec![c]), flex::tensor(dbeta, vec![c])]
+    }
+
+    fn group_norm_fwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f64) -> [FloatTensor<Self>; 3] {
+        let Some([n, c, h, w]) = flex::dims4_f32(&x).filter(|d| groups > 0 && d[1].is_multiple_of(groups) && d[2] * d[3] > 0) else {
+            return generic::group_norm_fwd::<Self>(x, gamma, beta, groups, eps);
+        };
+        let (xs, gs, bs) = (flex::contiguous(&x), flex::contiguous(&gamma), flex::contiguous(&beta));
+        let mut y = vec![0f32; n * c * h * w];
+        let stats = norm_cpu::group_norm_forward(flex::slice(&xs), flex::slice(&gs), flex::slice(&bs), c, groups, h * w, eps, &mut y);
+        let [mean, rstd] = flex::stats_tensors(&stats);
+        [flex::tensor(y, vec![n, c, h, w]), mean, rstd]
+    }
+
+    fn group_norm_bwd(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        groups: usize,
+    ) -> [FloatTensor<Self>; 3] {
+        let Some([n, c, h, w]) = flex::dims4_f32(&x).filter(|d| groups > 0 && d[1].is_multiple_of(groups) && d[2] * d[3] > 0) else {
+            return generic::group_norm_bwd::<Self>(x, gamma, mean, rstd, dy, groups);
+        };
+        let (xs, gs, dys) = (flex::contiguous(&x), flex::contiguous(&gamma), flex::contiguous(&dy));
+        let stats = flex::stats_from(&mean, &rstd);
+        let (dx, dgamma, dbeta) = norm_cpu::group_norm_backward(flex::slice(&xs), flex::slice(&gs), &stats, flex::slice(&dys), c, groups, h * w);
+        [flex::tensor(dx, vec![n, c, h, w]), flex::tensor(dgamma, vec![c]), flex::tensor(dbeta, vec![c])]
     }
 
     fn batch_norm_fwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 4] {
@@ -476,6 +557,49 @@ pub mod generic {
             mean.reshape([n * c]).into_primitive().tensor(),
             rstd.reshape([n * c]).into_primitive().tensor(),
         ]
+    }
+
+    /// Group norm: statistics over `[N, G, C/G * H * W]`, affine per channel.
+    pub fn group_norm_fwd<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, groups: usize, eps: f64) -> [FloatTensor<B>; 3] {
+        let (x, gamma, dims) = shaped::<B>(x, gamma);
+        let [n, c, h, w] = dims;
+        assert!(groups > 0 && c % groups == 0, "group norm: {c} channels in {groups} groups");
+        let xg = x.reshape([n, groups, (c / groups) * h * w]);
+        let mean = xg.clone().mean_dim(2);
+        let var = (xg.clone() - mean.clone()).square().mean_dim(2);
+        let rstd = var.add_scalar(eps).sqrt().recip();
+        let xhat = ((xg - mean.clone()) * rstd.clone()).reshape([n, c, h * w]);
+        let y = xhat * gamma + t::<B, 1>(beta).reshape([1, c, 1]);
+        [
+            y.reshape(dims).into_primitive().tensor(),
+            mean.reshape([n * groups]).into_primitive().tensor(),
+            rstd.reshape([n * groups]).into_primitive().tensor(),
+        ]
+    }
+
+    /// Group norm backward: `(dx, dgamma, dbeta)`.
+    pub fn group_norm_bwd<B: Backend>(
+        x: FloatTensor<B>,
+        gamma: FloatTensor<B>,
+        mean: FloatTensor<B>,
+        rstd: FloatTensor<B>,
+        dy: FloatTensor<B>,
+        groups: usize,
+    ) -> [FloatTensor<B>; 3] {
+        let (x, gamma, dims) = shaped::<B>(x, gamma);
+        let [n, c, h, w] = dims;
+        let m = (c / groups) * h * w;
+        let dy: Tensor<B, 3> = t::<B, 4>(dy).reshape([n, c, h * w]);
+        let (mean, rstd) = (t::<B, 1>(mean).reshape([n, groups, 1]), t::<B, 1>(rstd).reshape([n, groups, 1]));
+        let xhat = (x.reshape([n, groups, m]) - mean) * rstd.clone();
+        let dbeta = dy.clone().sum_dim(2).sum_dim(0).reshape([c]);
+        let dgamma = (dy.clone() * xhat.clone().reshape([n, c, h * w])).sum_dim(2).sum_dim(0).reshape([c]);
+        // With g = gamma * dy: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) over each group.
+        let g = (dy * gamma).reshape([n, groups, m]);
+        let mg = g.clone().mean_dim(2);
+        let mgx = (g.clone() * xhat.clone()).mean_dim(2);
+        let dx = (g - mg - xhat * mgx) * rstd;
+        [dx.reshape(dims).into_primitive().tensor(), dgamma.into_primitive().tensor(), dbeta.into_primitive().tensor()]
     }
 
     pub fn batch_norm_fwd<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, eps: f64) -> [FloatTensor<B>; 4] {

@@ -55,6 +55,17 @@ pub fn instance_norm<B: DaceBackend>(norm: &InstanceNorm<B>, x: Tensor<B, 4>) ->
     tensor(B::instance_norm(prim(x), prim(gamma), prim(beta), norm.epsilon))
 }
 
+/// Group norm with the parameters of `norm` (identity affine when it has none): one fused op
+/// with its own backward pass ([`DaceBackend::group_norm`]).
+pub fn group_norm<B: DaceBackend>(norm: &burn::nn::GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let c = x.dims()[1];
+    assert_eq!(c, norm.num_channels, "group norm over {} channels applied to {c}", norm.num_channels);
+    let device = x.device();
+    let gamma = norm.gamma.as_ref().map(|g| g.val()).unwrap_or_else(|| Tensor::ones([c], &device));
+    let beta = norm.beta.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([c], &device));
+    tensor(B::group_norm(prim(x), prim(gamma), prim(beta), norm.num_groups, norm.epsilon))
+}
+
 /// Batch norm: batch statistics (and a running-average update) while training, running
 /// statistics otherwise, like `BatchNorm::forward`.
 pub fn batch_norm<B: DaceBackend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {

@@ -62,12 +62,12 @@ impl ResnetSpec {
 
 impl<B: DaceBackend> ResnetBlock2D<B> {
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
-        let mut h = kernels::conv2d(&self.conv1, silu(self.norm1.forward(x.clone())));
+        let mut h = kernels::conv2d(&self.conv1, silu(kernels::group_norm(&self.norm1, x.clone())));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(silu(temb.clone()));
             h = h + t.unsqueeze_dim::<3>(2).unsqueeze_dim(3);
         }
-        let h = kernels::conv2d(&self.conv2, silu(self.norm2.forward(h)));
+        let h = kernels::conv2d(&self.conv2, silu(kernels::group_norm(&self.norm2, h)));
         let skip = match &self.conv_shortcut {
             Some(c) => kernels::conv2d(c, x),
             None => x,
@@ -144,10 +144,12 @@ impl<B: Backend> SpatialAttention<B> {
             to_out: vec![lin()],
         }
     }
+}
 
+impl<B: DaceBackend> SpatialAttention<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
-        let t = self.group_norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
+        let t = kernels::group_norm(&self.group_norm, x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
         let o = multi_head(self.to_q.forward(t.clone()), self.to_k.forward(t.clone()), self.to_v.forward(t), 1);
         let o = self.to_out[0].forward(o).swap_dims(1, 2).reshape([b, c, h, w]);
         o + x
@@ -257,7 +259,7 @@ impl<B: DaceBackend> Transformer2D<B> {
         let [b, c, h, w] = x.dims();
         let to_tokens = |t: Tensor<B, 4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let from_tokens = |t: Tensor<B, 3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
-        let normed = self.norm.forward(x.clone());
+        let normed = kernels::group_norm(&self.norm, x.clone());
         let mut t = match &self.proj_in {
             Projection::Linear(l) => l.forward(to_tokens(normed)),
             Projection::Conv(cv) => to_tokens(kernels::conv2d(cv, normed)),

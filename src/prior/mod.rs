@@ -7,10 +7,13 @@
 //! - [`scheduler`]: the samplers' step coefficients (the element-wise kernels that apply them
 //!   live in `crate::kernels::diffusion`).
 
+pub mod bundle;
 pub mod config;
+pub mod eval;
 pub mod layers;
 pub mod pipeline;
 pub mod scheduler;
+pub mod train;
 pub mod unet;
 pub mod vae;
 pub mod weights;

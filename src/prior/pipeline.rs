@@ -42,22 +42,82 @@ pub fn encode_latents<B: DaceBackend + DiffusionKernels>(
     (dist.mean.clone() + dist.std() * n).mul_scalar(scaling_factor)
 }
 
+/// Classifier-free guidance: `eps = eps_u + scale * (eps_c - eps_u)`, with `uncond` the
+/// contexts of the null condition (one per latent).
+pub struct Guidance<B: Backend> {
+    pub uncond: Tensor<B, 3>,
+    pub scale: f32,
+}
+
+/// The UNet's noise prediction, guided when `guidance` is given (one batched pass over the
+/// conditional and unconditional halves).
+pub fn predict_eps<B: DaceBackend>(
+    unet: &UNet2DConditionModel<B>,
+    x: Tensor<B, 4>,
+    timestep: f32,
+    context: &Tensor<B, 3>,
+    guidance: Option<&Guidance<B>>,
+) -> Tensor<B, 4> {
+    let b = x.dims()[0];
+    match guidance {
+        None => unet.forward(x, &vec![timestep; b], context),
+        Some(g) => {
+            let both = unet.forward(
+                Tensor::cat(vec![x.clone(), x], 0),
+                &vec![timestep; 2 * b],
+                &Tensor::cat(vec![context.clone(), g.uncond.clone()], 0),
+            );
+            let cond = both.clone().narrow(0, 0, b);
+            let uncond = both.narrow(0, b, b);
+            uncond.clone() + (cond - uncond).mul_scalar(g.scale)
+        }
+    }
+}
+
+/// Applies `steps` in order to latents already at the noise level of `steps[0]`.
+pub fn run_steps<B: DaceBackend + DiffusionKernels>(
+    unet: &UNet2DConditionModel<B>,
+    mut z: Tensor<B, 4>,
+    context: &Tensor<B, 3>,
+    guidance: Option<&Guidance<B>>,
+    steps: &[DenoiseStep],
+    ids: &[NoiseId],
+) -> Tensor<B, 4> {
+    for step in steps {
+        let eps = predict_eps(unet, z.clone().mul_scalar(step.c_in), step.timestep as f32, context, guidance);
+        z = scheduler_step(z, eps, step.coeffs, &keys(ids, Stream::Ancestral(step.index as u32)));
+    }
+    z
+}
+
 /// Noises scaled latents to the level of `steps[0]` and denoises them through `steps`.
 pub fn denoise<B: DaceBackend + DiffusionKernels>(
     unet: &UNet2DConditionModel<B>,
     latents: Tensor<B, 4>,
     context: &Tensor<B, 3>,
+    guidance: Option<&Guidance<B>>,
     steps: &[DenoiseStep],
     ids: &[NoiseId],
 ) -> Tensor<B, 4> {
     let Some(first) = steps.first() else { return latents };
-    let mut z = add_noise(latents, first.add_noise, &keys(ids, Stream::AddNoise));
-    for step in steps {
-        let t = vec![step.timestep as f32; ids.len()];
-        let eps = unet.forward(z.clone().mul_scalar(step.c_in), &t, context);
-        z = scheduler_step(z, eps, step.coeffs, &keys(ids, Stream::Ancestral(step.index as u32)));
-    }
-    z
+    let z = add_noise(latents, first.add_noise, &keys(ids, Stream::AddNoise));
+    run_steps(unet, z, context, guidance, steps, ids)
+}
+
+/// Text-to-image (class-to-image) sampling: pure noise of standard deviation `init_sigma`
+/// (stream `AddNoise`) denoised through the full `steps`; returns scaled latents.
+pub fn sample_latents<B: DaceBackend + DiffusionKernels>(
+    unet: &UNet2DConditionModel<B>,
+    shape: [usize; 3],
+    context: &Tensor<B, 3>,
+    guidance: Option<&Guidance<B>>,
+    steps: &[DenoiseStep],
+    init_sigma: f64,
+    ids: &[NoiseId],
+) -> Tensor<B, 4> {
+    let [c, h, w] = shape;
+    let z = normals::<B, 4>(ids, Stream::AddNoise, [ids.len(), c, h, w], &context.device()).mul_scalar(init_sigma);
+    run_steps(unet, z, context, guidance, steps, ids)
 }
 
 /// Images in [-1, 1] -> encode -> noise to `steps[0]` -> denoise -> decode.
@@ -66,11 +126,12 @@ pub fn img2img<B: DaceBackend + DiffusionKernels>(
     unet: &UNet2DConditionModel<B>,
     images: Tensor<B, 4>,
     context: &Tensor<B, 3>,
+    guidance: Option<&Guidance<B>>,
     steps: &[DenoiseStep],
     scaling_factor: f64,
     ids: &[NoiseId],
 ) -> Tensor<B, 4> {
     let z0 = encode_latents(vae, images, scaling_factor, ids);
-    let z = denoise(unet, z0, context, steps, ids);
+    let z = denoise(unet, z0, context, guidance, steps, ids);
     vae.decode(z.div_scalar(scaling_factor))
 }

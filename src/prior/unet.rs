@@ -188,6 +188,6 @@ impl<B: DaceBackend> UNet2DConditionModel<B> {
                 x = up.forward(x, size);
             }
         }
-        kernels::conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x)))
+        kernels::conv2d(&self.conv_out, silu(kernels::group_norm(&self.conv_norm_out, x)))
     }
 }

@@ -162,7 +162,7 @@ impl<B: DaceBackend> AutoencoderKL<B> {
             x = block.forward(x);
         }
         x = e.mid_block.forward(x);
-        x = kernels::conv2d(&e.conv_out, silu(e.conv_norm_out.forward(x)));
+        x = kernels::conv2d(&e.conv_out, silu(kernels::group_norm(&e.conv_norm_out, x)));
         if let Some(q) = &self.quant_conv {
             x = kernels::conv2d(q, x);
         }
@@ -183,6 +183,6 @@ impl<B: DaceBackend> AutoencoderKL<B> {
         for block in &d.up_blocks {
             x = block.forward(x);
         }
-        kernels::conv2d(&d.conv_out, silu(d.conv_norm_out.forward(x)))
+        kernels::conv2d(&d.conv_out, silu(kernels::group_norm(&d.conv_norm_out, x)))
     }
 }

@@ -1,0 +1,221 @@
+//! `dace prior eval`: the quality bar of a prior (docs/results/prior.md).
+//!
+//! - VAE reconstruction PSNR over the whole test split (posterior mean, outputs clamped);
+//! - class-conditional samples classified by the teacher, per class;
+//! - img2img grids from test images reduced to `H/r` patches and upsampled (RDED's plain
+//!   upsampling) at each strength, next to the original and the plain upsample.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::bundle::Prior;
+use super::pipeline::{self, NoiseId};
+use super::scheduler::{img2img_plan, Sampler, ScheduleConfig};
+use super::train::{sample_classes, vae_test_psnr, write_images};
+use crate::coreset::crop::resize_u8;
+use crate::data::{Dataset, Split};
+use crate::error::{DaceError, Result};
+use crate::kernels::diffusion::DiffusionKernels;
+use crate::kernels::DaceBackend;
+use crate::models::Classifier;
+use crate::student::augment::resize_bilinear;
+use crate::train::checkpoint::ModelMeta;
+use crate::train::eval::predict;
+use crate::train::ImageBatcher;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PriorEvalConfig {
+    pub samples_per_class: usize,
+    pub sample_steps: usize,
+    pub guidance: f32,
+    /// Strengths and patch factors of the img2img grids.
+    pub rhos: Vec<f64>,
+    pub factors: Vec<usize>,
+    /// Inference steps of the img2img schedule (diffusers semantics: `rho * steps` run).
+    pub img2img_steps: usize,
+    pub seeds_per_image: usize,
+    pub seed: u64,
+}
+
+impl Default for PriorEvalConfig {
+    fn default() -> Self {
+        PriorEvalConfig {
+            samples_per_class: 100,
+            sample_steps: 20,
+            guidance: 2.0,
+            rhos: vec![0.4, 0.8],
+            factors: vec![2, 4],
+            img2img_steps: 5,
+            seeds_per_image: 3,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClassAccuracy {
+    pub class: String,
+    pub accuracy: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PriorEvalReport {
+    pub command: String,
+    pub prior_fingerprint: String,
+    pub dataset: String,
+    pub config: PriorEvalConfig,
+    pub vae_psnr_db: f64,
+    pub test_images: usize,
+    /// Percent of class-conditional samples the teacher assigns to their class.
+    pub cond_teacher_acc: f64,
+    pub cond_teacher_acc_per_class: Vec<ClassAccuracy>,
+    pub sample_img_per_s: f64,
+    pub grids: Vec<PathBuf>,
+}
+
+/// `[-1, 1]` images to u8 pixels.
+fn to_u8<B: Backend>(x: Tensor<B, 4>) -> Vec<u8> {
+    let v = x.into_data().to_vec::<f32>().expect("f32 images");
+    v.iter().map(|&p| ((p + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8).collect()
+}
+
+fn from_f32<B: Backend>(v: Vec<f32>, dims: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+    Tensor::from_data(TensorData::new(v, dims), device)
+}
+
+/// Images of `indices` reduced to `H/r` and upsampled back bilinearly, in [-1, 1].
+pub fn plain_upsample(ds: &Dataset, split: &Split, indices: &[usize], r: usize) -> Vec<f32> {
+    let (c, h, w) = (ds.channels, ds.height, ds.width);
+    let mut out = Vec::with_capacity(indices.len() * c * h * w);
+    for &i in indices {
+        let small = resize_u8(ds.image(split, i), c, h, w, h / r, w / r);
+        let small: Vec<f32> = small.iter().map(|&p| p as f32 / 127.5 - 1.0).collect();
+        let mut up = vec![0f32; c * h * w];
+        resize_bilinear(&small, c, h / r, w / r, h, w, &mut up);
+        out.extend(up);
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_prior<B: DaceBackend + DiffusionKernels>(
+    prior: &Prior<B>,
+    ds: &Dataset,
+    teacher: &Classifier<B>,
+    teacher_meta: &ModelMeta,
+    cfg: &PriorEvalConfig,
+    out: &Path,
+    device: &B::Device,
+) -> Result<PriorEvalReport> {
+    let [c, h, w] = prior.index.image_shape;
+    if [ds.channels, ds.height, ds.width] != [c, h, w] || ds.classes != prior.index.classes {
+        return Err(DaceError::Invalid(format!(
+            "prior was trained on {}x{}x{} `{}` images with classes {:?}; dataset `{}` differs",
+            c, h, w, prior.index.dataset, prior.index.classes, ds.name
+        )));
+    }
+    let n_classes = ds.num_classes();
+    let scale = prior.vae_config.scaling_factor;
+    let mut grids = Vec::new();
+
+    eprintln!("VAE reconstruction PSNR on {} test images", ds.test.len());
+    let vae_psnr_db = vae_test_psnr(&prior.vae, ds, ds.test.len(), device);
+
+    // Class-conditional samples, classified by the teacher.
+    eprintln!("{} class-conditional samples per class", cfg.samples_per_class);
+    let start = Instant::now();
+    let mut split = Split::default();
+    let per_batch = 100;
+    let wanted: Vec<usize> = (0..n_classes).flat_map(|k| std::iter::repeat_n(k, cfg.samples_per_class)).collect();
+    let bar = crate::train::progress::bar(wanted.len().div_ceil(per_batch) as u64, "samples");
+    for (b, chunk) in wanted.chunks(per_batch).enumerate() {
+        let x = sample_classes(
+            &prior.vae, &prior.unet, &prior.classes, chunk, prior.latent_shape(), scale, cfg.sample_steps,
+            cfg.guidance, cfg.seed, (b * per_batch) as u64, device,
+        );
+        split.images.extend(to_u8(x));
+        split.labels.extend(chunk.iter().map(|&k| k as u32));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let sample_img_per_s = wanted.len() as f64 / start.elapsed().as_secs_f64();
+    let batcher = ImageBatcher::plain(ds, teacher_meta.normalization.clone());
+    let (pred, _) = predict(teacher, &batcher, &split, 256, device);
+    let mut per_class = vec![(0usize, 0usize); n_classes];
+    for (p, &l) in pred.iter().zip(&split.labels) {
+        per_class[l as usize].1 += 1;
+        if *p == l as usize {
+            per_class[l as usize].0 += 1;
+        }
+    }
+    let correct: usize = per_class.iter().map(|p| p.0).sum();
+    let cond_teacher_acc = 100.0 * correct as f64 / split.len() as f64;
+    let cond_teacher_acc_per_class = per_class
+        .iter()
+        .zip(&ds.classes)
+        .map(|(&(ok, n), name)| ClassAccuracy { class: name.clone(), accuracy: 100.0 * ok as f64 / n.max(1) as f64 })
+        .collect();
+    // A grid of the first 10 samples of each class.
+    let show: Vec<u8> = (0..n_classes)
+        .flat_map(|k| {
+            let first = k * cfg.samples_per_class;
+            split.images[first * c * h * w..(first + cfg.samples_per_class.min(10)) * c * h * w].to_vec()
+        })
+        .collect();
+    let path = out.join("prior_samples.png");
+    crate::viz::write_grid(&path, &show, c, h, w, cfg.samples_per_class.min(10), 28)?;
+    grids.push(path);
+
+    // img2img from upsampled patches: per class, the first test image of that class.
+    let firsts: Vec<usize> = (0..n_classes)
+        .map(|k| ds.test.labels.iter().position(|&l| l as usize == k).unwrap_or(0))
+        .collect();
+    let sched = ScheduleConfig::default();
+    for &r in &cfg.factors {
+        let mut columns: Vec<Vec<f32>> = Vec::new();
+        let originals: Vec<f32> =
+            firsts.iter().flat_map(|&i| ds.image(&ds.test, i).iter().map(|&p| p as f32 / 127.5 - 1.0)).collect();
+        columns.push(originals);
+        let up = plain_upsample(ds, &ds.test, &firsts, r);
+        columns.push(up.clone());
+        let ctx = prior.classes.context(&(0..n_classes).collect::<Vec<_>>(), device);
+        for &rho in &cfg.rhos {
+            // Unguided, as the expansion runs.
+            let steps = img2img_plan(&sched, Sampler::EulerAncestral, cfg.img2img_steps, rho).unwrap_or_default();
+            for s in 0..cfg.seeds_per_image {
+                let ids: Vec<NoiseId> = (0..n_classes).map(|k| NoiseId { seed: cfg.seed + s as u64, item: k as u64 }).collect();
+                let x = from_f32::<B>(up.clone(), [n_classes, c, h, w], device);
+                let y = pipeline::img2img(&prior.vae, &prior.unet, x, &ctx, None, &steps, scale, &ids);
+                columns.push(y.clamp(-1.0, 1.0).into_data().to_vec::<f32>().expect("f32"));
+            }
+        }
+        // Row k: original, plain upsample, then rho x seeds.
+        let cols = columns.len();
+        let mut grid = Vec::with_capacity(cols * n_classes * c * h * w);
+        for k in 0..n_classes {
+            for col in &columns {
+                grid.extend_from_slice(&col[k * c * h * w..(k + 1) * c * h * w]);
+            }
+        }
+        let x = from_f32::<B>(grid, [cols * n_classes, c, h, w], device);
+        let path = out.join(format!("prior_img2img_r{r}.png"));
+        write_images(&x, c, h, w, cols, &path)?;
+        grids.push(path);
+    }
+
+    Ok(PriorEvalReport {
+        command: "prior eval".into(),
+        prior_fingerprint: prior.fingerprint.clone(),
+        dataset: ds.name.clone(),
+        config: cfg.clone(),
+        vae_psnr_db,
+        test_images: ds.test.len(),
+        cond_teacher_acc,
+        cond_teacher_acc_per_class,
+        sample_img_per_s,
+        grids,
+    })
+}
