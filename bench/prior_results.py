@@ -24,6 +24,7 @@ PARITY_NAMES = {
     "unet eps (conv proj)": "unet_conv_projection",
     "img2img final latents": "img2img_latents",
     "img2img decoded": "img2img_decoded",
+    "wgpu img2img decoded": "img2img_decoded_on_wgpu",
 }
 
 
@@ -32,7 +33,7 @@ def parity():
                          capture_output=True, text=True, check=True).stdout
     errs = {}
     for line in out.splitlines():
-        m = re.search(r"(?:\.\.\. )?([^:]+): max abs err ([0-9.e+-]+)", line)
+        m = re.search(r"([^:]+): max abs err ([0-9.e+-]+)", line.split(" ... ")[-1])
         if m and m.group(1).strip() in PARITY_NAMES:
             errs[PARITY_NAMES[m.group(1).strip()]] = float(m.group(2))
     return errs
@@ -47,6 +48,7 @@ def main():
     ap.add_argument("--commit", required=True)
     ap.add_argument("--machine", required=True)
     ap.add_argument("--partial", action="store_true", help="mark the results as partial")
+    ap.add_argument("--notes", default=None, help="markdown file appended as the findings section")
     args = ap.parse_args()
 
     state = json.load(open(os.path.join(args.prior, "train_state.json")))
@@ -154,6 +156,8 @@ def main():
     for k, v in speed.get("dace_over_torch", {}).items():
         L.append(f"- dace CPU / PyTorch CPU, {k}: **{v:.2f}x**")
     L.append("")
+    if args.notes:
+        L.append(open(args.notes).read())
     with open(os.path.join(args.out, "prior.md"), "w") as f:
         f.write("\n".join(L))
 
