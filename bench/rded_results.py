@@ -47,7 +47,12 @@ def main():
         lines += [Path(args.intro).read_text().rstrip(), ""]
     for r in reports:
         ds, name = r["dataset"], r["_dir"]
-        status = "complete" if r["finished"] else "**PARTIAL: the grid is still running; missing cells are marked —**"
+        if r["finished"]:
+            status = "complete"
+        elif r["_note"]:
+            status = "stopped early on purpose: partial by design"
+        else:
+            status = "**PARTIAL: the grid is still running; missing cells are marked —**"
         lines += [f"## {ds}: `{name}` ({status})", ""]
         if r["_note"]:
             lines += [r["_note"], ""]
@@ -68,7 +73,26 @@ def main():
     (out / "rded.md").write_text("\n".join(lines) + "\n")
     summary = [{"grid": r["_dir"], "dataset": r["dataset"], "finished": r["finished"], "teacher_accuracy": r["teacher_accuracy"],
                 "config": r["config"], "cells": r["cells"], "command": r["command"]} for r in reports]
-    (out / "rded.json").write_text(json.dumps({"commit": args.commit, "machine": args.machine, "grids": summary}, indent=1) + "\n")
+    # The machine-readable rows: one per finished cell, headline = final-epoch mean ± std.
+    # Only the grids with the current recipe count (a NOTE marks an earlier-recipe grid).
+    rows = []
+    for r in reports:
+        if r["_note"]:
+            continue
+        arch = r["config"].get("arch", "convnet3") if isinstance(r["config"], dict) else "convnet3"
+        for c in r["cells"]:
+            st = c.get("final_stats") or {}
+            if not st.get("n"):
+                continue
+            rows.append({"dataset": r["dataset"], "method": c["method"], "ipc": c["ipc"], "factor": c["factor"],
+                         "arch": arch, "epochs": c["epochs"], "runs": st["n"], "acc_mean": st["mean"],
+                         "acc_std": st["std"]})
+        ta = r.get("teacher_accuracy")
+        if ta is not None:
+            rows.append({"dataset": r["dataset"], "method": "whole", "ipc": None, "factor": None, "arch": "convnet3",
+                         "epochs": None, "runs": 1, "acc_mean": ta, "acc_std": 0.0})
+    (out / "rded.json").write_text(json.dumps({"commit": args.commit, "machine": args.machine, "rows": rows,
+                                               "grids": summary}, indent=1) + "\n")
     print(f"wrote {out / 'rded.md'} ({len(reports)} grids)")
 
 
