@@ -109,6 +109,15 @@ fn coreset_keeps_the_lowest_loss_crop_per_image_and_the_best_images_per_class() 
     std::fs::write(dir.path().join("patches.bin"), &c.patches[..100]).unwrap();
     let err = Coreset::load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("patches.bin") && err.contains("bytes"), "{err}");
+
+    // A coreset whose metadata claims another budget is refused, naming the class.
+    c.save(dir.path()).unwrap();
+    let meta_path = dir.path().join("coreset.json");
+    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta["config"]["ipc"] = serde_json::json!(config.ipc + 1);
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let err = Coreset::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("coreset.json") && err.contains("patches, expected"), "{err}");
 }
 
 #[test]

@@ -179,6 +179,24 @@ impl Coreset {
         if meta.patches.iter().any(|p| p.class as usize >= meta.classes.len()) {
             return Err(DaceError::bad_file(&meta_path, "a patch has a class outside the class list"));
         }
+        // Every class holds exactly ipc * r^2 patches of H/r x W/r: students rely on it.
+        let r = meta.config.factor.max(1);
+        let per_class = meta.config.ipc * r * r;
+        for (k, name) in meta.classes.iter().enumerate() {
+            let n = meta.patches.iter().filter(|p| p.class as usize == k).count();
+            if n != per_class {
+                return Err(DaceError::bad_file(
+                    &meta_path,
+                    format!("class `{name}` has {n} patches, expected ipc * r^2 = {per_class}"),
+                ));
+            }
+        }
+        if meta.patch_size != [meta.image_size[0] / r, meta.image_size[1] / r] {
+            return Err(DaceError::bad_file(
+                &meta_path,
+                format!("patch size {:?} does not match image size {:?} / r = {r}", meta.patch_size, meta.image_size),
+            ));
+        }
         Ok(Coreset { meta, patches })
     }
 }
