@@ -78,6 +78,12 @@ def main():
         "machine": args.machine,
         "dataset": state["dataset"],
         "prior_fingerprint": ev["prior_fingerprint"],
+        "train_command": (f"dace prior train --data <fashion-mnist> --out {args.prior} --vae-steps {state['config']['vae_steps']} "
+                          f"--unet-steps {state['config']['unet_steps']} --batch {state['config']['batch_size']} "
+                          f"--checkpoint-every {state['config']['checkpoint_every']}"),
+        "eval_command": f"dace prior eval --prior {args.prior} --data <fashion-mnist> --teacher <teacher> --out {args.eval}",
+        "speed_command": speed["command"],
+        "parity_command": "cargo test --release --test prior_parity -- --nocapture --test-threads 1",
         "config": state["config"],
         "vae_steps_done": state["vae_step"],
         "unet_steps_done": state["unet_step"],

@@ -34,7 +34,10 @@ fn trains_in_stages_resumes_and_loads_as_a_diffusers_layout_prior() {
     let state = train_prior::<Autodiff<B>>(tiny(4, 0), &ds, &out, false, &device).unwrap();
     assert_eq!((state.stage, state.vae_step, state.unet_step), (Stage::Unet, 4, 0));
     assert!(state.fingerprint.is_none(), "no fingerprint before the prior is complete");
-    assert!(Prior::<B>::load(&out, &device).is_err(), "a prior without its UNet must not load");
+    let err = Prior::<B>::load(&out, &device).err().expect("a prior without its UNet must not load").to_string();
+    assert!(err.contains("unet/config.json"), "{err}");
+    let err = Prior::<B>::load(dir.path(), &device).err().expect("not a prior").to_string();
+    assert!(err.contains("model_index.json") && err.contains("not a dace prior"), "{err}");
     // Other architecture: refused, naming the checkpoint.
     let other = PriorTrainConfig { unet_channels: vec![16, 16], ..tiny(4, 4) };
     let err = train_prior::<Autodiff<B>>(other, &ds, &out, false, &device).unwrap_err().to_string();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::bundle::Prior;
 use super::pipeline::{self, NoiseId};
 use super::scheduler::{img2img_plan, Sampler, ScheduleConfig};
-use super::train::{sample_classes, vae_test_psnr, write_images};
+use super::train::{sample_classes, to_u8, vae_test_psnr, write_images};
 use crate::coreset::crop::resize_u8;
 use crate::data::{Dataset, Split};
 use crate::error::{DaceError, Result};
@@ -74,12 +74,6 @@ pub struct PriorEvalReport {
     pub cond_teacher_acc_per_class: Vec<ClassAccuracy>,
     pub sample_img_per_s: f64,
     pub grids: Vec<PathBuf>,
-}
-
-/// `[-1, 1]` images to u8 pixels.
-fn to_u8<B: Backend>(x: Tensor<B, 4>) -> Vec<u8> {
-    let v = x.into_data().to_vec::<f32>().expect("f32 images");
-    v.iter().map(|&p| ((p + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8).collect()
 }
 
 fn from_f32<B: Backend>(v: Vec<f32>, dims: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
@@ -174,14 +168,12 @@ pub fn evaluate_prior<B: DaceBackend + DiffusionKernels>(
         .map(|k| ds.test.labels.iter().position(|&l| l as usize == k).unwrap_or(0))
         .collect();
     let sched = ScheduleConfig::default();
+    let originals: Vec<f32> =
+        firsts.iter().flat_map(|&i| ds.image(&ds.test, i).iter().map(|&p| p as f32 / 127.5 - 1.0)).collect();
+    let ctx = prior.classes.context(&(0..n_classes).collect::<Vec<_>>(), device);
     for &r in &cfg.factors {
-        let mut columns: Vec<Vec<f32>> = Vec::new();
-        let originals: Vec<f32> =
-            firsts.iter().flat_map(|&i| ds.image(&ds.test, i).iter().map(|&p| p as f32 / 127.5 - 1.0)).collect();
-        columns.push(originals);
         let up = plain_upsample(ds, &ds.test, &firsts, r);
-        columns.push(up.clone());
-        let ctx = prior.classes.context(&(0..n_classes).collect::<Vec<_>>(), device);
+        let mut columns: Vec<Vec<f32>> = vec![originals.clone(), up.clone()];
         for &rho in &cfg.rhos {
             // Unguided, as the expansion runs.
             let steps = img2img_plan(&sched, Sampler::EulerAncestral, cfg.img2img_steps, rho).unwrap_or_default();

@@ -19,7 +19,7 @@ use burn::prelude::*;
 use burn::record::Recorder;
 use serde::{Deserialize, Serialize};
 
-use super::bundle::{self, ClassEmbedder, ClassEmbedderConfig, Prior, PriorIndex};
+use super::bundle::{self, ClassEmbedder, ClassEmbedderConfig, PriorIndex};
 use super::config::{PerBlock, UNetConfig, VaeConfig};
 use super::pipeline::{self, Guidance, NoiseId};
 use super::scheduler::{init_noise_sigma, plan, Sampler, ScheduleConfig};
@@ -453,11 +453,15 @@ fn write_reconstructions<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, p
     write_images(&both, ds.channels, ds.height, ds.width, 16, path)
 }
 
+/// `[-1, 1]` images to u8 pixels.
+pub fn to_u8<B: Backend>(x: Tensor<B, 4>) -> Vec<u8> {
+    let v = x.into_data().to_vec::<f32>().expect("f32 images");
+    v.iter().map(|&p| ((p + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8).collect()
+}
+
 /// Writes `[-1, 1]` images as a PNG grid.
 pub fn write_images<B: Backend>(x: &Tensor<B, 4>, c: usize, h: usize, w: usize, cols: usize, path: &Path) -> Result<()> {
-    let v = x.clone().into_data().to_vec::<f32>().expect("f32 images");
-    let bytes: Vec<u8> = v.iter().map(|&p| ((p + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8).collect();
-    viz::write_grid(path, &bytes, c, h, w, cols, 28)
+    viz::write_grid(path, &to_u8(x.clone()), c, h, w, cols, 28)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -624,9 +628,4 @@ fn write_samples<B: DaceBackend + DiffusionKernels>(
     let ids: Vec<usize> = (0..num_classes).flat_map(|c| std::iter::repeat_n(c, per)).collect();
     let x = sample_classes(vae, unet, classes, &ids, latent_shape, scaling_factor, config.sample_steps, config.guidance, 1, 0, device);
     write_images(&x, ds.channels, ds.height, ds.width, per, path)
-}
-
-/// Loads a prior for sampling on `B` (convenience for the CLI).
-pub fn load<B: DaceBackend>(dir: &Path, device: &B::Device) -> Result<Prior<B>> {
-    Prior::load(dir, device)
 }
