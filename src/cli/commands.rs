@@ -35,8 +35,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Kernels(args)) => bench_kernels(args),
         Command::Bench(BenchCommand::Prior(args)) => super::prior::bench(args),
         Command::Coreset(args) => coreset(args),
+        Command::Student(args) if args.package.is_some() => super::distill::student(args),
         Command::Student(args) => student(args),
+        Command::Distill(args) => super::distill::distill(args),
+        Command::Expand(args) => super::distill::expand(args),
         Command::Experiment(ExperimentCommand::Rded(args)) => experiment_rded(args),
+        Command::Experiment(ExperimentCommand::Expansion(args)) => super::distill::experiment(args),
         Command::Prior(cmd) => super::prior::run(cmd),
     }
 }
@@ -217,6 +221,8 @@ struct DemoReport {
     dataset: String,
     device: DeviceKind,
     teacher: train::TeacherReport,
+    /// The whole pipeline in small: prior, packages of every ablation variant, students.
+    ablation: Option<crate::experiment::expansion::ExpansionReport>,
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<()> {
@@ -248,10 +254,16 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let teacher = on_device!(args.device.device, |B, device| {
         train::train_teacher::<Autodiff<B>>(config, &ds, &teacher_args.out, false, &device)
     })?;
-    let report = DemoReport { command: "demo", dataset: ds.name.clone(), device: args.device.device, teacher };
+    let mut report = DemoReport { command: "demo", dataset: ds.name.clone(), device: args.device.device, teacher, ablation: None };
     let path = args.out.join("demo_report.json");
     fsio::write_json(&path, &report)?;
     print_demo_summary(&report, &path);
+    if args.teacher_only {
+        return Ok(());
+    }
+    report.ablation = Some(super::distill::demo_ablation(&args, &ds, &teacher_args.out)?);
+    fsio::write_json(&path, &report)?;
+    println!("report: {}", path.display());
     Ok(())
 }
 
@@ -331,12 +343,12 @@ fn print_bench_row(row: &crate::bench::BenchRow) {
     }
 }
 
-fn command_line() -> String {
+pub(super) fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
 /// Digits change meaning when mirrored; clothes do not.
-fn flips_ok(ds: &Dataset) -> bool {
+pub(super) fn flips_ok(ds: &Dataset) -> bool {
     !ds.name.eq_ignore_ascii_case("mnist")
 }
 
@@ -365,9 +377,12 @@ fn student(args: StudentArgs) -> anyhow::Result<()> {
     use crate::student::{self, AugmentConfig, LabelSource, Labels, StoredLabels, StudentConfig, TrainingSet};
     setup_threads(&args.device)?;
     let ds = load_data(&args.data)?;
-    let coreset = Coreset::load(&args.coreset)?;
+    let (Some(coreset_dir), Some(teacher_dir)) = (&args.coreset, &args.teacher) else {
+        bail!("a coreset student needs --coreset and --teacher");
+    };
+    let coreset = Coreset::load(coreset_dir)?;
     if coreset.meta.dataset != ds.name || coreset.meta.image_size != [ds.height, ds.width] {
-        bail!("coreset {} is of `{}` {:?}, not `{}`", args.coreset.display(), coreset.meta.dataset, coreset.meta.image_size, ds.name);
+        bail!("coreset {} is of `{}` {:?}, not `{}`", coreset_dir.display(), coreset.meta.dataset, coreset.meta.image_size, ds.name);
     }
     let set = TrainingSet::from_coreset(&coreset, args.layout)?;
     let soft = args.labels != LabelSource::Hard;
@@ -390,7 +405,7 @@ fn student(args: StudentArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let report = on_device!(args.device.device, |B, device| {
-        let (teacher, meta) = train::load_model::<B>(&args.teacher, &device)?;
+        let (teacher, meta) = train::load_model::<B>(teacher_dir, &device)?;
         let labels_dir = args.out.join("labels");
         let stored = if args.labels == LabelSource::Stored {
             let seeds: Vec<u64> = (0..args.epochs as u64).collect();
@@ -403,7 +418,7 @@ fn student(args: StudentArgs) -> anyhow::Result<()> {
             None
         };
         let teacher_online = match args.labels {
-            LabelSource::Online => Some(train::load_model::<B>(&args.teacher, &device)?.0),
+            LabelSource::Online => Some(train::load_model::<B>(teacher_dir, &device)?.0),
             _ => None,
         };
         let labels = match (&stored, &teacher_online) {
@@ -416,7 +431,7 @@ fn student(args: StudentArgs) -> anyhow::Result<()> {
     #[derive(Serialize)]
     struct Output<'a> { command: String, coreset: String, report: &'a student::StudentReport }
     let path = args.out.join("report.json");
-    fsio::write_json(&path, &Output { command: command_line(), coreset: args.coreset.display().to_string(), report: &report })?;
+    fsio::write_json(&path, &Output { command: command_line(), coreset: coreset_dir.display().to_string(), report: &report })?;
     println!(
         "student {} on {} ({} images, {:?} labels): final test accuracy {:.2}% (best {:.2}%) after {} epochs, {:.0} s; report {}",
         args.arch.name(), set.description, set.len(), report.labels, report.final_accuracy, report.best_accuracy,

@@ -1,6 +1,7 @@
 //! Command-line interface (the `anyhow` edge of the crate).
 
 mod commands;
+mod distill;
 mod prior;
 
 use std::path::PathBuf;
@@ -40,8 +41,14 @@ pub enum Command {
     Bench(BenchCommand),
     /// Select an RDED coreset: the lowest-teacher-loss crops of each class, stored at H/r x W/r.
     Coreset(CoresetArgs),
-    /// Train a student on a coreset (soft labels online or stored, or hard labels) and evaluate it.
+    /// Train a student on a coreset (soft labels online or stored, or hard labels) or on a
+    /// distilled package (its images regenerated from the seeds), and evaluate it.
     Student(StudentArgs),
+    /// Distill: coreset, diffusion expansion of every patch under every seed, teacher soft labels,
+    /// written as a package of patches + seeds + labels.
+    Distill(DistillArgs),
+    /// Regenerate a package's expansions on a device: PNG grid, images, fidelity checks.
+    Expand(ExpandArgs),
     /// Experiment grids whose results go to docs/results.
     #[command(subcommand)]
     Experiment(ExperimentCommand),
@@ -166,14 +173,22 @@ pub struct CoresetArgs {
 #[derive(Args, Debug)]
 pub struct StudentArgs {
     /// Coreset directory written by `dace coreset`.
+    #[arg(long, conflicts_with = "package", required_unless_present = "package")]
+    pub coreset: Option<PathBuf>,
+    /// Distilled package written by `dace distill`: the student regenerates every epoch's
+    /// images from its seeds (in memory) and trains on its stored labels; no teacher needed.
     #[arg(long)]
-    pub coreset: PathBuf,
+    pub package: Option<PathBuf>,
+    /// The package's prior (checked by fingerprint; not needed for the `rded` variant).
+    #[arg(long, requires = "package")]
+    pub prior: Option<PathBuf>,
     /// The dataset (its test split evaluates the student).
     #[arg(long)]
     pub data: String,
-    /// Teacher directory: soft labels (online, or to precompute stored ones) and input normalisation.
-    #[arg(long)]
-    pub teacher: PathBuf,
+    /// Teacher directory (coresets only): soft labels (online, or to precompute stored ones) and
+    /// input normalisation.
+    #[arg(long, required_unless_present = "package")]
+    pub teacher: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Layout::Collage)]
     pub layout: Layout,
     #[arg(long, value_enum, default_value_t = LabelSource::Stored)]
@@ -204,10 +219,172 @@ pub struct StudentArgs {
     pub device: DeviceArgs,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct ExpansionArgs {
+    /// An ablation preset; the options below override its settings.
+    #[arg(long, value_enum, default_value_t = crate::expand::Variant::SrAugMixup)]
+    pub variant: crate::expand::Variant,
+    /// img2img strength (preset: 0.4 for sr, 0.8 otherwise).
+    #[arg(long)]
+    pub rho: Option<f64>,
+    /// Inference steps of the full schedule.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, value_enum, default_value_t = crate::expand::SchedulerKind::EulerA)]
+    pub scheduler: crate::expand::SchedulerKind,
+    /// Same-class latent mixup on top of the preset.
+    #[arg(long)]
+    pub mixup: bool,
+    /// Range of the mixup weight of the patch's own latent.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.5f32, 1.0])]
+    pub gamma_range: Vec<f32>,
+    /// Classifier-free guidance scale (1 = none, one UNet pass per step).
+    #[arg(long, default_value_t = 1.0)]
+    pub guidance: f32,
+}
+
+#[derive(Args, Debug)]
+pub struct DistillArgs {
+    #[arg(long)]
+    pub data: String,
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// Diffusion prior directory (`dace prior train` output or an imported checkpoint).
+    #[arg(long)]
+    pub prior: Option<PathBuf>,
+    /// Reuse a coreset written by `dace coreset` instead of selecting one.
+    #[arg(long)]
+    pub coreset: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub ipc: usize,
+    #[arg(long, default_value_t = 2)]
+    pub factor: usize,
+    #[arg(long, default_value_t = 5)]
+    pub crops: usize,
+    #[arg(long, default_value_t = 300)]
+    pub mipc: usize,
+    #[arg(long, default_value_t = 0)]
+    pub coreset_seed: u64,
+    #[command(flatten)]
+    pub expansion: ExpansionArgs,
+    /// Seeds per patch (m; the paper uses one per student epoch).
+    #[arg(long, default_value_t = 300)]
+    pub seeds: usize,
+    /// First seed (seeds are first, first + 1, ...).
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
+    /// Soft-label encoding: f16, int8 or top-K.
+    #[arg(long, default_value = "f16")]
+    pub labels: String,
+    /// Smallest area fraction of the seeded RandomResizedCrop applied to each expansion.
+    #[arg(long, default_value_t = 0.5)]
+    pub crop_scale_min: f32,
+    #[arg(long)]
+    pub no_flip: bool,
+    #[arg(long)]
+    pub no_cutmix: bool,
+    /// Expansion batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExpandArgs {
+    #[arg(long)]
+    pub package: PathBuf,
+    #[arg(long)]
+    pub prior: Option<PathBuf>,
+    /// Regenerate the first N seeds (default: all).
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Teacher: checks its argmax on the regenerated (augmented) images against the stored labels.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Another `dace expand` output (e.g. from another device): PSNR and bit-identity against it.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+    /// Expansion batch size (default: the package's; bit-identical floats need the same).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ExperimentCommand {
     /// RDED grid over IPC and r with random-subset baselines; resumable.
     Rded(RdedArgs),
+    /// Diffusion expansion grid (ablation variants x IPC x r x student arch), every student
+    /// trained from a real package; resumable.
+    Expansion(ExpansionGridArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExpansionGridArgs {
+    #[arg(long)]
+    pub data: String,
+    #[arg(long)]
+    pub teacher: PathBuf,
+    #[arg(long)]
+    pub prior: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub ipc: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    pub factor: Vec<usize>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "rded,cond-only,sr,sr-aug,sr-aug-mixup")]
+    pub variants: Vec<crate::expand::Variant>,
+    /// Student epochs: one value, or one per IPC.
+    #[arg(long, value_delimiter = ',', default_value = "300")]
+    pub epochs: Vec<usize>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "convnet3")]
+    pub arch: Vec<Arch>,
+    #[arg(long, value_enum, default_value_t = NormKind::Instance)]
+    pub norm: NormKind,
+    /// Student seeds per cell.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: usize,
+    /// Expansions per package: seeds per patch = min(epochs, this / patches).
+    #[arg(long, default_value_t = 4000)]
+    pub max_expansions: usize,
+    #[arg(long, default_value_t = 5)]
+    pub crops: usize,
+    #[arg(long, default_value_t = 300)]
+    pub mipc: usize,
+    #[arg(long, default_value_t = 0)]
+    pub coreset_seed: u64,
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, value_enum, default_value_t = crate::expand::SchedulerKind::EulerA)]
+    pub scheduler: crate::expand::SchedulerKind,
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.5f32, 1.0])]
+    pub gamma_range: Vec<f32>,
+    #[arg(long, default_value_t = 1.0)]
+    pub guidance: f32,
+    /// rho of sr-aug and sr-aug-mixup.
+    #[arg(long, default_value_t = 0.8)]
+    pub rho: f64,
+    #[arg(long, default_value_t = 0.5)]
+    pub crop_scale_min: f32,
+    #[arg(long)]
+    pub no_flip: bool,
+    #[arg(long)]
+    pub no_cutmix: bool,
+    #[arg(long, default_value = "f16")]
+    pub labels: String,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 20.0)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -445,8 +622,21 @@ pub struct EvalArgs {
 pub struct DemoArgs {
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
+    /// Teacher epochs.
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
+    /// Steps of each stage (VAE, UNet) of the demo's small prior.
+    #[arg(long, default_value_t = 300)]
+    pub prior_steps: usize,
+    /// Student epochs of the ablation (one package seed per epoch, at most --seeds).
+    #[arg(long, default_value_t = 60)]
+    pub student_epochs: usize,
+    /// Seeds per patch of each package.
+    #[arg(long, default_value_t = 20)]
+    pub seeds: usize,
+    /// Only train and evaluate the teacher (the first stage).
+    #[arg(long)]
+    pub teacher_only: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }

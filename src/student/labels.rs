@@ -14,7 +14,7 @@ use crate::kernels::DaceBackend;
 use crate::models::Classifier;
 use crate::train::Normalization;
 
-const FORMAT: &str = "dace-soft-labels/1";
+pub const FORMAT: &str = "dace-soft-labels/1";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabelsMeta {
@@ -58,19 +58,10 @@ impl StoredLabels {
         seeds: Vec<u64>,
         device: &B::Device,
     ) -> Result<Self> {
-        let (c, h, w) = (set.channels, set.height, set.width);
         let mut logits = Vec::with_capacity(seeds.len() * set.len() * set.num_classes);
-        let items: Vec<usize> = (0..set.len()).collect();
         let bar = crate::train::progress::bar(seeds.len() as u64, "soft labels");
         for &seed in &seeds {
-            for chunk in items.chunks(256) {
-                let x = Tensor::<B, 4>::from_data(TensorData::new(set.views(chunk, seed, augment, norm), [chunk.len(), c, h, w]), device);
-                let out: Vec<f32> = teacher.forward(x).into_data().to_vec().map_err(|e| DaceError::Invalid(format!("teacher output: {e:?}")))?;
-                if out.iter().any(|v| !v.is_finite()) {
-                    return Err(DaceError::Invalid("teacher produced non-finite logits".into()));
-                }
-                logits.extend(out);
-            }
+            logits.extend(teacher_logits(set, &set.images, seed, teacher, norm, augment, device)?);
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -124,4 +115,29 @@ impl StoredLabels {
         }
         Ok(())
     }
+}
+
+/// Teacher logits `[item][class]` of every item's view under `seed`, the set's images replaced by
+/// `images` (the set's own, or their expansions under `seed`).
+pub fn teacher_logits<B: DaceBackend>(
+    set: &TrainingSet,
+    images: &[u8],
+    seed: u64,
+    teacher: &Classifier<B>,
+    norm: &Normalization,
+    augment: &AugmentConfig,
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    let (c, h, w) = (set.channels, set.height, set.width);
+    let items: Vec<usize> = (0..set.len()).collect();
+    let mut logits = Vec::with_capacity(set.len() * set.num_classes);
+    for chunk in items.chunks(256) {
+        let x = Tensor::<B, 4>::from_data(TensorData::new(set.views_in(images, chunk, seed, augment, norm), [chunk.len(), c, h, w]), device);
+        let out: Vec<f32> = teacher.forward(x).into_data().to_vec().map_err(|e| DaceError::Invalid(format!("teacher output: {e:?}")))?;
+        if out.iter().any(|v| !v.is_finite()) {
+            return Err(DaceError::Invalid(format!("the teacher produced non-finite logits under seed {seed}")));
+        }
+        logits.extend(out);
+    }
+    Ok(logits)
 }

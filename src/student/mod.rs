@@ -6,6 +6,7 @@ pub mod augment;
 pub mod labels;
 pub mod set;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
@@ -133,7 +134,11 @@ pub struct StudentReport {
     pub best_accuracy: f64,
     pub per_class_accuracy: Vec<f64>,
     pub seconds: f64,
+    /// Training images/s, regeneration excluded.
     pub train_img_per_s: f64,
+    /// Time spent regenerating epoch images from seeds (0 for fixed sets).
+    #[serde(default)]
+    pub regen_seconds: f64,
 }
 
 /// Ids of the parameters AdamW decays: everything but biases and norm scales/shifts (rank 1).
@@ -149,6 +154,10 @@ fn decayed_params<B: Backend, M: Module<B>>(module: &M) -> (Vec<ParamId>, Vec<Pa
     (split.0, split.1)
 }
 
+/// The images of epoch `e` when they are not the set's own: `(seed index, seed) ->` u8 images of
+/// every item (a package's expansions, regenerated from the seed).
+pub type EpochImages<'a> = &'a mut dyn FnMut(usize, u64) -> Result<Arc<Vec<u8>>>;
+
 /// Trains a student on `set` and evaluates it on the test split of `ds`.
 pub fn train_student<B: TrainBackend>(
     config: &StudentConfig,
@@ -158,8 +167,25 @@ pub fn train_student<B: TrainBackend>(
     ds: &Dataset,
     device: &B::Device,
 ) -> Result<StudentReport> {
+    train_student_with::<B>(config, set, labels, norm, ds, None, device)
+}
+
+/// [`train_student`] with each epoch's images supplied by `epoch_images` (stored labels only: the
+/// seed of epoch `e` is `seeds[e % len]` of the labels, which also indexes the images).
+pub fn train_student_with<B: TrainBackend>(
+    config: &StudentConfig,
+    set: &TrainingSet,
+    labels: Labels<'_, B::InnerBackend>,
+    norm: &Normalization,
+    ds: &Dataset,
+    mut epoch_images: Option<EpochImages<'_>>,
+    device: &B::Device,
+) -> Result<StudentReport> {
     if set.is_empty() {
         return Err(DaceError::Invalid("empty training set".into()));
+    }
+    if epoch_images.is_some() && !matches!(labels, Labels::Stored(_)) {
+        return Err(DaceError::Invalid("regenerated training images need the stored labels made for them".into()));
     }
     if let Labels::Stored(stored) = &labels {
         stored.check_fits(set, &config.augment)?;
@@ -185,6 +211,7 @@ pub fn train_student<B: TrainBackend>(
     let mut last_eval = None;
     let mut trained = 0usize;
     let mut train_seconds = 0.0;
+    let mut regen_seconds = 0.0;
     let bar = progress::bar(config.epochs as u64, format!("student {}", set.description));
     for epoch in 0..config.epochs {
         let epoch_start = Instant::now();
@@ -193,9 +220,19 @@ pub fn train_student<B: TrainBackend>(
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)));
         let lr = config.lr * rded_lr_factor(epoch, config.epochs);
         let mut loss_sum = 0.0;
+        let regenerated = match (epoch_images.as_mut(), stored) {
+            (Some(f), Some(s)) => {
+                let t = Instant::now();
+                let images = f(stored_index(s, epoch), seed)?;
+                regen_seconds += t.elapsed().as_secs_f64();
+                Some(images)
+            }
+            _ => None,
+        };
+        let images: &[u8] = regenerated.as_deref().map_or(&set.images, |v| v.as_slice());
         for batch in order.chunks(config.batch_size) {
             let n = batch.len();
-            let x = Tensor::<B, 4>::from_data(TensorData::new(set.views(batch, seed, &config.augment, norm), [n, c, h, w]), device);
+            let x = Tensor::<B, 4>::from_data(TensorData::new(set.views_in(images, batch, seed, &config.augment, norm), [n, c, h, w]), device);
             let logits = model.forward(x.clone());
             let loss = match &labels {
                 Labels::Hard => {
@@ -265,7 +302,8 @@ pub fn train_student<B: TrainBackend>(
         best_accuracy: best,
         per_class_accuracy: eval.per_class_accuracy,
         seconds: start.elapsed().as_secs_f64(),
-        train_img_per_s: trained as f64 / train_seconds.max(1e-9),
+        train_img_per_s: trained as f64 / (train_seconds - regen_seconds).max(1e-9),
+        regen_seconds,
     })
 }
 

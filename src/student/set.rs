@@ -87,17 +87,23 @@ impl TrainingSet {
         format!("{:x}", h.finalize())
     }
 
-    fn normalized(&self, item: usize, norm: &Normalization) -> Vec<f32> {
+    fn normalized(&self, images: &[u8], item: usize, norm: &Normalization) -> Vec<f32> {
         let len = self.image_len();
         let mut out = vec![0f32; len];
-        to_f32_normalized(&self.images[item * len..(item + 1) * len], &norm.mean, &norm.std, self.channels, &mut out);
+        to_f32_normalized(&images[item * len..(item + 1) * len], &norm.mean, &norm.std, self.channels, &mut out);
         out
     }
 
     /// The augmented, normalised view of `item` under `seed`: a pure function of its arguments.
     pub fn view(&self, item: usize, seed: u64, cfg: &AugmentConfig, norm: &Normalization) -> Vec<f32> {
+        self.view_in(&self.images, item, seed, cfg, norm)
+    }
+
+    /// [`Self::view`] with the set's images replaced by `images` (same shapes, e.g. the
+    /// expansions of the set's patches under `seed`).
+    pub fn view_in(&self, images: &[u8], item: usize, seed: u64, cfg: &AugmentConfig, norm: &Normalization) -> Vec<f32> {
         let (c, h, w) = (self.channels, self.height, self.width);
-        let base = |i: usize| augment::base_view(&self.normalized(i, norm), c, h, w, seed, i as u64, cfg);
+        let base = |i: usize| augment::base_view(&self.normalized(images, i, norm), c, h, w, seed, i as u64, cfg);
         let mut x = base(item);
         if cfg.cutmix {
             let (partner, bx) = augment::cutmix_choice(seed, item as u64, self.len(), h, w);
@@ -108,9 +114,15 @@ impl TrainingSet {
 
     /// Views of `items` under `seed`, back to back.
     pub fn views(&self, items: &[usize], seed: u64, cfg: &AugmentConfig, norm: &Normalization) -> Vec<f32> {
+        self.views_in(&self.images, items, seed, cfg, norm)
+    }
+
+    /// [`Self::views`] over replacement `images` (see [`Self::view_in`]).
+    pub fn views_in(&self, images: &[u8], items: &[usize], seed: u64, cfg: &AugmentConfig, norm: &Normalization) -> Vec<f32> {
+        assert_eq!(images.len(), self.images.len(), "replacement images must have the set's shape");
         let len = self.image_len();
         let mut buf = vec![0f32; items.len() * len];
-        buf.par_chunks_mut(len).zip(items.par_iter()).for_each(|(out, &i)| out.copy_from_slice(&self.view(i, seed, cfg, norm)));
+        buf.par_chunks_mut(len).zip(items.par_iter()).for_each(|(out, &i)| out.copy_from_slice(&self.view_in(images, i, seed, cfg, norm)));
         buf
     }
 }

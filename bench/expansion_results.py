@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""docs/results/expansion.{md,json} (+ figures in docs/results/expansion/) from the
+`dace experiment expansion` results of bench/expansion_grid.sh and the RDED grid's rows.
+
+  python3 bench/expansion_results.py --runs runs/exp-fmnist-ablation --commit SHA --machine "..."
+"""
+import argparse, json, shutil
+from pathlib import Path
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--runs", nargs="+", default=["runs/exp-fmnist-ablation"])
+ap.add_argument("--rded", default="docs/results/rded.json")
+ap.add_argument("--out", default="docs/results")
+ap.add_argument("--commit", default="?")
+ap.add_argument("--machine", default="?")
+ap.add_argument("--intro", default="bench/expansion_intro.md")
+a = ap.parse_args()
+
+out = Path(a.out)
+figs = out / "expansion"
+figs.mkdir(parents=True, exist_ok=True)
+rded_rows = json.load(open(a.rded))["rows"]
+reports = [json.load(open(Path(r) / "results.json")) for r in a.runs]
+
+rows = []
+for rep in reports:
+    for c in rep["cells"]:
+        st = c["final_stats"]
+        if not st:
+            continue
+        rows.append({
+            "dataset": rep["dataset"], "method": "dace" if c["variant"] != "rded" else "patches-upsampled",
+            "variant": c["variant"], "layout": "patches", "ipc": c["ipc"], "factor": c["factor"],
+            "arch": c["arch"], "epochs": c["epochs"], "runs": st["n"], "acc_mean": st["mean"], "acc_std": st["std"],
+            "seeds_per_patch": c["seeds"], "patches": c["patches"], "package_bytes": c["package_bytes"],
+            "ipc_budget_bytes": c["ipc_budget_bytes"], "expansions_per_s": c.get("expansions_per_s"),
+            "label_argmax_is_class": c.get("label_argmax_is_class"),
+            "regeneration_bit_identical": c.get("regeneration_bit_identical"),
+        })
+for r in rded_rows:
+    rows.append({**r, "variant": "rded" if r["method"] == "rded" else r["method"], "layout": "collage" if r["method"] == "rded" else "images"})
+json.dump({"rows": rows, "commit": a.commit, "machine": a.machine,
+           "command": "DATA=/tmp/dace-data bench/expansion_grid.sh; python3 bench/expansion_results.py"},
+          open(out / "expansion.json", "w"), indent=2)
+
+def find(ds, variant, ipc, r, arch="convnet3", layout="patches"):
+    for x in rows:
+        if (x["dataset"], x["variant"], x["ipc"], x["factor"], x["arch"], x["layout"]) == (ds, variant, ipc, r, arch, layout):
+            return x
+    return None
+
+def show(x):
+    return f"{x['acc_mean']:.2f} ± {x['acc_std']:.2f}" + ("" if x["runs"] >= 3 else f" ({x['runs']} seeds)") if x else "—"
+
+VARIANTS = [("rded", "patches upsampled, no diffusion (RDED's selection, the paper's layout)"),
+            ("cond-only", "class-conditional generation only, no patches (the paper's text-only row)"),
+            ("sr", "img2img rho 0.4 (super-resolution)"),
+            ("sr-aug", "img2img rho 0.8 (SR + augmentation)"),
+            ("sr-aug-mixup", "rho 0.8 + same-class latent mixup (the full method)")]
+lines = [open(a.intro).read().rstrip(), ""] if Path(a.intro).exists() else []
+for rep in reports:
+    ds = rep["dataset"]
+    cfg = rep["config"]
+    lines += [f"## {ds}", "",
+              f"Teacher: `{rep['teacher']}` ({rep['teacher_accuracy']:.2f} %), prior `{rep['prior']}` (fingerprint {rep['prior_fingerprint'][:12]}). "
+              f"Expansion: {cfg['steps']}-step {cfg['scheduler']}, guidance {cfg['guidance']}, mixup gamma {cfg['gamma']}; "
+              f"student augmentation {cfg['augment']}; labels {cfg['labels']['encoding']}; T = {cfg['temperature']}. "
+              f"Seeds per patch m = min(epochs, {cfg['max_expansions']} / patches). Final-epoch test accuracy (%), mean ± std over student seeds.", ""]
+    ipcs = sorted({c["ipc"] for c in rep["cells"]})
+    for ipc in ipcs:
+        r = 2
+        if not any(c["ipc"] == ipc and c["factor"] == r and c["variant"] != "rded" for c in rep["cells"]):
+            continue
+        lines += [f"### Ablation (paper Table 4), IPC {ipc}, r = {r}, ConvNet-3", "",
+                  "| variant | what | accuracy | m (seeds/patch) | package bytes (IPC budget) |", "|---|---|---|---|---|"]
+        for v, what in VARIANTS:
+            x = find(ds, v, ipc, r)
+            extra = f"{x['seeds_per_patch']} | {x['package_bytes']} ({x['ipc_budget_bytes']})" if x else "— | —"
+            lines.append(f"| {v} | {what} | {show(x)} | {extra} |")
+        for rr in (1, 2):
+            x = find(ds, "rded", ipc, rr, layout="collage")
+            lines.append(f"| RDED r={rr} | RDED itself: {rr}x{rr} collages, ShufflePatches (docs/results/rded.md) | {show(x)} | per epoch | — |")
+        for m in ("random-soft", "random-hard"):
+            x = find(ds, m, ipc, 1, layout="images")
+            lines.append(f"| {m} | random real images, {'teacher soft' if m == 'random-soft' else 'hard'} labels | {show(x)} | | |")
+        lines.append("")
+    factors = sorted({c["factor"] for c in rep["cells"] if c["ipc"] == 1})
+    if len(factors) > 1:
+        lines += ["### Patch-size sweep (paper Fig. 5), IPC 1, ConvNet-3", "",
+                  "| r | patch | patches / class | full method (sr-aug-mixup) | patches upsampled | RDED (collages) |", "|---|---|---|---|---|---|"]
+        for r in factors:
+            side = 28 // r
+            lines.append(f"| {r} | {side}x{side} | {r * r} | {show(find(ds, 'sr-aug-mixup', 1, r))} | {show(find(ds, 'rded', 1, r))} | {show(find(ds, 'rded', 1, r, layout='collage'))} |")
+        lines += ["", f"![accuracy vs r](expansion/{ds}-accuracy_vs_r_ipc1_convnet3.png)", ""]
+    archs = sorted({c["arch"] for c in rep["cells"]})
+    if len(archs) > 1:
+        lines += ["### Cross-architecture, IPC 1, r = 2 (ConvNet-3 teacher and labels)", "",
+                  "| student | full method (sr-aug-mixup) | patches upsampled |", "|---|---|---|"]
+        for arch in archs:
+            lines.append(f"| {arch} | {show(find(ds, 'sr-aug-mixup', 1, 2, arch))} | {show(find(ds, 'rded', 1, 2, arch))} |")
+        lines.append("")
+    src = Path(a.runs[reports.index(rep)])
+    for png in src.glob("*.png"):
+        shutil.copy(png, figs / f"{ds}-{png.name}")
+    for png in (src / "packages").glob("*/expansions.png"):
+        shutil.copy(png, figs / f"{ds}-{png.parent.name}-expansions.png")
+    curves = sorted(figs.glob(f"{ds}-curves_*.png"))
+    for c in curves:
+        lines += [f"![{c.stem}](expansion/{c.name})", ""]
+    grids = sorted(figs.glob(f"{ds}-*-ipc1-r2-expansions.png"))
+    if grids:
+        lines += ["Expansions of the first patch of each class (rows), IPC 1, r = 2: the upsampled patch, then the first seeds:", ""]
+        lines += [f"![{g.stem}](expansion/{g.name})" for g in grids]
+        lines.append("")
+lines += [f"Commit {a.commit} · machine: {a.machine}.", ""]
+(out / "expansion.md").write_text("\n".join(lines))
+print("\n".join(lines))

@@ -1,0 +1,264 @@
+//! `dace distill`: coreset -> expansions under every seed -> seeded augmentation -> teacher soft
+//! labels -> package. Long runs checkpoint the labels done so far next to the package
+//! (`.PKG.partial.json` + `.bin`) and resume from them when rerun with the same settings.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Expander, Mode};
+use crate::coreset::Coreset;
+use crate::error::{DaceError, Result};
+use crate::fsio;
+use crate::kernels::diffusion::DiffusionKernels;
+use crate::kernels::DaceBackend;
+use crate::models::Classifier;
+use crate::package::{Manifest, Package, PriorRef, SizeReport};
+use crate::prior::bundle::Prior;
+use crate::student::labels::teacher_logits;
+use crate::student::TrainingSet;
+use crate::train::Normalization;
+
+/// Seconds between checkpoints of a running distillation.
+const CHECKPOINT_SECONDS: f64 = 60.0;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DistillReport {
+    pub package: String,
+    pub description: String,
+    pub patches: usize,
+    pub seeds: usize,
+    pub expansions: usize,
+    /// Wall time of the expansions alone and their throughput (images/s).
+    pub expand_seconds: f64,
+    pub expansions_per_s: f64,
+    pub label_seconds: f64,
+    /// Share of stored labels whose argmax is the patch's class.
+    pub label_argmax_is_class: f64,
+    /// Seeds taken from a checkpoint instead of computed in this run.
+    pub resumed_seeds: usize,
+    pub size: SizeReport,
+    pub seconds: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Partial {
+    /// The manifest (without file hashes) the partial labels belong to.
+    manifest: Manifest,
+    seeds_done: usize,
+}
+
+fn partial_paths(out: &Path) -> (PathBuf, PathBuf) {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    (out.with_file_name(format!(".{name}.partial.json")), out.with_file_name(format!(".{name}.partial.bin")))
+}
+
+/// Expansions of the first patch of each class under the first seeds, for the PNG grid.
+pub struct Preview {
+    pub per_class: Vec<usize>,
+    pub images: Vec<Vec<u8>>,
+}
+
+/// The training set whose items are a package's patches (upsampled as the "rded" variant shows
+/// them); the student and the labeller swap in each seed's expansions.
+pub fn patch_set(m: &Manifest, patches: &[u8]) -> TrainingSet {
+    let [ph, pw] = m.patch_size;
+    let [h, w] = m.image_size;
+    let images: Vec<u8> = patches.chunks(m.patch_len()).flat_map(|p| crate::coreset::crop::resize_u8(p, m.channels, ph, pw, h, w)).collect();
+    TrainingSet {
+        images,
+        labels: m.items.clone(),
+        channels: m.channels,
+        height: h,
+        width: w,
+        num_classes: m.num_classes(),
+        description: m.description(),
+    }
+}
+
+/// Completes a [`manifest`] with the coreset's items and shapes and the prior's fingerprint.
+pub fn fill_from_coreset<B: DaceBackend>(manifest: &mut Manifest, coreset: &Coreset, prior: Option<&Prior<B>>) -> Result<()> {
+    let cm = &coreset.meta;
+    manifest.items = cm.patches.iter().map(|p| p.class).collect();
+    manifest.channels = cm.channels;
+    manifest.image_size = cm.image_size;
+    manifest.patch_size = cm.patch_size;
+    manifest.ipc = cm.config.ipc;
+    manifest.factor = cm.config.factor;
+    manifest.classes = cm.classes.clone();
+    manifest.files.clear();
+    manifest.prior = match (manifest.expansion.mode, prior) {
+        (Mode::Upsample, _) => None,
+        (_, Some(p)) => Some(PriorRef { fingerprint: p.fingerprint.clone(), dataset: p.index.dataset.clone() }),
+        (_, None) => return Err(DaceError::Invalid(format!("expansion `{}` needs --prior", manifest.expansion.name()))),
+    };
+    Ok(())
+}
+
+/// Runs the expansion + labelling of `coreset` into a package at `out`. `manifest` carries every
+/// setting (its `items`, shapes and `files` are filled in here). `on_seed(s, images)` sees the
+/// expansions of seed number `s` as they are made (not called for seeds resumed from a checkpoint).
+#[allow(clippy::too_many_arguments)]
+pub fn distill<B: DaceBackend + DiffusionKernels>(
+    coreset: &Coreset,
+    prior: Option<&Prior<B>>,
+    teacher: &Classifier<B>,
+    mut manifest: Manifest,
+    full_dataset_images: usize,
+    out: &Path,
+    on_seed: &mut dyn FnMut(usize, &[u8]),
+    device: &B::Device,
+) -> Result<(Package, DistillReport, Preview)> {
+    let start = Instant::now();
+    let cm = &coreset.meta;
+    fill_from_coreset(&mut manifest, coreset, prior)?;
+    let expander = Expander::new(
+        prior,
+        manifest.expansion.clone(),
+        &coreset.patches,
+        [cm.channels, cm.patch_size[0], cm.patch_size[1]],
+        cm.image_size,
+        manifest.items.clone(),
+        manifest.batch,
+        device,
+    )?;
+    let set = patch_set(&manifest, &coreset.patches);
+    let k = manifest.num_classes();
+    let n = set.len();
+    let norm: Normalization = manifest.normalization.clone();
+
+    // Resume from a checkpoint made with exactly these settings.
+    let (partial_json, partial_bin) = partial_paths(out);
+    let mut logits: Vec<f32> = Vec::with_capacity(manifest.seeds.len() * n * k);
+    if let Ok(p) = fsio::read_json::<Partial>(&partial_json) {
+        if p.manifest == manifest {
+            let bytes = fsio::read(&partial_bin)?;
+            if bytes.len() == p.seeds_done * n * k * 4 {
+                logits = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            }
+        }
+    }
+    let resumed = logits.len() / (n * k).max(1);
+    let preview_cols = manifest.seeds.len().min(7);
+    let per_class: Vec<usize> = (0..k as u32).filter_map(|c| manifest.items.iter().position(|&i| i == c)).collect();
+    let mut preview = Preview { per_class: per_class.clone(), images: Vec::new() };
+    for &seed in &manifest.seeds[..preview_cols.min(resumed)] {
+        preview.images.push(expander.expand(&per_class, seed)?);
+    }
+
+    let bar = crate::train::progress::bar(manifest.seeds.len() as u64, format!("distill {}", manifest.description()));
+    bar.set_position(resumed as u64);
+    let (mut expand_s, mut label_s) = (0.0, 0.0);
+    let mut last_checkpoint = Instant::now();
+    for (s, &seed) in manifest.seeds.iter().enumerate().skip(resumed) {
+        let t = Instant::now();
+        let images = expander.expand_all(seed)?;
+        expand_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        logits.extend(teacher_logits(&set, &images, seed, teacher, &norm, &manifest.augment, device)?);
+        label_s += t.elapsed().as_secs_f64();
+        on_seed(s, &images);
+        if s < preview_cols {
+            let len = set.image_len();
+            preview.images.push(per_class.iter().flat_map(|&i| images[i * len..(i + 1) * len].iter().copied()).collect());
+        }
+        bar.inc(1);
+        let done = s + 1;
+        if done < manifest.seeds.len() && last_checkpoint.elapsed().as_secs_f64() > CHECKPOINT_SECONDS {
+            let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+            fsio::write_atomic(&partial_bin, &bytes)?;
+            fsio::write_json(&partial_json, &Partial { manifest: manifest.clone(), seeds_done: done })?;
+            last_checkpoint = Instant::now();
+        }
+    }
+    bar.finish_and_clear();
+    let computed = (manifest.seeds.len() - resumed) * n;
+    let agree = (0..manifest.seeds.len() * n)
+        .filter(|&row| {
+            let l = &logits[row * k..(row + 1) * k];
+            argmax(l) == manifest.items[row % n] as usize
+        })
+        .count();
+    let mut package = Package { manifest, patches: coreset.patches.clone(), logits };
+    let size = package.save(out, full_dataset_images)?;
+    let _ = std::fs::remove_file(&partial_json);
+    let _ = std::fs::remove_file(&partial_bin);
+    let report = DistillReport {
+        package: out.display().to_string(),
+        description: package.manifest.description(),
+        patches: n,
+        seeds: package.manifest.seeds.len(),
+        expansions: computed,
+        expand_seconds: expand_s,
+        expansions_per_s: computed as f64 / expand_s.max(1e-9),
+        label_seconds: label_s,
+        label_argmax_is_class: 100.0 * agree as f64 / (package.manifest.seeds.len() * n).max(1) as f64,
+        resumed_seeds: resumed,
+        size,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((package, report, preview))
+}
+
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) }).0
+}
+
+/// PNG grid: one row per class: the upsampled patch, then its expansions under the first seeds.
+pub fn write_preview(path: &Path, m: &Manifest, set: &TrainingSet, preview: &Preview) -> Result<()> {
+    let len = set.image_len();
+    let mut cells = Vec::new();
+    for (row, &i) in preview.per_class.iter().enumerate() {
+        cells.extend_from_slice(&set.images[i * len..(i + 1) * len]);
+        for imgs in &preview.images {
+            cells.extend_from_slice(&imgs[row * len..(row + 1) * len]);
+        }
+    }
+    crate::viz::write_grid(path, &cells, m.channels, m.image_size[0], m.image_size[1], preview.images.len() + 1, 28)
+}
+
+/// A manifest with every setting of a distillation; `distill` fills in the coreset's part.
+#[allow(clippy::too_many_arguments)]
+pub fn manifest(
+    ds: &crate::data::Dataset,
+    normalization: Normalization,
+    expansion: super::ExpandConfig,
+    augment: crate::student::AugmentConfig,
+    seeds: Vec<u64>,
+    labels: crate::package::LabelEncoding,
+    batch: usize,
+    teacher: crate::package::TeacherRef,
+) -> Manifest {
+    Manifest {
+        format: crate::package::FORMAT.into(),
+        rng_scheme: crate::package::RNG_SCHEME,
+        dataset: ds.name.clone(),
+        classes: ds.classes.clone(),
+        channels: ds.channels,
+        image_size: [ds.height, ds.width],
+        patch_size: [0, 0],
+        ipc: 0,
+        factor: 0,
+        items: Vec::new(),
+        normalization,
+        prior: None,
+        expansion,
+        batch,
+        augment,
+        seeds,
+        labels,
+        teacher,
+        files: Default::default(),
+    }
+}
+
+/// What a package records about its teacher (read from the teacher directory).
+pub fn teacher_ref(dir: &Path, meta: &crate::train::ModelMeta) -> Result<crate::package::TeacherRef> {
+    let report = fsio::read_json::<crate::train::TeacherReport>(&dir.join(crate::train::teacher::REPORT_FILE)).ok();
+    Ok(crate::package::TeacherRef {
+        fingerprint: crate::train::checkpoint::fingerprint(dir)?,
+        arch: meta.config.arch.name().into(),
+        test_accuracy: report.and_then(|r| r.final_eval.map(|e| e.accuracy)),
+    })
+}

@@ -1,0 +1,85 @@
+//! The receiving side: a student trained on a package, every epoch's images regenerated from the
+//! package's seeds with its prior, the targets the stored soft labels.
+
+use burn::tensor::backend::AutodiffBackend;
+
+use super::distill::patch_set;
+use super::{Expander, Regenerator};
+use crate::data::Dataset;
+use crate::error::{DaceError, Result};
+use crate::kernels::diffusion::DiffusionKernels;
+use crate::kernels::TrainBackend;
+use crate::models::{Arch, ClassifierConfig, NormKind};
+use crate::package::Package;
+use crate::prior::bundle::Prior;
+use crate::student::{self, Labels, StudentConfig, StudentReport};
+
+/// Student settings for a package: RDED's recipe (NOTES §2) with the package's augmentation.
+pub fn student_config(pkg: &Package, arch: Arch, norm: NormKind, epochs: usize, batch: Option<usize>, temperature: f64, seed: u64) -> StudentConfig {
+    let m = &pkg.manifest;
+    StudentConfig {
+        model: ClassifierConfig::new(arch, m.channels, m.num_classes(), m.image_size).with_norm(norm),
+        epochs,
+        batch_size: batch.unwrap_or_else(|| student::rded_batch_size(m.ipc, m.num_classes(), m.items.len())),
+        lr: 1e-3,
+        weight_decay: 0.01,
+        temperature,
+        augment: m.augment.clone(),
+        seed,
+        eval_every: (epochs / 10).max(1),
+    }
+}
+
+/// Checks that `ds` is the dataset the package was distilled from (its test split evaluates).
+pub fn check_dataset(pkg: &Package, ds: &Dataset) -> Result<()> {
+    let m = &pkg.manifest;
+    if m.dataset != ds.name || m.image_size != [ds.height, ds.width] || m.channels != ds.channels || m.classes != ds.classes {
+        return Err(DaceError::Invalid(format!(
+            "the package is of `{}` ({}x{}x{}, {} classes), the evaluation data is `{}` ({}x{}x{}, {} classes)",
+            m.dataset, m.channels, m.image_size[0], m.image_size[1], m.classes.len(),
+            ds.name, ds.channels, ds.height, ds.width, ds.classes.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The regenerator of a package's expansions with `prior` (checked against the manifest).
+pub fn regenerator<'a, B: crate::kernels::DaceBackend + DiffusionKernels>(
+    pkg: &Package,
+    prior: Option<&'a Prior<B>>,
+    batch: Option<usize>,
+    device: &B::Device,
+) -> Result<Regenerator<'a, B>> {
+    let m = &pkg.manifest;
+    m.check_prior(prior.map(|p| p.fingerprint.as_str()))?;
+    let expander = Expander::new(
+        prior,
+        m.expansion.clone(),
+        &pkg.patches,
+        [m.channels, m.patch_size[0], m.patch_size[1]],
+        m.image_size,
+        m.items.clone(),
+        batch.unwrap_or(m.batch),
+        device,
+    )?;
+    Ok(Regenerator::new(expander, m.seeds.len()))
+}
+
+/// Trains one student on `pkg`, its epochs' images from `regen` (shared between students of
+/// the same package, so a seed is regenerated once per process).
+pub fn train_on_package<B: TrainBackend>(
+    pkg: &Package,
+    regen: &mut Regenerator<'_, <B as AutodiffBackend>::InnerBackend>,
+    config: &StudentConfig,
+    ds: &Dataset,
+    device: &B::Device,
+) -> Result<StudentReport>
+where
+    <B as AutodiffBackend>::InnerBackend: DiffusionKernels,
+{
+    check_dataset(pkg, ds)?;
+    let set = patch_set(&pkg.manifest, &pkg.patches);
+    let labels = pkg.stored_labels(&set);
+    let mut images = |s: usize, seed: u64| regen.epoch(s, seed);
+    student::train_student_with::<B>(config, &set, Labels::Stored(&labels), &pkg.manifest.normalization, ds, Some(&mut images), device)
+}

@@ -1,0 +1,311 @@
+//! `dace experiment expansion`: the paper's experiments (ablation, patch-size sweep, main table,
+//! cross-architecture) as one resumable grid over IPC x r x variant x student architecture.
+//!
+//! Each (IPC, r, variant) is distilled into a real package under `out/packages/`, then every
+//! student trains from that package exactly as a receiver would: images regenerated from the
+//! seeds, targets the stored labels. The expansions the distillation made are reused in memory
+//! for the students only after regenerating seed 0 from the package proved bit-identical; a
+//! resumed grid regenerates everything from the package.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use super::stats::MeanStd;
+use crate::coreset::{self, Coreset, CoresetConfig};
+use crate::data::Dataset;
+use crate::error::{DaceError, Result};
+use crate::expand::distill::{self, fill_from_coreset, patch_set, write_preview};
+use crate::expand::student::{regenerator, student_config, train_on_package};
+use crate::expand::{ExpandConfig, SchedulerKind, Variant};
+use crate::fsio;
+use crate::kernels::diffusion::DiffusionKernels;
+use crate::kernels::TrainBackend;
+use crate::models::{Arch, NormKind};
+use crate::package::{LabelEncoding, Package};
+use crate::prior::bundle::Prior;
+use crate::student::{AugmentConfig, StudentReport};
+use crate::train;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpansionGridConfig {
+    pub ipcs: Vec<usize>,
+    pub factors: Vec<usize>,
+    pub variants: Vec<Variant>,
+    /// Student epochs per IPC (one value, or one per IPC).
+    pub epochs: Vec<usize>,
+    pub archs: Vec<Arch>,
+    pub norm: NormKind,
+    pub student_seeds: usize,
+    /// Seeds per patch: `min(epochs, max_expansions / patches)` (at least 1); the `rded` variant
+    /// costs nothing to regenerate and gets one seed per epoch.
+    pub max_expansions: usize,
+    pub crops: usize,
+    pub mipc: usize,
+    pub coreset_seed: u64,
+    pub steps: usize,
+    pub scheduler: SchedulerKind,
+    pub gamma: [f32; 2],
+    pub guidance: f32,
+    /// rho of the sr-aug / sr-aug-mixup variants (sr is always 0.4).
+    pub rho: f64,
+    pub augment: AugmentConfig,
+    pub labels: LabelEncoding,
+    pub batch: usize,
+    pub temperature: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cell {
+    pub name: String,
+    pub variant: Variant,
+    pub ipc: usize,
+    pub factor: usize,
+    pub arch: Arch,
+    pub epochs: usize,
+    pub patches: usize,
+    /// Seeds per patch (m).
+    pub seeds: usize,
+    pub final_accuracy: Vec<f64>,
+    pub best_accuracy: Vec<f64>,
+    pub final_stats: Option<MeanStd>,
+    pub best_stats: Option<MeanStd>,
+    pub package_bytes: u64,
+    pub ipc_budget_bytes: u64,
+    /// From the distillation that made the package (absent when it was reused from disk).
+    pub distill_seconds: Option<f64>,
+    pub expansions_per_s: Option<f64>,
+    pub label_argmax_is_class: Option<f64>,
+    /// Seed 0 regenerated from the package equals the distillation's images.
+    pub regeneration_bit_identical: Option<bool>,
+    pub student_seconds: f64,
+    pub regen_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpansionReport {
+    pub command: String,
+    pub dataset: String,
+    pub teacher: String,
+    pub teacher_accuracy: Option<f64>,
+    pub prior: String,
+    pub prior_fingerprint: String,
+    pub config: ExpansionGridConfig,
+    pub cells: Vec<Cell>,
+    pub finished: bool,
+}
+
+fn pick<T: Copy>(v: &[T], i: usize) -> T {
+    v[if v.len() == 1 { 0 } else { i }]
+}
+
+impl ExpansionGridConfig {
+    fn expansion(&self, v: Variant) -> ExpandConfig {
+        let mut c = ExpandConfig::variant(v, self.steps, self.scheduler, self.gamma);
+        c.guidance = self.guidance;
+        if matches!(v, Variant::SrAug | Variant::SrAugMixup) {
+            c.rho = self.rho;
+        }
+        c
+    }
+}
+
+/// Runs (or resumes) the grid into `out`.
+pub fn run_grid<B: TrainBackend>(
+    ds: &Dataset,
+    teacher_dir: &Path,
+    prior_dir: &Path,
+    config: &ExpansionGridConfig,
+    command: String,
+    out: &Path,
+    device: &B::Device,
+) -> Result<ExpansionReport>
+where
+    <B as AutodiffBackend>::InnerBackend: DiffusionKernels,
+{
+    type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+    if config.epochs.len() != 1 && config.epochs.len() != config.ipcs.len() {
+        return Err(DaceError::Invalid(format!("--epochs needs one value or one per IPC ({} IPCs)", config.ipcs.len())));
+    }
+    let (teacher, meta) = train::load_model::<Inner<B>>(teacher_dir, device)?;
+    train::teacher::check_fits(&meta.config, ds)?;
+    let teacher_ref = distill::teacher_ref(teacher_dir, &meta)?;
+    let prior = Prior::<Inner<B>>::load(prior_dir, device)?;
+    let mut report = ExpansionReport {
+        command,
+        dataset: ds.name.clone(),
+        teacher: teacher_dir.display().to_string(),
+        teacher_accuracy: teacher_ref.test_accuracy,
+        prior: prior_dir.display().to_string(),
+        prior_fingerprint: prior.fingerprint.clone(),
+        config: config.clone(),
+        cells: Vec::new(),
+        finished: false,
+    };
+    // Earlier results of this grid stay in the report while it resumes.
+    if let Ok(old) = fsio::read_json::<ExpansionReport>(&out.join("results.json")) {
+        report.cells = old.cells;
+    }
+    for (i, &ipc) in config.ipcs.iter().enumerate() {
+        let epochs = pick(&config.epochs, i);
+        for &factor in &config.factors {
+            let cdir = out.join("coresets").join(format!("ipc{ipc}-r{factor}"));
+            let cc = CoresetConfig { ipc, factor, crops: config.crops, mipc: config.mipc, seed: config.coreset_seed };
+            let coreset = match Coreset::load(&cdir).ok().filter(|c| {
+                serde_json::to_value(&c.meta.config).ok() == serde_json::to_value(&cc).ok() && c.meta.dataset == ds.name && c.meta.teacher == teacher_ref.fingerprint
+            }) {
+                Some(c) => c,
+                None => {
+                    let mut c = coreset::select(ds, &teacher, &meta, &cc, device)?;
+                    c.meta.teacher = teacher_ref.fingerprint.clone();
+                    c.save(&cdir)?;
+                    c
+                }
+            };
+            let n = coreset.meta.patches.len();
+            for &variant in &config.variants {
+                let m = if variant == Variant::Rded { epochs } else { epochs.min((config.max_expansions / n.max(1)).max(1)) };
+                let pname = format!("{}-ipc{ipc}-r{factor}", variant.name());
+                let pdir = out.join("packages").join(&pname);
+                let mut manifest = distill::manifest(
+                    ds,
+                    meta.normalization.clone(),
+                    config.expansion(variant),
+                    config.augment.clone(),
+                    (0..m as u64).collect(),
+                    config.labels,
+                    config.batch,
+                    teacher_ref.clone(),
+                );
+                let use_prior = (variant != Variant::Rded).then_some(&prior);
+                fill_from_coreset(&mut manifest, &coreset, use_prior)?;
+                let cached = Package::load(&pdir).ok().filter(|p| {
+                    let mut m = p.manifest.clone();
+                    m.files.clear();
+                    m == manifest && p.patches == coreset.patches
+                });
+                let mut kept: Vec<Arc<Vec<u8>>> = Vec::new();
+                let (pkg, distilled) = match cached {
+                    Some(p) => (p, None),
+                    None => {
+                        eprintln!("{pname}: distilling {n} patches x {m} seeds");
+                        let mut keep = |_: usize, imgs: &[u8]| kept.push(Arc::new(imgs.to_vec()));
+                        let (p, r, preview) = distill::distill(&coreset, use_prior, &teacher, manifest, ds.train.len(), &pdir, &mut keep, device)?;
+                        write_preview(&pdir.join("expansions.png"), &p.manifest, &patch_set(&p.manifest, &p.patches), &preview)?;
+                        fsio::write_json(&pdir.join("distill_report.json"), &r)?;
+                        (p, Some(r))
+                    }
+                };
+                let mut regen = regenerator(&pkg, use_prior, None, device)?;
+                let mut identical = None;
+                if kept.len() == m {
+                    let again = regen.expander().expand_all(pkg.manifest.seeds[0])?;
+                    if again != *kept[0] {
+                        return Err(DaceError::Invalid(format!("{pname}: regenerating seed 0 from the package differs from the distillation's images")));
+                    }
+                    identical = Some(true);
+                    for (s, imgs) in kept.drain(..).enumerate() {
+                        regen.prefill(s, imgs);
+                    }
+                }
+                let size = fsio::read_json::<serde_json::Value>(&pdir.join("distill_report.json")).ok();
+                let bytes = |k: &str| size.as_ref().and_then(|v| v["size"][k].as_u64()).unwrap_or(0);
+                for &arch in &config.archs {
+                    let name = format!("{pname}-{}", arch.name());
+                    let mut runs: Vec<StudentReport> = Vec::new();
+                    for seed in 0..config.student_seeds as u64 {
+                        let path = out.join("runs").join(format!("{name}-seed{seed}")).join("report.json");
+                        let sc = student_config(&pkg, arch, config.norm, epochs, None, config.temperature, seed);
+                        if let Ok(r) = fsio::read_json::<StudentReport>(&path) {
+                            if serde_json::to_value(&r.config).ok() == serde_json::to_value(&sc).ok() && r.set == pkg.manifest.description() {
+                                runs.push(r);
+                                continue;
+                            }
+                        }
+                        let t = Instant::now();
+                        let r = train_on_package::<B>(&pkg, &mut regen, &sc, ds, device)?;
+                        eprintln!("{name} seed {seed}: final test accuracy {:.2}% ({:.0} s)", r.final_accuracy, t.elapsed().as_secs_f64());
+                        fsio::write_json(&path, &r)?;
+                        runs.push(r);
+                    }
+                    let finals: Vec<f64> = runs.iter().map(|r| r.final_accuracy).collect();
+                    let bests: Vec<f64> = runs.iter().map(|r| r.best_accuracy).collect();
+                    let previous = report.cells.iter().find(|c| c.name == name).cloned();
+                    report.cells.retain(|c| c.name != name);
+                    report.cells.push(Cell {
+                        name,
+                        variant,
+                        ipc,
+                        factor,
+                        arch,
+                        epochs,
+                        patches: n,
+                        seeds: m,
+                        final_stats: MeanStd::of(&finals),
+                        best_stats: MeanStd::of(&bests),
+                        final_accuracy: finals,
+                        best_accuracy: bests,
+                        package_bytes: bytes("total_bytes"),
+                        ipc_budget_bytes: bytes("ipc_budget_bytes"),
+                        distill_seconds: distilled.as_ref().map(|r| r.seconds).or(previous.as_ref().and_then(|c| c.distill_seconds)),
+                        expansions_per_s: distilled.as_ref().map(|r| r.expansions_per_s).or(previous.as_ref().and_then(|c| c.expansions_per_s)),
+                        label_argmax_is_class: distilled.as_ref().map(|r| r.label_argmax_is_class).or(previous.as_ref().and_then(|c| c.label_argmax_is_class)),
+                        regeneration_bit_identical: identical.or(previous.as_ref().and_then(|c| c.regeneration_bit_identical)),
+                        student_seconds: runs.iter().map(|r| r.seconds).sum(),
+                        regen_seconds: runs.iter().map(|r| r.regen_seconds).sum(),
+                    });
+                    fsio::write_json(&out.join("results.json"), &report)?;
+                    write_plots(&report, out)?;
+                }
+            }
+        }
+    }
+    report.finished = true;
+    fsio::write_json(&out.join("results.json"), &report)?;
+    Ok(report)
+}
+
+/// `accuracy_vs_r_ipc{K}_{arch}.png` (one line per variant over r) and
+/// `curves_ipc{K}_r{r}_{arch}.png` (seed 0's test accuracy during training, one line per variant).
+pub fn write_plots(report: &ExpansionReport, out: &Path) -> Result<()> {
+    use crate::viz::{line_plot, Series};
+    let mut keys: Vec<(usize, Arch)> = report.cells.iter().map(|c| (c.ipc, c.arch)).collect();
+    keys.sort_by_key(|k| (k.0, k.1.name()));
+    keys.dedup();
+    for (ipc, arch) in keys {
+        let cells: Vec<&Cell> = report.cells.iter().filter(|c| c.ipc == ipc && c.arch == arch).collect();
+        let mut series = Vec::new();
+        for v in Variant::ALL {
+            let mut pts: Vec<(f64, f64)> = cells.iter().filter(|c| c.variant == v).filter_map(|c| c.final_stats.map(|s| (c.factor as f64, s.mean))).collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if pts.len() > 1 {
+                series.push(Series { name: v.name().into(), points: pts, dashed: v == Variant::Rded });
+            }
+        }
+        if !series.is_empty() {
+            let title = format!("{} IPC {ipc}, {} student: test accuracy vs patch factor r", report.dataset, arch.name());
+            line_plot(&out.join(format!("accuracy_vs_r_ipc{ipc}_{}.png", arch.name())), &title, "r (patches are H/r x W/r)", "test accuracy (%), mean of seeds", &series)?;
+        }
+        let mut factors: Vec<usize> = cells.iter().map(|c| c.factor).collect();
+        factors.sort();
+        factors.dedup();
+        for r in factors {
+            let mut curves = Vec::new();
+            for c in cells.iter().filter(|c| c.factor == r) {
+                let path = out.join("runs").join(format!("{}-seed0", c.name)).join("report.json");
+                if let Ok(rep) = fsio::read_json::<StudentReport>(&path) {
+                    let pts = rep.history.iter().filter_map(|p| p.test_accuracy.map(|a| (p.epoch as f64, a))).collect();
+                    curves.push(Series { name: c.variant.name().into(), points: pts, dashed: c.variant == Variant::Rded });
+                }
+            }
+            if curves.len() > 1 {
+                let title = format!("{} IPC {ipc}, r = {r}, {}: test accuracy during training (seed 0)", report.dataset, arch.name());
+                line_plot(&out.join(format!("curves_ipc{ipc}_r{r}_{}.png", arch.name())), &title, "epoch", "test accuracy (%)", &curves)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! Distilled packages: label encodings, the round trip, every corruption case, regeneration
+//! determinism, and a tiny distill -> package -> regenerate -> student run with a tiny prior on
+//! the embedded Fashion-MNIST subset; on wgpu (lavapipe in CI), the same expansions as the CPU.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::backend::Autodiff;
+use dace::coreset::{self, Coreset, CoresetConfig};
+use dace::data::{self, augment as data_augment, Dataset};
+use dace::device::CpuBackend;
+use dace::expand::distill::{self, argmax};
+use dace::expand::student::{regenerator, student_config, train_on_package};
+use dace::expand::{ExpandConfig, Expander, SchedulerKind, Variant};
+use dace::models::{self, Arch, Classifier, ClassifierConfig, NormKind};
+use dace::package::{LabelEncoding, Package};
+use dace::prior::bundle::Prior;
+use dace::prior::train::{train_prior, PriorTrainConfig};
+use dace::student::AugmentConfig;
+use dace::train::{self, ModelMeta, Normalization};
+
+type B = CpuBackend;
+
+fn small() -> Dataset {
+    data::load_embedded().per_class_subset(20, 10)
+}
+
+/// A random-weight ConvNet-3 teacher saved to `dir` (packages record its fingerprint).
+fn teacher(ds: &Dataset, dir: &Path) -> (Classifier<B>, ModelMeta) {
+    let config = ClassifierConfig::new(Arch::Convnet3, ds.channels, ds.num_classes(), [ds.height, ds.width]);
+    let model = config.init::<B>(&Default::default());
+    models::materialize(&model);
+    let (mean, std) = data_augment::channel_mean_std(ds);
+    let meta = ModelMeta::new(config, Normalization { mean, std }, &ds.name, &ds.classes);
+    train::save_model(dir, &model, &meta).unwrap();
+    (model, meta)
+}
+
+fn tiny_prior(ds: &Dataset, out: &Path) -> Prior<B> {
+    let config = PriorTrainConfig {
+        vae_channels: vec![8, 16],
+        unet_channels: vec![16, 32],
+        class_dim: 16,
+        vae_steps: 2,
+        unet_steps: 2,
+        batch_size: 8,
+        checkpoint_every: 2,
+        sample_steps: 2,
+        ..PriorTrainConfig::default()
+    };
+    train_prior::<Autodiff<B>>(config, ds, out, false, &Default::default()).unwrap();
+    Prior::load(out, &Default::default()).unwrap()
+}
+
+fn augment() -> AugmentConfig {
+    AugmentConfig { crop_scale_min: 0.5, flip: true, cutmix: true, shuffle_factor: 1 }
+}
+
+struct Made {
+    pkg: Package,
+    /// The distillation's expansions per seed.
+    images: Vec<Arc<Vec<u8>>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn distill_into(
+    ds: &Dataset,
+    teacher: &Classifier<B>,
+    meta: &ModelMeta,
+    teacher_dir: &Path,
+    prior: Option<&Prior<B>>,
+    variant: Variant,
+    seeds: usize,
+    labels: LabelEncoding,
+    out: &Path,
+) -> Made {
+    let device = Default::default();
+    let cc = CoresetConfig { ipc: 1, factor: 2, crops: 2, mipc: 8, seed: 0 };
+    let coreset: Coreset = coreset::select(ds, teacher, meta, &cc, &device).unwrap();
+    let manifest = distill::manifest(
+        ds,
+        meta.normalization.clone(),
+        ExpandConfig::variant(variant, 5, SchedulerKind::EulerA, [0.5, 1.0]),
+        augment(),
+        (0..seeds as u64).map(|s| 100 + s).collect(),
+        labels,
+        16,
+        distill::teacher_ref(teacher_dir, meta).unwrap(),
+    );
+    let mut images = Vec::new();
+    let mut keep = |_: usize, imgs: &[u8]| images.push(Arc::new(imgs.to_vec()));
+    let (pkg, report, _) = distill::distill(&coreset, prior, teacher, manifest, ds.train.len(), out, &mut keep, &device).unwrap();
+    assert_eq!(report.expansions, 40 * seeds);
+    assert_eq!(report.size.patches_bytes, 40 * 14 * 14);
+    assert_eq!(report.size.ipc_budget_bytes, 10 * 28 * 28);
+    Made { pkg, images }
+}
+
+#[test]
+fn label_encodings_round_trip_within_their_precision() {
+    let logits: Vec<f32> = (0..50).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7).collect();
+    for (enc, tol) in [(LabelEncoding::F16, 1e-2), (LabelEncoding::Int8, 0.03)] {
+        let bytes = enc.encode(&logits, 10);
+        assert_eq!(bytes.len(), 5 * enc.row_bytes(10));
+        let back = enc.decode(&bytes, 10).unwrap();
+        let err = logits.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err <= tol, "{enc}: max error {err}");
+    }
+    // top-k keeps the k largest exactly (to f16) and fills the rest with their mean.
+    let enc = LabelEncoding::TopK { k: 3 };
+    let back = enc.decode(&enc.encode(&logits, 10), 10).unwrap();
+    for (row, dec) in logits.chunks(10).zip(back.chunks(10)) {
+        let mut order: Vec<usize> = (0..10).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        for &c in &order[..3] {
+            assert!((row[c] - dec[c]).abs() < 1e-2);
+        }
+        let mean = order[3..].iter().map(|&c| row[c]).sum::<f32>() / 7.0;
+        for &c in &order[3..] {
+            assert!((dec[c] - mean).abs() < 1e-2);
+        }
+        assert_eq!(argmax(row), argmax(dec));
+    }
+    assert_eq!(LabelEncoding::parse("top-4"), Ok(LabelEncoding::TopK { k: 4 }));
+    assert!(LabelEncoding::parse("top-0").is_err() && LabelEncoding::parse("f32").is_err());
+    // A class index outside the class list is refused.
+    let mut bytes = enc.encode(&logits[..10], 10);
+    bytes[2] = 200;
+    assert!(enc.decode(&bytes, 10).unwrap_err().contains("class 200"));
+}
+
+#[test]
+fn package_round_trip_and_every_corruption_is_refused() {
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, meta) = teacher(&ds, &dir.path().join("teacher"));
+    let out = dir.path().join("pkg");
+    let made = distill_into(&ds, &teacher, &meta, &dir.path().join("teacher"), None, Variant::Rded, 3, LabelEncoding::F16, &out);
+    let loaded = Package::load(&out).unwrap();
+    assert_eq!(loaded.manifest, made.pkg.manifest);
+    assert_eq!(loaded.patches, made.pkg.patches);
+    assert_eq!(loaded.logits, made.pkg.logits, "f16 labels decode to what the writer kept");
+    assert!(loaded.manifest.prior.is_none(), "the rded variant needs no prior");
+    // Rewriting over an existing package leaves no temporary directories behind.
+    let mut again = loaded.clone();
+    again.save(&out, ds.train.len()).unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+
+    let corrupt = |name: &str, edit: &dyn Fn(&Path), expect: &[&str]| {
+        let copy = dir.path().join(name);
+        let _ = std::fs::remove_dir_all(&copy);
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in ["manifest.json", "patches.bin", "labels.bin"] {
+            std::fs::copy(out.join(f), copy.join(f)).unwrap();
+        }
+        edit(&copy);
+        let err = Package::load(&copy).err().unwrap_or_else(|| panic!("{name}: corrupted package loaded")).to_string();
+        for e in expect {
+            assert!(err.contains(e), "{name}: `{err}` lacks `{e}`");
+        }
+    };
+    let edit_manifest = |p: &Path, from: &str, to: &str| {
+        let text = std::fs::read_to_string(p.join("manifest.json")).unwrap();
+        assert!(text.contains(from), "{from}");
+        std::fs::write(p.join("manifest.json"), text.replacen(from, to, 1)).unwrap();
+    };
+    corrupt("truncated", &|p| {
+        let b = std::fs::read(p.join("labels.bin")).unwrap();
+        std::fs::write(p.join("labels.bin"), &b[..b.len() - 7]).unwrap();
+    }, &["labels.bin", "truncated"]);
+    corrupt("flipped", &|p| {
+        let mut b = std::fs::read(p.join("patches.bin")).unwrap();
+        b[100] ^= 0x10;
+        std::fs::write(p.join("patches.bin"), b).unwrap();
+    }, &["patches.bin", "sha256", "corrupted"]);
+    corrupt("no-manifest", &|p| std::fs::remove_file(p.join("manifest.json")).unwrap(), &["manifest.json", "not a dace package"]);
+    corrupt("bad-json", &|p| std::fs::write(p.join("manifest.json"), "{\"format\": ").unwrap(), &["manifest.json", "invalid JSON"]);
+    corrupt("version", &|p| edit_manifest(p, "dace-package/1", "dace-package/9"), &["manifest.json", "dace-package/9"]);
+    corrupt("rng", &|p| edit_manifest(p, "\"rng_scheme\": 1", "\"rng_scheme\": 2"), &["RNG scheme 2"]);
+    corrupt("missing-labels", &|p| std::fs::remove_file(p.join("labels.bin")).unwrap(), &["labels.bin"]);
+    // A manifest edited to claim other labels no longer matches the label file's length.
+    corrupt("encoding", &|p| edit_manifest(p, "\"encoding\": \"f16\"", "\"encoding\": \"int8\""), &["labels.bin", "rows of int8"]);
+    // Smaller label encodings: same items, fewer bytes, argmax kept.
+    for enc in [LabelEncoding::Int8, LabelEncoding::TopK { k: 2 }] {
+        let mut p = loaded.clone();
+        p.manifest.labels = enc;
+        let path = dir.path().join(format!("pkg-{enc}"));
+        let size = p.save(&path, ds.train.len()).unwrap();
+        assert!(size.labels_bytes < made.pkg.manifest.files["labels.bin"].bytes);
+        let q = Package::load(&path).unwrap();
+        for row in 0..q.logits.len() / 10 {
+            assert_eq!(argmax(&q.logits[row * 10..row * 10 + 10]), argmax(&loaded.logits[row * 10..row * 10 + 10]), "{enc} row {row}");
+        }
+    }
+}
+
+#[test]
+fn distill_regenerate_and_train_end_to_end_with_a_tiny_prior() {
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let teacher_dir = dir.path().join("teacher");
+    let (teacher, meta) = teacher(&ds, &teacher_dir);
+    let prior = tiny_prior(&ds, &dir.path().join("prior"));
+    let out = dir.path().join("pkg");
+    let made = distill_into(&ds, &teacher, &meta, &teacher_dir, Some(&prior), Variant::SrAugMixup, 2, LabelEncoding::F16, &out);
+    let pkg = Package::load(&out).unwrap();
+    assert_eq!(pkg.manifest.prior.as_ref().unwrap().fingerprint, prior.fingerprint);
+
+    // Regeneration from the package: bit-identical to the distillation, twice.
+    let mut regen = regenerator(&pkg, Some(&prior), None, &device).unwrap();
+    for (s, &seed) in pkg.manifest.seeds.iter().enumerate() {
+        let a = regen.expander().expand_all(seed).unwrap();
+        assert_eq!(a, *made.images[s], "seed {seed}: regenerated != distilled");
+        assert_eq!(a, regen.expander().expand_all(seed).unwrap(), "seed {seed}: not deterministic");
+    }
+    // Seeds matter, and so does mixup: the images differ from plain img2img and between seeds.
+    assert_ne!(made.images[0], made.images[1]);
+    let cm = &pkg.manifest;
+    let plain = Expander::new(
+        Some(&prior),
+        ExpandConfig::variant(Variant::SrAug, 5, SchedulerKind::EulerA, [0.5, 1.0]),
+        &pkg.patches,
+        [cm.channels, cm.patch_size[0], cm.patch_size[1]],
+        cm.image_size,
+        cm.items.clone(),
+        16,
+        &device,
+    )
+    .unwrap();
+    assert_ne!(plain.expand_all(cm.seeds[0]).unwrap(), *made.images[0]);
+    // A mixup partner is another patch of the same class; gamma lies in the range.
+    let mixer = regen.expander();
+    for item in 0..pkg.num_items() {
+        let (partner, g) = mixer.mixup_choice(item, 7).unwrap();
+        assert!(partner != item && cm.items[partner] == cm.items[item] && (0.5..=1.0).contains(&g));
+    }
+
+    // Wrong or missing prior: refused before anything is regenerated.
+    let mut other = pkg.clone();
+    other.manifest.prior.as_mut().unwrap().fingerprint = "0".repeat(64);
+    let err = regenerator(&other, Some(&prior), None, &device).err().unwrap().to_string();
+    assert!(err.contains("was made with prior 000000000000") && err.contains("would not match"), "{err}");
+    let err = regenerator::<B>(&pkg, None, None, &device).err().unwrap().to_string();
+    assert!(err.contains("--prior"), "{err}");
+
+    // A student trains from the package alone (regenerated images, stored labels).
+    let config = student_config(&pkg, Arch::Convnet3, NormKind::Instance, 3, Some(20), 20.0, 0);
+    let report = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &ds, &device).unwrap();
+    assert_eq!(report.history.len(), 3);
+    assert!(report.final_accuracy.is_finite() && report.history.iter().all(|p| p.train_loss.is_finite()));
+    assert!(regen.images >= 40, "the student regenerated its epochs' images");
+    // Evaluation data of another dataset is refused.
+    let mut mnist_like = ds.clone();
+    mnist_like.name = "mnist".into();
+    let err = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &mnist_like, &device).unwrap_err().to_string();
+    assert!(err.contains("fashion") && err.contains("mnist"), "{err}");
+}
+
+#[test]
+fn expansion_settings_are_checked() {
+    let bad = |c: ExpandConfig| c.plan().err().map(|e| e.to_string()).unwrap_or_default();
+    let base = ExpandConfig::variant(Variant::SrAug, 5, SchedulerKind::EulerA, [0.5, 1.0]);
+    assert_eq!(base.plan().unwrap().len(), 4, "rho 0.8 of 5 steps runs 4");
+    assert_eq!(ExpandConfig { rho: 0.4, ..base.clone() }.plan().unwrap().len(), 2);
+    assert!(bad(ExpandConfig { rho: 0.1, ..base.clone() }).contains("runs no step"));
+    assert!(bad(ExpandConfig { rho: 1.5, ..base.clone() }).contains("rho"));
+    assert!(bad(ExpandConfig { mixup: Some([0.9, 0.2]), ..base.clone() }).contains("gamma range"));
+    assert!(bad(ExpandConfig { steps: 0, ..base.clone() }).contains("steps"));
+    assert_eq!(ExpandConfig::variant(Variant::CondOnly, 5, SchedulerKind::Ddim, [0.5, 1.0]).plan().unwrap().len(), 5);
+}
+
+/// The same package regenerated on wgpu (dace's WGSL kernels; lavapipe in CI) matches the CPU:
+/// PSNR >= 40 dB and the teacher's argmax unchanged.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_regenerates_the_cpu_expansions() {
+    use dace::device::WgpuBackend;
+    use dace::student::labels::teacher_logits;
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let teacher_dir = dir.path().join("teacher");
+    let (teacher, meta) = teacher(&ds, &teacher_dir);
+    let prior_dir = dir.path().join("prior");
+    let prior = tiny_prior(&ds, &prior_dir);
+    let out = dir.path().join("pkg");
+    let made = distill_into(&ds, &teacher, &meta, &teacher_dir, Some(&prior), Variant::SrAugMixup, 1, LabelEncoding::F16, &out);
+    let pkg = Package::load(&out).unwrap();
+    let wdev = Default::default();
+    let wprior = Prior::<WgpuBackend>::load(&prior_dir, &wdev).unwrap();
+    let wregen = regenerator(&pkg, Some(&wprior), None, &wdev).unwrap();
+    let seed = pkg.manifest.seeds[0];
+    let gpu = wregen.expander().expand_all(seed).unwrap();
+    let cpu = &made.images[0];
+    let mse = cpu.iter().zip(&gpu).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>() / cpu.len() as f64;
+    let psnr = if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64.powi(2) / mse).log10() };
+    assert!(psnr >= 40.0, "wgpu vs cpu PSNR {psnr:.1} dB");
+    let set = distill::patch_set(&pkg.manifest, &pkg.patches);
+    let m = &pkg.manifest;
+    let logits = teacher_logits(&set, &gpu, seed, &teacher, &m.normalization, &m.augment, &Default::default()).unwrap();
+    // A random-weight teacher has near-ties; a +-1 pixel difference may flip only those.
+    let mut clear = 0;
+    for item in 0..set.len() {
+        let stored = pkg.logits(0, item);
+        let mut sorted = stored.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] > 0.05 {
+            clear += 1;
+            assert_eq!(argmax(&logits[item * 10..item * 10 + 10]), argmax(stored), "item {item}");
+        }
+    }
+    assert!(clear >= set.len() / 2, "only {clear} items with a clear argmax");
+}
