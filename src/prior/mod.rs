@@ -8,6 +8,7 @@
 //!   live in `crate::kernels::diffusion`).
 
 pub mod bundle;
+pub mod clip;
 pub mod config;
 pub mod eval;
 pub mod layers;

@@ -35,12 +35,17 @@ fn listing(keys: &[String]) -> String {
 /// Missing, unexpected or wrongly shaped tensors are errors: a checkpoint that does not match the
 /// config never loads partially.
 pub fn load_bytes<B: Backend, M: Module<B>>(module: &mut M, bytes: Vec<u8>, origin: &Path) -> Result<()> {
+    load_bytes_remapped(module, bytes, origin, &FROM_DIFFUSERS)
+}
+
+/// [`load_bytes`] with other key renames (regex, replacement) applied to the file's keys.
+pub fn load_bytes_remapped<B: Backend, M: Module<B>>(module: &mut M, bytes: Vec<u8>, origin: &Path, remaps: &[(&str, &str)]) -> Result<()> {
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
         .skip_enum_variants(true)
         .allow_partial(true)
         .validate(false);
-    for (from, to) in FROM_DIFFUSERS {
+    for &(from, to) in remaps {
         store = store.with_key_remapping(from, to);
     }
     let result = module.load_from(&mut store).map_err(|e| DaceError::bad_file(origin, format!("cannot read weights: {e}")))?;
