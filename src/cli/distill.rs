@@ -267,8 +267,14 @@ pub fn student(args: StudentArgs) -> anyhow::Result<()> {
 }
 
 pub fn experiment(args: ExpansionGridArgs) -> anyhow::Result<()> {
-    use crate::experiment::expansion::{run_grid, ExpansionGridConfig};
+    use crate::experiment::expansion::{run_grid, write_plots, ExpansionGridConfig, ExpansionReport};
     setup_threads(&args.device)?;
+    if args.plots_only {
+        let report: ExpansionReport = fsio::read_json(&args.out.join("results.json"))?;
+        write_plots(&report, &args.out)?;
+        println!("plots redrawn in {}", args.out.display());
+        return Ok(());
+    }
     let ds = load_data(&args.data)?;
     let [lo, hi] = args.gamma_range[..] else { bail!("--gamma-range takes two values a,b") };
     let config = ExpansionGridConfig {

@@ -381,6 +381,9 @@ pub struct ExpansionGridArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 20.0)]
     pub temperature: f64,
+    /// Only redraw the plots of the results already in --out (runs nothing).
+    #[arg(long)]
+    pub plots_only: bool,
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
