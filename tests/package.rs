@@ -28,6 +28,7 @@ fn small() -> Dataset {
 /// A random-weight ConvNet-3 teacher saved to `dir` (packages record its fingerprint).
 fn teacher(ds: &Dataset, dir: &Path) -> (Classifier<B>, ModelMeta) {
     let config = ClassifierConfig::new(Arch::Convnet3, ds.channels, ds.num_classes(), [ds.height, ds.width]);
+    <B as burn::tensor::backend::Backend>::seed(&Default::default(), 0);
     let model = config.init::<B>(&Default::default());
     models::materialize(&model);
     let (mean, std) = data_augment::channel_mean_std(ds);
@@ -189,9 +190,20 @@ fn package_round_trip_and_every_corruption_is_refused() {
         let size = p.save(&path, ds.train.len()).unwrap();
         assert!(size.labels_bytes < made.pkg.manifest.files["labels.bin"].bytes);
         let q = Package::load(&path).unwrap();
+        // The argmax survives wherever the top two logits are further apart than the encoding's
+        // error (int8: one step of the row's range / 255; top-k keeps the top logits as f16).
+        let mut checked = 0;
         for row in 0..q.logits.len() / 10 {
-            assert_eq!(argmax(&q.logits[row * 10..row * 10 + 10]), argmax(&loaded.logits[row * 10..row * 10 + 10]), "{enc} row {row}");
+            let orig = &loaded.logits[row * 10..row * 10 + 10];
+            let mut sorted = orig.to_vec();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let step = (sorted[0] - sorted[9]) / 255.0;
+            if sorted[0] - sorted[1] > 2.0 * step + 1e-2 {
+                checked += 1;
+                assert_eq!(argmax(&q.logits[row * 10..row * 10 + 10]), argmax(orig), "{enc} row {row}");
+            }
         }
+        assert!(checked > 0, "{enc}: no row with a clear argmax");
     }
 }
 

@@ -63,10 +63,7 @@ pub fn distill(args: DistillArgs) -> anyhow::Result<()> {
         if coreset.meta.dataset != ds.name {
             return Err(anyhow::anyhow!("the coreset is of `{}`, the data is `{}`", coreset.meta.dataset, ds.name));
         }
-        let prior = match &args.prior {
-            Some(dir) => Some(Prior::<B>::load(dir, &device)?),
-            None => None,
-        };
+        let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
         let manifest = distiller::manifest(
             &ds,
             meta.normalization.clone(),
@@ -141,10 +138,7 @@ pub fn expand(args: ExpandArgs) -> anyhow::Result<()> {
     let m = &pkg.manifest;
     let n_seeds = args.seeds.unwrap_or(m.seeds.len()).min(m.seeds.len());
     let (images, seconds, agreement) = on_device!(args.device.device, |B, device| {
-        let prior = match &args.prior {
-            Some(dir) => Some(Prior::<B>::load(dir, &device)?),
-            None => None,
-        };
+        let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
         let mut regen = regenerator(&pkg, prior.as_ref(), args.batch, &device)?;
         let teacher = match &args.teacher {
             Some(dir) => Some(train::load_model::<B>(dir, &device)?.0),
@@ -241,10 +235,7 @@ pub fn student(args: StudentArgs) -> anyhow::Result<()> {
     let config = student_config(&pkg, args.arch, args.norm, args.epochs, args.batch, args.temperature, args.seed);
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let (report, regen_images) = on_device!(args.device.device, |B, device| {
-        let prior = match &args.prior {
-            Some(p) => Some(Prior::<B>::load(p, &device)?),
-            None => None,
-        };
+        let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
         let mut regen = regenerator(&pkg, prior.as_ref(), None, &device)?;
         let report = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &ds, &device)?;
         Ok::<_, crate::DaceError>((report, regen.images))

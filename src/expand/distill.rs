@@ -111,18 +111,8 @@ pub fn distill<B: DaceBackend + DiffusionKernels>(
     device: &B::Device,
 ) -> Result<(Package, DistillReport, Preview)> {
     let start = Instant::now();
-    let cm = &coreset.meta;
     fill_from_coreset(&mut manifest, coreset, prior)?;
-    let expander = Expander::new(
-        prior,
-        manifest.expansion.clone(),
-        &coreset.patches,
-        [cm.channels, cm.patch_size[0], cm.patch_size[1]],
-        cm.image_size,
-        manifest.items.clone(),
-        manifest.batch,
-        device,
-    )?;
+    let expander = Expander::for_manifest(prior, &manifest, &coreset.patches, manifest.batch, device)?;
     let set = patch_set(&manifest, &coreset.patches);
     let k = manifest.num_classes();
     let n = set.len();

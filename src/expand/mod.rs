@@ -243,6 +243,11 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
         })
     }
 
+    /// The expander of a package's (or a distillation's) manifest and patches.
+    pub fn for_manifest(prior: Option<&'a Prior<B>>, m: &crate::package::Manifest, patches: &[u8], batch: usize, device: &B::Device) -> Result<Self> {
+        Self::new(prior, m.expansion.clone(), patches, [m.channels, m.patch_size[0], m.patch_size[1]], m.image_size, m.items.clone(), batch, device)
+    }
+
     pub fn len(&self) -> usize {
         self.classes.len()
     }

@@ -52,16 +52,7 @@ pub fn regenerator<'a, B: crate::kernels::DaceBackend + DiffusionKernels>(
 ) -> Result<Regenerator<'a, B>> {
     let m = &pkg.manifest;
     m.check_prior(prior.map(|p| p.fingerprint.as_str()))?;
-    let expander = Expander::new(
-        prior,
-        m.expansion.clone(),
-        &pkg.patches,
-        [m.channels, m.patch_size[0], m.patch_size[1]],
-        m.image_size,
-        m.items.clone(),
-        batch.unwrap_or(m.batch),
-        device,
-    )?;
+    let expander = Expander::for_manifest(prior, m, &pkg.patches, batch.unwrap_or(m.batch), device)?;
     Ok(Regenerator::new(expander, m.seeds.len()))
 }
 
