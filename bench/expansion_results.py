@@ -107,11 +107,25 @@ for rep in reports:
     curves = sorted(figs.glob(f"{ds}-curves_*.png"))
     for c in curves:
         lines += [f"![{c.stem}](expansion/{c.name})", ""]
-    grids = sorted(figs.glob(f"{ds}-*-ipc1-r2-expansions.png"))
+    grids = sorted(figs.glob(f"{ds}-*-ipc1-r2-expansions.png")) + [figs / f"{ds}-sr-aug-mixup-ipc1-r{r}-expansions.png" for r in (4, 7)]
+    grids = [g for g in grids if g.exists()]
     if grids:
-        lines += ["Expansions of the first patch of each class (rows), IPC 1, r = 2: the upsampled patch, then the first seeds:", ""]
+        lines += ["Expansions of the first patch of each class (rows): the upsampled patch, then the first seeds (IPC 1, r = 2 for every variant; then the full method at r = 4 and r = 7, from 7x7 and 4x4 patches):", ""]
         lines += [f"![{g.stem}](expansion/{g.name})" for g in grids]
         lines.append("")
-lines += [f"Commit {a.commit} · machine: {a.machine}.", ""]
+lines += ["## Main table (ConvNet-3, final-epoch accuracy %, full method = sr-aug-mixup at its r)", "",
+          "| dataset | method | IPC 1 | IPC 10 | IPC 50 |", "|---|---|---|---|---|"]
+for ds in ("fashion-mnist", "mnist"):
+    best = lambda variant, ipc, layout="patches": max((x for x in rows if x["dataset"] == ds and x["variant"] == variant and x["ipc"] == ipc
+                                                       and x["arch"] == "convnet3" and x["layout"] == layout), key=lambda x: x["acc_mean"], default=None)
+    for label, variant, layout in [("dace, full method (best r run)", "sr-aug-mixup", "patches"), ("patches upsampled (best r run)", "rded", "patches"),
+                                   ("RDED (best r of 1, 2, 4)", "rded", "collage"), ("random real, soft labels", "random-soft", "images"),
+                                   ("random real, hard labels", "random-hard", "images")]:
+        cells = []
+        for ipc in (1, 10, 50):
+            x = best(variant, ipc, layout)
+            cells.append(f"{show(x)} (r={x['factor']})" if x and layout != "images" else show(x))
+        lines.append(f"| {ds} | {label} | " + " | ".join(cells) + " |")
+lines += ["", f"Commit {a.commit} · machine: {a.machine}.", ""]
 (out / "expansion.md").write_text("\n".join(lines))
 print("\n".join(lines))
