@@ -1,7 +1,7 @@
 //! File helpers: every write goes to a temporary file in the same directory and is renamed into
 //! place, so a crash never leaves a half-written checkpoint or report behind.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,4 +30,28 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = read(path)?;
     serde_json::from_slice(&bytes).map_err(|e| DaceError::bad_file(path, format!("invalid JSON: {e}")))
+}
+
+/// A hidden sibling of `dir` for temporary work (`.NAME.TAGpid`), on the same file system so
+/// it can be renamed into place.
+pub fn sibling(dir: &Path, tag: &str) -> PathBuf {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "dir".into());
+    dir.with_file_name(format!(".{name}.{tag}{}", std::process::id()))
+}
+
+/// Renames `from` over `to`; an existing `to` is moved aside first and removed after.
+pub fn replace_dir(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| DaceError::io(parent, e))?;
+    }
+    let old = sibling(to, "old");
+    let had_old = to.exists();
+    if had_old {
+        std::fs::rename(to, &old).map_err(|e| DaceError::io(to, e))?;
+    }
+    std::fs::rename(from, to).map_err(|e| DaceError::io(to, e))?;
+    if had_old {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(())
 }

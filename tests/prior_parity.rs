@@ -8,7 +8,7 @@ use burn::prelude::*;
 use dace::device::CpuBackend;
 use dace::prior::pipeline::{self, NoiseId};
 use dace::prior::scheduler::{img2img_plan, Sampler, ScheduleConfig, Spacing};
-use dace::prior::{weights, AutoencoderKL, UNet2DConditionModel, UNetConfig, VaeConfig};
+use dace::prior::{weights, AutoencoderKL, TextTime, UNet2DConditionModel, UNetConfig, VaeConfig};
 use dace::rng::Stream;
 
 type B = CpuBackend;
@@ -118,7 +118,7 @@ fn img2img_euler_ancestral_matches_diffusers_with_portable_noise() {
     let steps = img2img_plan(&cfg, Sampler::EulerAncestral, 4, 0.5).expect("strength 0.5 of 4 steps runs 2");
     assert_eq!(steps.iter().map(|s| s.timestep).collect::<Vec<_>>(), vec![499, 249]);
 
-    let context = c.get::<3>("img2img_context");
+    let context = pipeline::Cond::from(c.get::<3>("img2img_context"));
     let z0 = pipeline::encode_latents(&vae, c.get("vae_image"), vcfg.scaling_factor, &ids);
     assert!(max_err("img2img init latents", z0.clone(), c.get("img2img_init_latents")) <= TOL);
     let z = pipeline::denoise(&unet, z0, &context, None, &steps, &ids);
@@ -167,6 +167,36 @@ fn weights_of_another_variant_are_refused_with_the_file_named() {
     assert!(err.to_string().contains("junk.safetensors"), "{err}");
 }
 
+/// SDXL's layout: plain first level, per-level transformer depth, and the `text_time` added
+/// embedding (tests/fixtures/make_sdxl_parity.py).
+#[test]
+fn sdxl_text_time_unet_matches_diffusers() {
+    let sdxl = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdxl");
+    let cfg = UNetConfig::load(&sdxl.join("unet").join(weights::CONFIG_FILE)).unwrap();
+    let spec = cfg.text_time().expect("fixture is a text_time UNet");
+    assert_eq!((spec.time_embed_dim, spec.pooled_dim()), (8, 24));
+    let mut unet = cfg.init::<B>(&Default::default());
+    weights::load(&mut unet, &sdxl.join("unet").join(weights::WEIGHTS_FILE)).unwrap();
+
+    let c = Cases(std::fs::read(sdxl.join("cases.safetensors")).unwrap());
+    let t = timesteps(c.get("timesteps"));
+    let time_ids = c.get::<2>("time_ids").into_data().to_vec::<f32>().unwrap();
+    let tt = TextTime { text_embeds: c.get("text_embeds"), time_ids };
+    let eps = unet.forward_with(c.get("sample"), &t, &c.get("context"), Some(&tt));
+    assert!(max_err("sdxl unet eps", eps, c.get("eps")) <= TOL);
+
+    // diffusers' fp16 variant file loads upcast to fp32 (what the CPU computes with).
+    let mut half = cfg.init::<B>(&Default::default());
+    weights::load(&mut half, &sdxl.join("unet/diffusion_pytorch_model.fp16.safetensors")).unwrap();
+    let eps16 = half.forward_with(c.get("sample"), &t, &c.get("context"), Some(&tt));
+    assert!(max_err("sdxl unet eps, fp16 weights", eps16, c.get("eps_fp16_weights")) <= TOL);
+
+    // The added embedding matters: other time ids give another prediction.
+    let other = TextTime { time_ids: tt.time_ids.iter().map(|v| v + 64.0).collect(), ..tt };
+    let eps_other = unet.forward_with(c.get("sample"), &t, &c.get("context"), Some(&other));
+    assert!(max_err("sdxl eps, shifted time ids", eps_other, c.get("eps")) > 1e-3);
+}
+
 #[test]
 fn unsupported_config_features_are_named() {
     let path = dir().join("unet").join(weights::CONFIG_FILE);
@@ -177,7 +207,9 @@ fn unsupported_config_features_are_named() {
         UNetConfig::from_json(&path, v).unwrap_err().to_string()
     };
     let err = with("addition_embed_type", serde_json::json!("text_time"));
-    assert!(err.contains("`addition_embed_type`") && err.contains("config.json"), "{err}");
+    assert!(err.contains("`addition_embed_type`") && err.contains("needs") && err.contains("config.json"), "{err}");
+    let err = with("addition_embed_type", serde_json::json!("image_proj"));
+    assert!(err.contains("\"image_proj\" is not supported"), "{err}");
     let err = with("some_future_option", serde_json::json!(true));
     assert!(err.contains("`some_future_option`"), "{err}");
     let err = with("down_block_types", serde_json::json!(["CrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D", "DownBlock2D"]));
@@ -216,7 +248,7 @@ fn img2img_on_wgpu_matches_diffusers() {
     let ids: Vec<NoiseId> = (0..2).map(|item| NoiseId { seed: 7, item }).collect();
     let steps = img2img_plan(&ScheduleConfig::default(), Sampler::EulerAncestral, 4, 0.5).unwrap();
     let ctx = c.get::<3>("img2img_context");
-    let ctx = Tensor::<W, 3>::from_data(ctx.into_data(), &device);
+    let ctx = pipeline::Cond::from(Tensor::<W, 3>::from_data(ctx.into_data(), &device));
     let out = pipeline::img2img(&vae, &unet, to_w(c.get("vae_image")), &ctx, None, &steps, vcfg.scaling_factor, &ids);
     let out = Tensor::<B, 4>::from_data(out.into_data(), &Default::default());
     assert!(max_err("wgpu img2img decoded", out, c.get("img2img_out")) <= TOL);

@@ -39,10 +39,10 @@ pub fn bench_prior<B: DaceBackend + DiffusionKernels>(
     let [c, h, w] = prior.index.image_shape;
     let [lc, lh, lw] = prior.latent_shape();
     let classes: Vec<usize> = (0..batch).map(|i| i % prior.index.classes.len()).collect();
-    let ctx = prior.classes.context(&classes, device);
+    let ctx = prior.cond(&classes, device);
     let z = Tensor::<B, 4>::random([batch, lc, lh, lw], Distribution::Normal(0.0, 1.0), device);
     let t = vec![500.0f32; batch];
-    let unet_ms = time::<B, _>(device, budget, || prior.unet.forward(z.clone(), &t, &ctx));
+    let unet_ms = time::<B, _>(device, budget, || prior.unet.forward_with(z.clone(), &t, &ctx.context, ctx.text_time.as_ref()));
 
     let images = Tensor::<B, 4>::random([batch, c, h, w], Distribution::Uniform(-1.0, 1.0), device);
     let plan = img2img_plan(&ScheduleConfig::default(), Sampler::EulerAncestral, steps, 1.0).unwrap_or_default();

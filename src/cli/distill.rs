@@ -76,7 +76,7 @@ pub fn distill(args: DistillArgs) -> anyhow::Result<()> {
         );
         let (package, report, preview) = distiller::distill(&coreset, prior.as_ref(), &teacher, manifest, ds.train.len(), &args.out, &mut |_, _| {}, &device)?;
         write_preview(&args.out.join("expansions.png"), &package.manifest, &patch_set(&package.manifest, &package.patches), &preview)?;
-        Ok::<_, anyhow::Error>((package, report))
+        Ok::<_, crate::error::DaceError>((package, report))
     })?;
     #[derive(Serialize)]
     struct Output<'a> {

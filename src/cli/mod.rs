@@ -65,6 +65,35 @@ pub enum PriorCommand {
     Sample(PriorSampleArgs),
     /// Quality of a prior: VAE PSNR, teacher accuracy of class-conditional samples, img2img grids.
     Eval(PriorEvalArgs),
+    /// Import a diffusers checkpoint (SD-Turbo, SDXL-Turbo, ...) as a class-conditional prior:
+    /// each class's prompt is encoded once and stored; VAE and UNet are linked unchanged.
+    Import(PriorImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PriorImportArgs {
+    /// diffusers pipeline directory (model_index.json, vae/, unet/, text_encoder/, tokenizer/, ...).
+    #[arg(long)]
+    pub diffusers: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Dataset whose class names make the prompts (a built-in name or a path).
+    #[arg(long, conflicts_with = "classes")]
+    pub data: Option<String>,
+    /// Class names, comma-separated, instead of --data.
+    #[arg(long, value_delimiter = ',', required_unless_present = "data")]
+    pub classes: Vec<String>,
+    /// Dataset name recorded in the prior (with --classes).
+    #[arg(long, default_value = "custom")]
+    pub dataset: String,
+    /// Prompt template; `{class}` becomes each class name.
+    #[arg(long, default_value = "A photo of {class}")]
+    pub prompt: String,
+    /// Side of the square RGB images the prior generates (SD-Turbo 512, SDXL-Turbo 512).
+    #[arg(long, default_value_t = 512)]
+    pub resolution: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]

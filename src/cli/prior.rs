@@ -1,9 +1,10 @@
-//! `dace prior ...`: train dace's own latent diffusion prior, sample from a prior.
+//! `dace prior ...`: train dace's own latent diffusion prior, import a diffusers one, sample from
+//! and evaluate a prior.
 
 use burn::backend::Autodiff;
 
 use super::commands::{load_data, prepare, setup_threads};
-use super::{PriorCommand, PriorEvalArgs, PriorSampleArgs, PriorTrainArgs};
+use super::{PriorCommand, PriorEvalArgs, PriorImportArgs, PriorSampleArgs, PriorTrainArgs};
 use crate::on_device;
 use crate::prior::bundle::Prior;
 use crate::prior::eval::PriorEvalConfig;
@@ -14,6 +15,7 @@ pub fn run(cmd: PriorCommand) -> anyhow::Result<()> {
         PriorCommand::Train(args) => train(args),
         PriorCommand::Sample(args) => sample(args),
         PriorCommand::Eval(args) => eval(args),
+        PriorCommand::Import(args) => import(args),
     }
 }
 
@@ -109,5 +111,42 @@ pub fn bench(args: super::BenchPriorArgs) -> anyhow::Result<()> {
         }
         crate::fsio::write_json(path, &Output { threads: rayon::current_num_threads(), rows: &rows })?;
     }
+    Ok(())
+}
+
+fn import(args: PriorImportArgs) -> anyhow::Result<()> {
+    setup_threads(&args.device)?;
+    let (dataset, classes) = match &args.data {
+        Some(data) => {
+            let ds = load_data(data)?;
+            (ds.name.clone(), ds.classes.clone())
+        }
+        None => (args.dataset.clone(), args.classes.clone()),
+    };
+    let opts = crate::prior::import::ImportOptions { dataset, classes, prompt: args.prompt.clone(), resolution: args.resolution };
+    eprintln!(
+        "importing {} for {} classes (prompt {:?}, {} px) on {}",
+        args.diffusers.display(),
+        opts.classes.len(),
+        opts.prompt,
+        opts.resolution,
+        args.device.device.name()
+    );
+    let report = on_device!(args.device.device, |B, device| {
+        crate::prior::import::import::<B>(&args.diffusers, &opts, &args.out, &device)
+    })?;
+    crate::fsio::write_json(&args.out.join("import_report.json"), &report)?;
+    println!(
+        "{} ({}) imported to {} in {:.1} s: {} classes x {} tokens x {} (pooled {:?}); fingerprint {}",
+        report.record.pipeline,
+        args.diffusers.display(),
+        report.out,
+        report.seconds,
+        report.record.prompts.len(),
+        report.tokens,
+        report.context_dim,
+        report.pooled_dim,
+        report.fingerprint
+    );
     Ok(())
 }

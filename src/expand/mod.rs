@@ -294,8 +294,8 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
         let Some(prior) = self.prior.filter(|_| self.config.mode != Mode::Upsample) else { return x };
         let ids: Vec<NoiseId> = items.iter().map(|&i| NoiseId { seed, item: i as u64 }).collect();
         let class_ids: Vec<usize> = items.iter().map(|&i| self.classes[i] as usize).collect();
-        let ctx = prior.classes.context(&class_ids, &self.device);
-        let g = Guidance { uncond: prior.classes.context(&vec![prior.classes.null_class(); items.len()], &self.device), scale: self.config.guidance };
+        let ctx = prior.cond(&class_ids, &self.device);
+        let g = Guidance { uncond: prior.cond(&vec![prior.classes.null_class(); items.len()], &self.device), scale: self.config.guidance };
         let guidance = (self.config.guidance != 1.0).then_some(&g);
         let sf = prior.vae_config.scaling_factor;
         let z = match self.config.mode {

@@ -14,7 +14,7 @@
 
 pub mod labels;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -210,14 +210,14 @@ impl Package {
             .map(|(name, bytes)| (name.to_string(), FileEntry { bytes: bytes.len() as u64, sha256: sha256_hex(bytes) }))
             .collect();
         let manifest = serde_json::to_vec_pretty(&self.manifest).map_err(|e| DaceError::Invalid(format!("manifest: {e}")))?;
-        let tmp = sibling(dir, "tmp");
+        let tmp = fsio::sibling(dir, "tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| DaceError::io(&tmp, e))?;
         for (name, bytes) in files {
             fsio::write_atomic(&tmp.join(name), bytes)?;
         }
         fsio::write_atomic(&tmp.join(MANIFEST), &manifest)?;
-        replace_dir(&tmp, dir)?;
+        fsio::replace_dir(&tmp, dir)?;
         let m = &self.manifest;
         let total = (self.patches.len() + labels.len() + manifest.len()) as u64;
         let budget = (m.ipc * m.num_classes() * m.image_len()) as u64;
@@ -274,28 +274,6 @@ impl Package {
         let logits = m.labels.decode(&label_bytes, m.num_classes()).map_err(|e| DaceError::bad_file(dir.join(LABELS), e))?;
         Ok(Package { manifest, patches, logits })
     }
-}
-
-fn sibling(dir: &Path, tag: &str) -> PathBuf {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "package".into());
-    dir.with_file_name(format!(".{name}.{tag}{}", std::process::id()))
-}
-
-/// Renames `from` over `to`; an existing `to` is moved aside first and removed after.
-fn replace_dir(from: &Path, to: &Path) -> Result<()> {
-    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| DaceError::io(parent, e))?;
-    }
-    let old = sibling(to, "old");
-    let had_old = to.exists();
-    if had_old {
-        std::fs::rename(to, &old).map_err(|e| DaceError::io(to, e))?;
-    }
-    std::fs::rename(from, to).map_err(|e| DaceError::io(to, e))?;
-    if had_old {
-        let _ = std::fs::remove_dir_all(&old);
-    }
-    Ok(())
 }
 
 impl Package {

@@ -21,7 +21,8 @@ use sha2::{Digest, Sha256};
 
 use super::config::{UNetConfig, VaeConfig};
 use super::weights::{self, CONFIG_FILE, WEIGHTS_FILE};
-use super::{AutoencoderKL, UNet2DConditionModel};
+use super::pipeline::Cond;
+use super::{AutoencoderKL, TextTime, UNet2DConditionModel};
 use crate::error::{DaceError, Result};
 use crate::fsio;
 use crate::kernels::DaceBackend;
@@ -40,6 +41,9 @@ pub struct PriorIndex {
     pub classes: Vec<String>,
     /// Images the prior works on: `[channels, height, width]`.
     pub image_shape: [usize; 3],
+    /// Set for a prior imported from a diffusers checkpoint (`dace prior import`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<super::import::ImportRecord>,
 }
 
 impl PriorIndex {
@@ -50,6 +54,7 @@ impl PriorIndex {
             dataset: dataset.into(),
             classes: classes.to_vec(),
             image_shape,
+            imported: None,
         }
     }
 }
@@ -59,22 +64,55 @@ pub struct ClassEmbedderConfig {
     #[serde(rename = "_class_name")]
     pub class_name: String,
     pub num_classes: usize,
+    /// Width of one context token (the UNet's `cross_attention_dim`).
     pub embedding_dim: usize,
+    /// Context tokens per class: 1 for a learnt class embedding, 77 for a prompt's text
+    /// embeddings (an imported text-to-image checkpoint).
+    #[serde(default = "one_token")]
+    pub tokens: usize,
+    /// SDXL: width of the pooled text embedding stored per class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooled_dim: Option<usize>,
+    /// SDXL: the 6 micro-conditioning numbers, the same for every item (original size, crop
+    /// top-left, target size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ids: Option<[f32; 6]>,
 }
 
-/// Class rows plus a final null row.
+fn one_token() -> usize {
+    1
+}
+
+/// Class rows plus a final null row. A row holds a class's whole context (`tokens` x width,
+/// flattened) and, for SDXL, its pooled embedding.
 #[derive(Module, Debug)]
 pub struct ClassEmbedder<B: Backend> {
     pub embedding: Embedding<B>,
+    pub pooled: Option<Embedding<B>>,
+    pub tokens: usize,
+    /// SDXL's micro-conditioning, the same for every item (from the config; not a weight).
+    pub time_ids: Option<[f32; 6]>,
 }
 
 impl ClassEmbedderConfig {
     pub fn new(num_classes: usize, embedding_dim: usize) -> Self {
-        ClassEmbedderConfig { class_name: "ClassEmbedder".into(), num_classes, embedding_dim }
+        ClassEmbedderConfig {
+            class_name: "ClassEmbedder".into(),
+            num_classes,
+            embedding_dim,
+            tokens: 1,
+            pooled_dim: None,
+            time_ids: None,
+        }
     }
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> ClassEmbedder<B> {
-        ClassEmbedder { embedding: EmbeddingConfig::new(self.num_classes + 1, self.embedding_dim).init(device) }
+        ClassEmbedder {
+            embedding: EmbeddingConfig::new(self.num_classes + 1, self.tokens * self.embedding_dim).init(device),
+            pooled: self.pooled_dim.map(|d| EmbeddingConfig::new(self.num_classes + 1, d).init(device)),
+            tokens: self.tokens,
+            time_ids: self.time_ids,
+        }
     }
 }
 
@@ -83,11 +121,32 @@ impl<B: Backend> ClassEmbedder<B> {
         self.embedding.weight.dims()[0] - 1
     }
 
-    /// `[batch, 1, dim]` contexts for class ids (`null_class()` for unconditional).
-    pub fn context(&self, classes: &[usize], device: &B::Device) -> Tensor<B, 3> {
+    /// `[batch, 1, width]`: the table's rows for `classes`.
+    fn rows(table: &Embedding<B>, classes: &[usize], device: &B::Device) -> Tensor<B, 3> {
         let ids: Vec<i64> = classes.iter().map(|&c| c as i64).collect();
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [classes.len()]), device);
-        self.embedding.forward(ids.unsqueeze_dim(1))
+        table.forward(ids.unsqueeze_dim(1))
+    }
+
+    /// `[batch, tokens, dim]` contexts for class ids (`null_class()` for unconditional).
+    pub fn context(&self, classes: &[usize], device: &B::Device) -> Tensor<B, 3> {
+        let flat = Self::rows(&self.embedding, classes, device);
+        let [b, _, width] = flat.dims();
+        flat.reshape([b, self.tokens, width / self.tokens])
+    }
+
+    /// `[batch, pooled_dim]` pooled text embeddings (SDXL), if the table has them.
+    pub fn pooled(&self, classes: &[usize], device: &B::Device) -> Option<Tensor<B, 2>> {
+        self.pooled.as_ref().map(|table| Self::rows(table, classes, device).squeeze_dim(1))
+    }
+
+    /// The UNet's conditioning for `classes` (`null_class()` for unconditional).
+    pub fn cond(&self, classes: &[usize], device: &B::Device) -> Cond<B> {
+        let text_time = match (self.pooled(classes, device), self.time_ids) {
+            (Some(text_embeds), Some(ids)) => Some(TextTime { text_embeds, time_ids: classes.iter().flat_map(|_| ids).collect() }),
+            _ => None,
+        };
+        Cond { context: self.context(classes, device), text_time }
     }
 }
 
@@ -133,7 +192,10 @@ impl<B: DaceBackend> Prior<B> {
         let unet_config = UNetConfig::load(&component(dir, "unet", CONFIG_FILE))?;
         let ce_path = component(dir, "class_embedder", CONFIG_FILE);
         let ce_config: ClassEmbedderConfig = fsio::read_json(&ce_path)?;
-        if ce_config.num_classes != index.classes.len() || ce_config.embedding_dim != unet_config.cross_attention_dim {
+        if ce_config.num_classes != index.classes.len()
+            || ce_config.embedding_dim != unet_config.cross_attention_dim
+            || ce_config.tokens == 0
+        {
             return Err(DaceError::bad_file(
                 &ce_path,
                 format!(
@@ -144,6 +206,20 @@ impl<B: DaceBackend> Prior<B> {
                     unet_config.cross_attention_dim
                 ),
             ));
+        }
+        match (unet_config.text_time(), ce_config.pooled_dim, ce_config.time_ids) {
+            (None, None, None) => {}
+            (Some(spec), Some(pooled), Some(_)) if spec.pooled_dim() == pooled => {}
+            (spec, pooled, time_ids) => {
+                return Err(DaceError::bad_file(
+                    &ce_path,
+                    format!(
+                        "pooled embeddings of width {pooled:?} and time ids {time_ids:?} do not fit the UNet's added \
+                         embedding (pooled width {:?})",
+                        spec.map(|s| s.pooled_dim())
+                    ),
+                ))
+            }
         }
         if unet_config.in_channels != vae_config.latent_channels || unet_config.out_channels != vae_config.latent_channels {
             return Err(DaceError::bad_file(
@@ -158,6 +234,11 @@ impl<B: DaceBackend> Prior<B> {
         let mut classes = ce_config.init::<B>(device);
         weights::load(&mut classes, &component(dir, "class_embedder", WEIGHTS_FILE))?;
         Ok(Prior { index, vae_config, unet_config, vae, unet, classes, fingerprint: fingerprint(dir)? })
+    }
+
+    /// The UNet's conditioning for `classes` (`classes.null_class()` for unconditional).
+    pub fn cond(&self, classes: &[usize], device: &B::Device) -> Cond<B> {
+        self.classes.cond(classes, device)
     }
 
     /// Latent shape `[channels, h, w]` of the prior's images.

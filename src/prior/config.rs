@@ -190,7 +190,7 @@ pub enum BlockKind {
     CrossAttn,
 }
 
-/// `UNet2DConditionModel` (SD 1.x / 2.x layout; SDXL's extra embeddings are refused).
+/// `UNet2DConditionModel`: SD 1.x / 2.x layouts and SDXL's (`text_time` added embedding).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UNetConfig {
     pub sample_size: usize,
@@ -216,6 +216,31 @@ pub struct UNetConfig {
     pub use_linear_projection: bool,
     /// Only changes fp16 numerics (dace's UNet computes attention in fp32 anyway).
     pub upcast_attention: bool,
+    /// `Some("text_time")` for SDXL: the pooled text embedding and the 6 size/crop time ids
+    /// are embedded and added to the timestep embedding (see [`UNetConfig::text_time`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addition_embed_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addition_time_embed_dim: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection_class_embeddings_input_dim: Option<usize>,
+}
+
+/// SDXL's added conditioning: `add_embedding(concat(text_embeds, sinusoid(time_ids)))`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextTimeSpec {
+    /// Width of the sinusoidal embedding of each of the 6 time ids.
+    pub time_embed_dim: usize,
+    /// Input width of `add_embedding`: pooled text width + 6 * `time_embed_dim`.
+    pub input_dim: usize,
+}
+
+impl TextTimeSpec {
+    pub const TIME_IDS: usize = 6;
+
+    pub fn pooled_dim(&self) -> usize {
+        self.input_dim - Self::TIME_IDS * self.time_embed_dim
+    }
 }
 
 impl UNetConfig {
@@ -242,7 +267,39 @@ impl UNetConfig {
             num_attention_heads: k.get("num_attention_heads", None)?,
             use_linear_projection: k.get("use_linear_projection", false)?,
             upcast_attention: k.get("upcast_attention", false)?,
+            addition_embed_type: k.get("addition_embed_type", None)?,
+            addition_time_embed_dim: k.get("addition_time_embed_dim", None)?,
+            projection_class_embeddings_input_dim: k.get("projection_class_embeddings_input_dim", None)?,
         };
+        match cfg.addition_embed_type.as_deref() {
+            None => {
+                for (key, v) in [
+                    ("addition_time_embed_dim", cfg.addition_time_embed_dim),
+                    ("projection_class_embeddings_input_dim", cfg.projection_class_embeddings_input_dim),
+                ] {
+                    if v.is_some() {
+                        return Err(k.bad(key, "set without `addition_embed_type`"));
+                    }
+                }
+            }
+            Some("text_time") => {
+                let (Some(time), Some(input)) = (cfg.addition_time_embed_dim, cfg.projection_class_embeddings_input_dim) else {
+                    return Err(k.bad(
+                        "addition_embed_type",
+                        "\"text_time\" needs `addition_time_embed_dim` and `projection_class_embeddings_input_dim`",
+                    ));
+                };
+                if time == 0 || input <= TextTimeSpec::TIME_IDS * time {
+                    return Err(k.bad(
+                        "projection_class_embeddings_input_dim",
+                        format!("{input} leaves no room for a pooled text embedding beside 6 time ids of width {time}"),
+                    ));
+                }
+            }
+            Some(other) => {
+                return Err(k.bad("addition_embed_type", format!("{other:?} is not supported by dace (supported: null, \"text_time\")")))
+            }
+        }
         let blocks = cfg.block_out_channels.len();
         if blocks == 0 {
             return Err(k.bad("block_out_channels", "empty"));
@@ -273,10 +330,7 @@ impl UNetConfig {
         k.neutral("dual_cross_attention", &[json!(false)])?;
         k.neutral("class_embed_type", &[Value::Null])?;
         k.neutral("num_class_embeds", &[Value::Null])?;
-        k.neutral("addition_embed_type", &[Value::Null])?;
-        k.neutral("addition_time_embed_dim", &[Value::Null])?;
         k.neutral("addition_embed_type_num_heads", &[json!(64)])?;
-        k.neutral("projection_class_embeddings_input_dim", &[Value::Null])?;
         k.neutral("encoder_hid_dim", &[Value::Null])?;
         k.neutral("encoder_hid_dim_type", &[Value::Null])?;
         k.neutral("resnet_time_scale_shift", &[json!("default")])?;
@@ -326,6 +380,14 @@ impl UNetConfig {
     pub fn up_kinds(&self) -> Vec<BlockKind> {
         let kind = |t: &String| if t.starts_with("CrossAttn") { BlockKind::CrossAttn } else { BlockKind::Plain };
         self.up_block_types.iter().map(kind).collect()
+    }
+
+    /// SDXL's added conditioning, when the config has it.
+    pub fn text_time(&self) -> Option<TextTimeSpec> {
+        match (self.addition_embed_type.as_deref(), self.addition_time_embed_dim, self.projection_class_embeddings_input_dim) {
+            (Some("text_time"), Some(time_embed_dim), Some(input_dim)) => Some(TextTimeSpec { time_embed_dim, input_dim }),
+            _ => None,
+        }
     }
 
     /// Width of the timestep embedding MLP (`4 * block_out_channels[0]`).

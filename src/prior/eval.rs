@@ -170,7 +170,7 @@ pub fn evaluate_prior<B: DaceBackend + DiffusionKernels>(
     let sched = ScheduleConfig::default();
     let originals: Vec<f32> =
         firsts.iter().flat_map(|&i| ds.image(&ds.test, i).iter().map(|&p| p as f32 / 127.5 - 1.0)).collect();
-    let ctx = prior.classes.context(&(0..n_classes).collect::<Vec<_>>(), device);
+    let ctx = prior.cond(&(0..n_classes).collect::<Vec<_>>(), device);
     for &r in &cfg.factors {
         let up = plain_upsample(ds, &ds.test, &firsts, r);
         let mut columns: Vec<Vec<f32>> = vec![originals.clone(), up.clone()];

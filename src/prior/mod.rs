@@ -11,14 +11,16 @@ pub mod bundle;
 pub mod clip;
 pub mod config;
 pub mod eval;
+pub mod import;
 pub mod layers;
 pub mod pipeline;
 pub mod scheduler;
+pub mod tokenizer;
 pub mod train;
 pub mod unet;
 pub mod vae;
 pub mod weights;
 
 pub use config::{UNetConfig, VaeConfig};
-pub use unet::UNet2DConditionModel;
+pub use unet::{TextTime, UNet2DConditionModel};
 pub use vae::{AutoencoderKL, LatentDist};

@@ -8,7 +8,7 @@
 use burn::prelude::*;
 
 use super::scheduler::{DenoiseStep, NoiseCoeffs};
-use super::{AutoencoderKL, UNet2DConditionModel};
+use super::{AutoencoderKL, TextTime, UNet2DConditionModel};
 use crate::kernels::diffusion::{add_noise, scheduler_step, DiffusionKernels};
 use crate::kernels::diffusion_ref::{noise_key, NoiseKey};
 use crate::kernels::DaceBackend;
@@ -42,10 +42,38 @@ pub fn encode_latents<B: DaceBackend + DiffusionKernels>(
     (dist.mean.clone() + dist.std() * n).mul_scalar(scaling_factor)
 }
 
+/// What the UNet is conditioned on, one row per latent: the context it attends to and, for an
+/// SDXL UNet, the pooled text embedding and time ids of its added embedding.
+#[derive(Clone, Debug)]
+pub struct Cond<B: Backend> {
+    pub context: Tensor<B, 3>,
+    pub text_time: Option<TextTime<B>>,
+}
+
+impl<B: Backend> From<Tensor<B, 3>> for Cond<B> {
+    fn from(context: Tensor<B, 3>) -> Self {
+        Cond { context, text_time: None }
+    }
+}
+
+impl<B: Backend> Cond<B> {
+    /// The rows of `self` then those of `other` (one batched pass for guidance).
+    fn concat(&self, other: &Self) -> Self {
+        let text_time = match (&self.text_time, &other.text_time) {
+            (Some(a), Some(b)) => Some(TextTime {
+                text_embeds: Tensor::cat(vec![a.text_embeds.clone(), b.text_embeds.clone()], 0),
+                time_ids: a.time_ids.iter().chain(&b.time_ids).copied().collect(),
+            }),
+            _ => None,
+        };
+        Cond { context: Tensor::cat(vec![self.context.clone(), other.context.clone()], 0), text_time }
+    }
+}
+
 /// Classifier-free guidance: `eps = eps_u + scale * (eps_c - eps_u)`, with `uncond` the
-/// contexts of the null condition (one per latent).
+/// conditioning of the null class (one row per latent).
 pub struct Guidance<B: Backend> {
-    pub uncond: Tensor<B, 3>,
+    pub uncond: Cond<B>,
     pub scale: f32,
 }
 
@@ -55,17 +83,19 @@ pub fn predict_eps<B: DaceBackend>(
     unet: &UNet2DConditionModel<B>,
     x: Tensor<B, 4>,
     timestep: f32,
-    context: &Tensor<B, 3>,
+    cond: &Cond<B>,
     guidance: Option<&Guidance<B>>,
 ) -> Tensor<B, 4> {
     let b = x.dims()[0];
     match guidance {
-        None => unet.forward(x, &vec![timestep; b], context),
+        None => unet.forward_with(x, &vec![timestep; b], &cond.context, cond.text_time.as_ref()),
         Some(g) => {
-            let both = unet.forward(
+            let both_cond = cond.concat(&g.uncond);
+            let both = unet.forward_with(
                 Tensor::cat(vec![x.clone(), x], 0),
                 &vec![timestep; 2 * b],
-                &Tensor::cat(vec![context.clone(), g.uncond.clone()], 0),
+                &both_cond.context,
+                both_cond.text_time.as_ref(),
             );
             let cond = both.clone().narrow(0, 0, b);
             let uncond = both.narrow(0, b, b);
@@ -78,13 +108,13 @@ pub fn predict_eps<B: DaceBackend>(
 pub fn run_steps<B: DaceBackend + DiffusionKernels>(
     unet: &UNet2DConditionModel<B>,
     mut z: Tensor<B, 4>,
-    context: &Tensor<B, 3>,
+    cond: &Cond<B>,
     guidance: Option<&Guidance<B>>,
     steps: &[DenoiseStep],
     ids: &[NoiseId],
 ) -> Tensor<B, 4> {
     for step in steps {
-        let eps = predict_eps(unet, z.clone().mul_scalar(step.c_in), step.timestep as f32, context, guidance);
+        let eps = predict_eps(unet, z.clone().mul_scalar(step.c_in), step.timestep as f32, cond, guidance);
         z = scheduler_step(z, eps, step.coeffs, &keys(ids, Stream::Ancestral(step.index as u32)));
     }
     z
@@ -94,14 +124,14 @@ pub fn run_steps<B: DaceBackend + DiffusionKernels>(
 pub fn denoise<B: DaceBackend + DiffusionKernels>(
     unet: &UNet2DConditionModel<B>,
     latents: Tensor<B, 4>,
-    context: &Tensor<B, 3>,
+    cond: &Cond<B>,
     guidance: Option<&Guidance<B>>,
     steps: &[DenoiseStep],
     ids: &[NoiseId],
 ) -> Tensor<B, 4> {
     let Some(first) = steps.first() else { return latents };
     let z = add_noise(latents, first.add_noise, &keys(ids, Stream::AddNoise));
-    run_steps(unet, z, context, guidance, steps, ids)
+    run_steps(unet, z, cond, guidance, steps, ids)
 }
 
 /// Text-to-image (class-to-image) sampling: pure noise of standard deviation `init_sigma`
@@ -109,15 +139,15 @@ pub fn denoise<B: DaceBackend + DiffusionKernels>(
 pub fn sample_latents<B: DaceBackend + DiffusionKernels>(
     unet: &UNet2DConditionModel<B>,
     shape: [usize; 3],
-    context: &Tensor<B, 3>,
+    cond: &Cond<B>,
     guidance: Option<&Guidance<B>>,
     steps: &[DenoiseStep],
     init_sigma: f64,
     ids: &[NoiseId],
 ) -> Tensor<B, 4> {
     let [c, h, w] = shape;
-    let z = normals::<B, 4>(ids, Stream::AddNoise, [ids.len(), c, h, w], &context.device()).mul_scalar(init_sigma);
-    run_steps(unet, z, context, guidance, steps, ids)
+    let z = normals::<B, 4>(ids, Stream::AddNoise, [ids.len(), c, h, w], &cond.context.device()).mul_scalar(init_sigma);
+    run_steps(unet, z, cond, guidance, steps, ids)
 }
 
 /// Images in [-1, 1] -> encode -> noise to `steps[0]` -> denoise -> decode.
@@ -125,13 +155,13 @@ pub fn img2img<B: DaceBackend + DiffusionKernels>(
     vae: &AutoencoderKL<B>,
     unet: &UNet2DConditionModel<B>,
     images: Tensor<B, 4>,
-    context: &Tensor<B, 3>,
+    cond: &Cond<B>,
     guidance: Option<&Guidance<B>>,
     steps: &[DenoiseStep],
     scaling_factor: f64,
     ids: &[NoiseId],
 ) -> Tensor<B, 4> {
     let z0 = encode_latents(vae, images, scaling_factor, ids);
-    let z = denoise(unet, z0, context, guidance, steps, ids);
+    let z = denoise(unet, z0, cond, guidance, steps, ids);
     vae.decode(z.div_scalar(scaling_factor))
 }

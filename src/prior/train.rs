@@ -130,6 +130,9 @@ impl PriorTrainConfig {
             num_attention_heads: None,
             use_linear_projection: true,
             upcast_attention: false,
+            addition_embed_type: None,
+            addition_time_embed_dim: None,
+            projection_class_embeddings_input_dim: None,
         }
     }
 }
@@ -604,8 +607,8 @@ pub fn sample_classes<B: DaceBackend + DiffusionKernels>(
     let plan = plan(&cfg, Sampler::EulerAncestral, steps);
     let sigma = init_noise_sigma(&cfg, Sampler::EulerAncestral, steps);
     let ids: Vec<NoiseId> = (0..class_ids.len()).map(|j| NoiseId { seed, item: first_item + j as u64 }).collect();
-    let ctx = classes.context(class_ids, device);
-    let g = Guidance { uncond: classes.context(&vec![classes.null_class(); class_ids.len()], device), scale: guidance };
+    let ctx = classes.cond(class_ids, device);
+    let g = Guidance { uncond: classes.cond(&vec![classes.null_class(); class_ids.len()], device), scale: guidance };
     let guidance = (guidance != 1.0).then_some(&g);
     let z = pipeline::sample_latents(unet, latent_shape, &ctx, guidance, &plan, sigma, &ids);
     vae.decode(z.div_scalar(scaling_factor))

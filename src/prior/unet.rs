@@ -1,12 +1,13 @@
-//! `UNet2DConditionModel` (SD 1.x / 2.x layout): predicts the noise `eps` of a latent at a
-//! timestep, attending to a context sequence (text embeddings, or dace's class embeddings).
+//! `UNet2DConditionModel` (SD 1.x / 2.x and SDXL layouts): predicts the noise `eps` of a latent
+//! at a timestep, attending to a context sequence (text embeddings, or dace's class embeddings).
+//! SDXL also adds an embedding of the pooled text embedding and 6 size/crop numbers ("text_time").
 
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
-use super::config::{BlockKind, UNetConfig};
+use super::config::{BlockKind, TextTimeSpec, UNetConfig};
 use super::layers::{
     conv3x3, group_norm, timestep_embedding, Downsample2D, ResnetBlock2D, ResnetSpec, TimestepMlp, Transformer2D,
     Upsample2D,
@@ -38,8 +39,12 @@ pub struct UNet2DConditionModel<B: Backend> {
     pub up_blocks: Vec<UNetBlock<B>>,
     pub conv_norm_out: GroupNorm<B>,
     pub conv_out: Conv2d<B>,
-    /// Settings of the forward pass that are not weights.
+    /// SDXL's `add_embedding` (diffusers' key name), present for `addition_embed_type: text_time`.
+    pub add_embedding: Option<TimestepMlp<B>>,
+    // Settings of the forward pass that are not weights.
     pub time_proj_dim: usize,
+    /// Width of the sinusoid of each SDXL time id (0 without `add_embedding`).
+    pub add_time_proj_dim: usize,
     pub flip_sin_to_cos: bool,
     pub freq_shift: f64,
     pub center_input_sample: bool,
@@ -130,6 +135,8 @@ impl UNetConfig {
             up_blocks,
             conv_norm_out: group_norm(g, ch[0], self.norm_eps, device),
             conv_out: conv3x3(ch[0], self.out_channels, device),
+            add_embedding: self.text_time().map(|tt| TimestepMlp::new(tt.input_dim, temb, device)),
+            add_time_proj_dim: self.text_time().map_or(0, |tt| tt.time_embed_dim),
             time_proj_dim: ch[0],
             flip_sin_to_cos: self.flip_sin_to_cos,
             freq_shift: self.freq_shift,
@@ -140,12 +147,29 @@ impl UNetConfig {
 
 impl<B: DaceBackend> UNet2DConditionModel<B> {
     /// `eps` for latents `[batch, in, h, w]` at per-item `timesteps`, attending to `context`
-    /// `[batch, tokens, cross_attention_dim]`.
+    /// `[batch, tokens, cross_attention_dim]`. For a UNet without SDXL's added embedding.
     pub fn forward(&self, sample: Tensor<B, 4>, timesteps: &[f32], context: &Tensor<B, 3>) -> Tensor<B, 4> {
+        self.forward_with(sample, timesteps, context, None)
+    }
+
+    /// [`Self::forward`] with SDXL's added conditioning, which a `text_time` UNet requires.
+    pub fn forward_with(
+        &self,
+        sample: Tensor<B, 4>,
+        timesteps: &[f32],
+        context: &Tensor<B, 3>,
+        text_time: Option<&TextTime<B>>,
+    ) -> Tensor<B, 4> {
         let device = sample.device();
         assert_eq!(timesteps.len(), sample.dims()[0], "one timestep per latent");
         let t = timestep_embedding::<B>(timesteps, self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
-        let temb = self.time_embedding.forward(t);
+        let mut temb = self.time_embedding.forward(t);
+        match (&self.add_embedding, text_time) {
+            (None, None) => {}
+            (Some(add), Some(tt)) => temb = temb + add.forward(self.text_time_input(tt)),
+            (Some(_), None) => panic!("an SDXL (text_time) UNet needs pooled text embeddings and time ids"),
+            (None, Some(_)) => panic!("text_time conditioning given to a UNet without add_embedding"),
+        }
         let temb = Some(&temb);
 
         let sample = if self.center_input_sample { sample.mul_scalar(2.0).sub_scalar(1.0) } else { sample };
@@ -190,4 +214,24 @@ impl<B: DaceBackend> UNet2DConditionModel<B> {
         }
         kernels::conv2d(&self.conv_out, silu(kernels::group_norm(&self.conv_norm_out, x)))
     }
+
+    /// `concat(text_embeds, add_time_proj(time_ids))`, diffusers' `get_aug_embed` for text_time.
+    fn text_time_input(&self, tt: &TextTime<B>) -> Tensor<B, 2> {
+        let [batch, _] = tt.text_embeds.dims();
+        assert_eq!(tt.time_ids.len(), batch * TextTimeSpec::TIME_IDS, "6 time ids per latent");
+        let device = tt.text_embeds.device();
+        // Same sinusoid as the timesteps (diffusers builds add_time_proj with the UNet's flip/shift).
+        let ids = timestep_embedding::<B>(&tt.time_ids, self.add_time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
+        let ids = ids.reshape([batch, TextTimeSpec::TIME_IDS * self.add_time_proj_dim]);
+        Tensor::cat(vec![tt.text_embeds.clone(), ids], 1)
+    }
+}
+
+/// SDXL's added conditioning for one batch.
+#[derive(Clone, Debug)]
+pub struct TextTime<B: Backend> {
+    /// Pooled, projected output of the second text encoder: `[batch, pooled_dim]`.
+    pub text_embeds: Tensor<B, 2>,
+    /// Per latent: original (h, w), crop (top, left), target (h, w); flattened `[batch * 6]`.
+    pub time_ids: Vec<f32>,
 }

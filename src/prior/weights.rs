@@ -9,7 +9,9 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::prelude::*;
-use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::module::ParamId;
+use burn::tensor::DType;
+use burn_store::{BurnToPyTorchAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore, TensorSnapshot};
 
 use crate::error::{DaceError, Result};
 use crate::fsio;
@@ -31,7 +33,39 @@ fn listing(keys: &[String]) -> String {
     }
 }
 
-/// Loads every parameter of `module` from safetensors bytes; `origin` names the file in errors.
+/// PyTorch layouts and names to burn's, with half-precision tensors (diffusers' fp16 variant
+/// files) upcast to f32: dace computes in f32 on every backend, so an fp16 checkpoint gives the
+/// outputs of its weights in f32.
+#[derive(Clone, Default)]
+struct FromPyTorchAsF32;
+
+impl ModuleAdapter for FromPyTorchAsF32 {
+    fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
+        let s = PyTorchToBurnAdapter.adapt(snapshot);
+        if !matches!(s.dtype, DType::F16 | DType::BF16) {
+            return s;
+        }
+        let data = s.clone_data_fn();
+        TensorSnapshot::from_closure(
+            std::rc::Rc::new(move || data().map(|d| d.convert_dtype(DType::F32))),
+            DType::F32,
+            s.shape.clone(),
+            s.path_stack.clone().unwrap_or_default(),
+            s.container_stack.clone().unwrap_or_default(),
+            s.tensor_id.unwrap_or_else(ParamId::new),
+        )
+    }
+
+    fn get_alternative_param_name(&self, param_name: &str, container_type: &str) -> Option<String> {
+        PyTorchToBurnAdapter.get_alternative_param_name(param_name, container_type)
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+/// Loads every parameter of `module` from safetensors bytes (f32, or f16/bf16 upcast to f32); `origin` names the file in errors.
 /// Missing, unexpected or wrongly shaped tensors are errors: a checkpoint that does not match the
 /// config never loads partially.
 pub fn load_bytes<B: Backend, M: Module<B>>(module: &mut M, bytes: Vec<u8>, origin: &Path) -> Result<()> {
@@ -41,7 +75,7 @@ pub fn load_bytes<B: Backend, M: Module<B>>(module: &mut M, bytes: Vec<u8>, orig
 /// [`load_bytes`] with other key renames (regex, replacement) applied to the file's keys.
 pub fn load_bytes_remapped<B: Backend, M: Module<B>>(module: &mut M, bytes: Vec<u8>, origin: &Path, remaps: &[(&str, &str)]) -> Result<()> {
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
-        .with_from_adapter(PyTorchToBurnAdapter)
+        .with_from_adapter(FromPyTorchAsF32)
         .skip_enum_variants(true)
         .allow_partial(true)
         .validate(false);

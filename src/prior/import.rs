@@ -1,0 +1,377 @@
+//! `dace prior import`: a diffusers text-to-image checkpoint (SD-Turbo and other SD 1.x / 2.x
+//! epsilon models; SDXL-Turbo and SDXL base) as a dace prior.
+//!
+//! dace conditions on classes, so the text side runs once, at import: each class's prompt
+//! (`"A photo of {class}"`) goes through the checkpoint's tokenizer(s) and text encoder(s) exactly
+//! as diffusers' `encode_prompt` does, and the result (77 context tokens, plus SDXL's pooled
+//! embedding) becomes the class's row of the prior's class table. The empty prompt is the null row
+//! (zeros where the pipeline sets `force_zeros_for_empty_prompt`, as SDXL does). The VAE and UNet
+//! files are hard-linked (or copied) unchanged, so an imported prior is the checkpoint's image
+//! side plus a small table, loaded by the same code as the priors dace trains.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Param;
+use burn::nn::Embedding;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::bundle::{self, ClassEmbedder, ClassEmbedderConfig, Prior, PriorIndex};
+use super::clip::{self, ClipTextConfig};
+use super::config::{UNetConfig, VaeConfig};
+use super::tokenizer::ClipTokenizer;
+use super::weights::{CONFIG_FILE, WEIGHTS_FILE};
+use crate::error::{DaceError, Result};
+use crate::fsio;
+use crate::kernels::DaceBackend;
+
+/// The two pipeline families dace imports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PipelineKind {
+    /// One CLIP text encoder; context = its last hidden state (SD 1.x, SD 2.x, SD-Turbo).
+    StableDiffusion,
+    /// Two encoders; context = both penultimate states concatenated, pooled embedding and time
+    /// ids through the UNet's added embedding (SDXL, SDXL-Turbo).
+    StableDiffusionXl,
+}
+
+const SD_PIPELINES: [&str; 2] = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"];
+const SDXL_PIPELINES: [&str; 2] = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"];
+
+/// A diffusers checkpoint directory that passed the structural checks.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub pipeline: String,
+    pub kind: PipelineKind,
+    /// SDXL pipelines use zeros, not the empty prompt's embedding, as the unconditional input.
+    pub force_zeros_for_empty_prompt: bool,
+}
+
+fn bad(path: &Path, why: impl std::fmt::Display) -> DaceError {
+    DaceError::bad_file(path, why)
+}
+
+impl Checkpoint {
+    /// Reads `model_index.json` and checks the components and the noise schedule dace supports.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let index_path = dir.join("model_index.json");
+        if !index_path.exists() {
+            return Err(bad(&index_path, "not a diffusers checkpoint directory (no model_index.json)"));
+        }
+        let index: Value = fsio::read_json(&index_path)?;
+        let pipeline = index.get("_class_name").and_then(Value::as_str).unwrap_or("(none)").to_string();
+        let kind = if SD_PIPELINES.contains(&pipeline.as_str()) {
+            PipelineKind::StableDiffusion
+        } else if SDXL_PIPELINES.contains(&pipeline.as_str()) {
+            PipelineKind::StableDiffusionXl
+        } else {
+            return Err(bad(
+                &index_path,
+                format!("pipeline `{pipeline}` is not supported (dace imports {SD_PIPELINES:?} and {SDXL_PIPELINES:?})"),
+            ));
+        };
+        if index.get("requires_aesthetics_score").and_then(Value::as_bool) == Some(true) {
+            return Err(bad(&index_path, "an SDXL refiner (requires_aesthetics_score) is not supported: import the base model"));
+        }
+        let mut expected = vec![
+            ("vae", "AutoencoderKL"),
+            ("unet", "UNet2DConditionModel"),
+            ("text_encoder", "CLIPTextModel"),
+            ("tokenizer", "CLIPTokenizer"),
+        ];
+        if kind == PipelineKind::StableDiffusionXl {
+            expected.push(("text_encoder_2", "CLIPTextModelWithProjection"));
+            expected.push(("tokenizer_2", "CLIPTokenizer"));
+        }
+        for (name, class) in expected {
+            let found = index.get(name).and_then(Value::as_array).and_then(|a| a.get(1)).and_then(Value::as_str);
+            let ok = match found {
+                Some(f) => f == class || (class == "CLIPTokenizer" && f == "CLIPTokenizerFast"),
+                None => false,
+            };
+            if !ok {
+                return Err(bad(&index_path, format!("component `{name}` is {found:?}, dace needs a {class}")));
+            }
+            if !dir.join(name).is_dir() {
+                return Err(bad(&dir.join(name), format!("component directory of the {class} is missing")));
+            }
+        }
+        check_scheduler(&dir.join("scheduler").join("scheduler_config.json"))?;
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            pipeline,
+            kind,
+            force_zeros_for_empty_prompt: kind == PipelineKind::StableDiffusionXl
+                && index.get("force_zeros_for_empty_prompt").and_then(Value::as_bool).unwrap_or(true),
+        })
+    }
+
+    /// The weights file of a component: `{base}.safetensors`, else the fp16 variant
+    /// `{base}.fp16.safetensors` (loaded upcast to f32).
+    pub fn weights_file(&self, component: &str, base: &str) -> Result<PathBuf> {
+        let dir = self.dir.join(component);
+        for name in [format!("{base}.safetensors"), format!("{base}.fp16.safetensors")] {
+            if dir.join(&name).is_file() {
+                return Ok(dir.join(name));
+            }
+        }
+        let why = if dir.join(format!("{base}.safetensors.index.json")).exists() {
+            "sharded weights are not supported: merge the shards into one safetensors file"
+        } else if dir.join(format!("{base}.bin")).exists() {
+            "only pickle (.bin) weights: convert them to safetensors (dace never unpickles)"
+        } else {
+            "no safetensors weights"
+        };
+        Err(bad(&dir, format!("{why} (looked for {base}.safetensors and {base}.fp16.safetensors)")))
+    }
+
+    /// `(tokenizer dir, text encoder dir)` per encoder, in diffusers' order.
+    fn encoders(&self) -> Vec<(PathBuf, PathBuf)> {
+        let mut v = vec![(self.dir.join("tokenizer"), self.dir.join("text_encoder"))];
+        if self.kind == PipelineKind::StableDiffusionXl {
+            v.push((self.dir.join("tokenizer_2"), self.dir.join("text_encoder_2")));
+        }
+        v
+    }
+}
+
+/// dace's expansion uses one noise schedule (SD's scaled-linear betas, epsilon prediction);
+/// a checkpoint trained with another is refused rather than sampled wrongly.
+fn check_scheduler(path: &Path) -> Result<()> {
+    let cfg: Value = fsio::read_json(path)?;
+    let num = |k: &str, default: f64| cfg.get(k).and_then(Value::as_f64).unwrap_or(default);
+    let text = |k: &str, default: &str| cfg.get(k).and_then(Value::as_str).unwrap_or(default).to_string();
+    let checks = [
+        ("prediction_type", text("prediction_type", "epsilon") == "epsilon", "epsilon (v-prediction models are not supported)"),
+        ("beta_schedule", text("beta_schedule", "linear") == "scaled_linear", "scaled_linear"),
+        ("beta_start", (num("beta_start", 0.0001) - 0.00085).abs() < 1e-9, "0.00085"),
+        ("beta_end", (num("beta_end", 0.02) - 0.012).abs() < 1e-9, "0.012"),
+        ("num_train_timesteps", num("num_train_timesteps", 1000.0) == 1000.0, "1000"),
+        ("trained_betas", cfg.get("trained_betas").is_none_or(Value::is_null), "null"),
+        ("rescale_betas_zero_snr", cfg.get("rescale_betas_zero_snr").and_then(Value::as_bool) != Some(true), "false"),
+    ];
+    for (key, ok, want) in checks {
+        if !ok {
+            return Err(bad(path, format!("`{key}` is {}, dace's sampler needs {want}", cfg.get(key).unwrap_or(&Value::Null))));
+        }
+    }
+    Ok(())
+}
+
+/// Per prompt: the context the UNet attends to and, for SDXL, the pooled embedding.
+pub struct PromptEmbeds<B: Backend> {
+    /// `[prompts, 77, cross_attention_dim]`.
+    pub context: Tensor<B, 3>,
+    /// `[prompts, pooled_dim]` (SDXL).
+    pub pooled: Option<Tensor<B, 2>>,
+    /// sha256 of each tokenizer's files.
+    pub tokenizers: Vec<String>,
+}
+
+/// diffusers' `encode_prompt` without guidance: every prompt through every encoder.
+pub fn encode_prompts<B: Backend>(ckpt: &Checkpoint, prompts: &[String], device: &B::Device) -> Result<PromptEmbeds<B>> {
+    let mut contexts = Vec::new();
+    let mut pooled = None;
+    let mut tokenizers = Vec::new();
+    let encoders = ckpt.encoders();
+    for (i, (tok_dir, enc_dir)) in encoders.iter().enumerate() {
+        let tokenizer = ClipTokenizer::from_dir(tok_dir)?;
+        let config = ClipTextConfig::load(&enc_dir.join(CONFIG_FILE))?;
+        let mut encoder = config.init::<B>(device);
+        clip::load_weights(&mut encoder, &ckpt.weights_file(enc_dir.file_name().and_then(|n| n.to_str()).unwrap_or(""), "model")?)?;
+        let ids = prompts.iter().map(|p| tokenizer.encode(p)).collect::<Result<Vec<_>>>()?;
+        // Chunks bound the activation memory of large class lists.
+        let (mut ctx, mut pool) = (Vec::new(), Vec::new());
+        for chunk in ids.chunks(16) {
+            let out = encoder.forward(chunk, device)?;
+            match ckpt.kind {
+                PipelineKind::StableDiffusion => ctx.push(out.last_hidden_state),
+                PipelineKind::StableDiffusionXl => {
+                    ctx.push(out.hidden_states[out.hidden_states.len() - 2].clone());
+                    if i + 1 == encoders.len() {
+                        let Some(embeds) = out.text_embeds else {
+                            return Err(bad(&enc_dir.join(CONFIG_FILE), "SDXL's second text encoder needs a text projection"));
+                        };
+                        pool.push(embeds);
+                    }
+                }
+            }
+        }
+        contexts.push(Tensor::cat(ctx, 0));
+        if !pool.is_empty() {
+            pooled = Some(Tensor::cat(pool, 0));
+        }
+        tokenizers.push(tokenizer.fingerprint);
+    }
+    Ok(PromptEmbeds { context: Tensor::cat(contexts, 2), pooled, tokenizers })
+}
+
+/// What an import is asked to do.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    pub dataset: String,
+    pub classes: Vec<String>,
+    /// Prompt template; `{class}` is replaced by each class name.
+    pub prompt: String,
+    /// Side of the (square, colour) images the prior works on.
+    pub resolution: usize,
+}
+
+/// Where an imported prior came from (stored in its `model_index.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImportRecord {
+    pub source: String,
+    pub pipeline: String,
+    pub kind: PipelineKind,
+    pub prompt: String,
+    pub prompts: Vec<String>,
+    /// The weights files used, relative to the source directory.
+    pub weights: Vec<String>,
+    pub tokenizers: Vec<String>,
+    pub null_prompt: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ImportReport {
+    pub command: &'static str,
+    pub out: String,
+    pub record: ImportRecord,
+    pub tokens: usize,
+    pub context_dim: usize,
+    pub pooled_dim: Option<usize>,
+    pub image_shape: [usize; 3],
+    pub fingerprint: String,
+    pub seconds: f64,
+}
+
+/// Links `from` to `to`, copying where a hard link is impossible (another file system).
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to).map(|_| ()).map_err(|e| DaceError::io(to, e))
+}
+
+fn class_table<B: Backend>(rows: Tensor<B, 2>) -> Embedding<B> {
+    Embedding { weight: Param::from_tensor(rows) }
+}
+
+/// Imports `source` into a new prior directory `out` (written atomically), checks that it loads
+/// as a prior, and returns the report.
+pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, device: &B::Device) -> Result<ImportReport> {
+    let start = Instant::now();
+    let ckpt = Checkpoint::open(source)?;
+    let vae_cfg_path = source.join("vae").join(CONFIG_FILE);
+    let unet_cfg_path = source.join("unet").join(CONFIG_FILE);
+    let vae_cfg = VaeConfig::load(&vae_cfg_path)?;
+    let unet_cfg = UNetConfig::load(&unet_cfg_path)?;
+    if opts.classes.is_empty() {
+        return Err(DaceError::Invalid("import needs at least one class".into()));
+    }
+    if !opts.prompt.contains("{class}") {
+        return Err(DaceError::Invalid(format!("prompt template {:?} has no `{{class}}`", opts.prompt)));
+    }
+    if opts.resolution == 0 || opts.resolution % vae_cfg.downscale() != 0 {
+        return Err(DaceError::Invalid(format!(
+            "resolution {} is not a multiple of the VAE's downscale {}",
+            opts.resolution,
+            vae_cfg.downscale()
+        )));
+    }
+    match (ckpt.kind, unet_cfg.text_time()) {
+        (PipelineKind::StableDiffusionXl, None) => return Err(bad(&unet_cfg_path, "an SDXL pipeline's UNet needs addition_embed_type \"text_time\"")),
+        (PipelineKind::StableDiffusion, Some(_)) => return Err(bad(&unet_cfg_path, "addition_embed_type \"text_time\" in a non-SDXL pipeline")),
+        _ => {}
+    }
+    if vae_cfg.in_channels != 3 {
+        return Err(bad(&vae_cfg_path, format!("{} image channels: dace imports RGB models", vae_cfg.in_channels)));
+    }
+
+    let mut prompts: Vec<String> = opts.classes.iter().map(|c| opts.prompt.replace("{class}", c)).collect();
+    let null_prompt = if ckpt.force_zeros_for_empty_prompt { "(zeros)" } else { "" };
+    if !ckpt.force_zeros_for_empty_prompt {
+        prompts.push(String::new());
+    }
+    let embeds = encode_prompts::<B>(&ckpt, &prompts, device)?;
+    let [_, tokens, dim] = embeds.context.dims();
+    if dim != unet_cfg.cross_attention_dim {
+        return Err(bad(&unet_cfg_path, format!("`cross_attention_dim` is {}, the text encoders give width {dim}", unet_cfg.cross_attention_dim)));
+    }
+    let n = opts.classes.len();
+    let mut context = embeds.context.reshape([prompts.len(), tokens * dim]);
+    let mut pooled = embeds.pooled;
+    if ckpt.force_zeros_for_empty_prompt {
+        context = Tensor::cat(vec![context, Tensor::zeros([1, tokens * dim], device)], 0);
+        pooled = pooled.map(|p| {
+            let d = p.dims()[1];
+            Tensor::cat(vec![p, Tensor::zeros([1, d], device)], 0)
+        });
+    }
+    let pooled_dim = pooled.as_ref().map(|p| p.dims()[1]);
+    let res = opts.resolution as f32;
+    let mut ce_config = ClassEmbedderConfig::new(n, dim);
+    ce_config.tokens = tokens;
+    ce_config.pooled_dim = pooled_dim;
+    // SDXL's micro-conditioning for an uncropped square image of the working size.
+    ce_config.time_ids = pooled_dim.map(|_| [res, res, 0.0, 0.0, res, res]);
+    let table = ClassEmbedder { embedding: class_table(context), pooled: pooled.map(class_table), tokens, time_ids: ce_config.time_ids };
+
+    let vae_weights = ckpt.weights_file("vae", "diffusion_pytorch_model")?;
+    let unet_weights = ckpt.weights_file("unet", "diffusion_pytorch_model")?;
+    let mut weights: Vec<String> = vec![vae_weights.clone(), unet_weights.clone()]
+        .iter()
+        .map(|p| p.strip_prefix(source).unwrap_or(p).display().to_string())
+        .collect();
+    for (_, enc) in ckpt.encoders() {
+        let name = enc.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        let file = ckpt.weights_file(&name, "model")?;
+        weights.push(file.strip_prefix(source).unwrap_or(&file).display().to_string());
+    }
+    let record = ImportRecord {
+        source: source.display().to_string(),
+        pipeline: ckpt.pipeline.clone(),
+        kind: ckpt.kind,
+        prompt: opts.prompt.clone(),
+        prompts: prompts[..n].to_vec(),
+        weights,
+        tokenizers: embeds.tokenizers,
+        null_prompt: null_prompt.into(),
+    };
+    let mut index = PriorIndex::new(&opts.dataset, &opts.classes, [3, opts.resolution, opts.resolution]);
+    index.imported = Some(record.clone());
+
+    let tmp = fsio::sibling(out, "tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let write = || -> Result<Prior<B>> {
+        for (component, cfg, weights) in [("vae", &vae_cfg_path, &vae_weights), ("unet", &unet_cfg_path, &unet_weights)] {
+            let dir = tmp.join(component);
+            std::fs::create_dir_all(&dir).map_err(|e| DaceError::io(&dir, e))?;
+            fsio::write_atomic(&dir.join(CONFIG_FILE), &fsio::read(cfg)?)?;
+            link_or_copy(weights, &dir.join(WEIGHTS_FILE))?;
+        }
+        std::fs::create_dir_all(tmp.join("class_embedder")).map_err(|e| DaceError::io(&tmp, e))?;
+        bundle::save_component(&tmp, "class_embedder", &serde_json::to_value(&ce_config).expect("config serialises"), &table)?;
+        bundle::save_index(&tmp, &index)?;
+        // The imported prior must load as any prior does (configs, weights, table widths).
+        Prior::<B>::load(&tmp, device)
+    };
+    let prior = write().inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&tmp);
+    })?;
+    fsio::replace_dir(&tmp, out)?;
+    Ok(ImportReport {
+        command: "prior import",
+        out: out.display().to_string(),
+        record,
+        tokens,
+        context_dim: dim,
+        pooled_dim,
+        image_shape: prior.index.image_shape,
+        fingerprint: prior.fingerprint,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
