@@ -324,3 +324,49 @@ fn wgpu_regenerates_the_cpu_expansions() {
     }
     assert!(clear >= set.len() / 2, "only {clear} items with a clear argmax");
 }
+
+/// A distillation killed mid-run resumes from its checkpoint (`DACE_CHECKPOINT_SECONDS=0`: one
+/// after every seed) and gives the same package as an uninterrupted run; the checkpoint is gone
+/// afterwards.
+#[test]
+fn interrupted_distillation_resumes_to_the_same_package() {
+    // SAFETY (edition 2021: set_var is safe): only distill reads this variable.
+    std::env::set_var("DACE_CHECKPOINT_SECONDS", "0");
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let teacher_dir = dir.path().join("teacher");
+    let (teacher, meta) = teacher(&ds, &teacher_dir);
+    let whole = distill_into(&ds, &teacher, &meta, &teacher_dir, None, Variant::Rded, 3, LabelEncoding::F16, &dir.path().join("a"));
+
+    let cc = CoresetConfig { ipc: 1, factor: 2, crops: 2, mipc: 8, seed: 0 };
+    let coreset: Coreset = coreset::select(&ds, &teacher, &meta, &cc, &device).unwrap();
+    let manifest = || {
+        distill::manifest(
+            &ds,
+            meta.normalization.clone(),
+            ExpandConfig::variant(Variant::Rded, 5, SchedulerKind::EulerA, [0.5, 1.0]),
+            augment(),
+            (0..3u64).map(|s| 100 + s).collect(),
+            LabelEncoding::F16,
+            16,
+            distill::teacher_ref(&teacher_dir, &meta).unwrap(),
+        )
+    };
+    let out = dir.path().join("b");
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut die = |s: usize, _: &[u8]| assert!(s != 1, "killed at seed 1");
+        distill::distill(&coreset, None, &teacher, manifest(), ds.train.len(), &out, &mut die, &device)
+    }));
+    assert!(killed.is_err());
+    assert!(!out.exists());
+    assert!(dir.path().join(".b.partial.json").exists() && dir.path().join(".b.partial.bin").exists());
+
+    let mut computed = Vec::new();
+    let mut seen = |s: usize, _: &[u8]| computed.push(s);
+    let (pkg, _, _) = distill::distill(&coreset, None, &teacher, manifest(), ds.train.len(), &out, &mut seen, &device).unwrap();
+    assert_eq!(computed, [1, 2], "seed 0 must come from the checkpoint");
+    assert_eq!(pkg.logits, whole.pkg.logits);
+    assert_eq!(std::fs::read(out.join("labels.bin")).unwrap(), std::fs::read(dir.path().join("a/labels.bin")).unwrap());
+    assert!(!dir.path().join(".b.partial.json").exists() && !dir.path().join(".b.partial.bin").exists());
+}

@@ -42,6 +42,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Experiment(ExperimentCommand::Rded(args)) => experiment_rded(args),
         Command::Experiment(ExperimentCommand::Expansion(args)) => super::distill::experiment(args),
         Command::Prior(cmd) => super::prior::run(cmd),
+        Command::Web(cmd) => super::web::run(cmd),
     }
 }
 

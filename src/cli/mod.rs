@@ -3,6 +3,7 @@
 mod commands;
 mod distill;
 mod prior;
+mod web;
 
 use std::path::PathBuf;
 
@@ -55,6 +56,43 @@ pub enum Command {
     /// The latent diffusion prior: train dace's own, sample from one.
     #[command(subcommand)]
     Prior(PriorCommand),
+    /// The browser demo (web/): stage a package and prior for it, serve it on 127.0.0.1.
+    #[command(subcommand)]
+    Web(WebCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebCommand {
+    /// Copy a package and its prior into the page's data folder (with an index of the files) and
+    /// write the native CPU regeneration of one (patch, seed) that the browser test compares with.
+    Data(WebDataArgs),
+    /// Serve a built page (web/build.sh) over HTTP on 127.0.0.1 only.
+    Serve(WebServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WebDataArgs {
+    #[arg(long)]
+    pub package: PathBuf,
+    #[arg(long)]
+    pub prior: Option<PathBuf>,
+    /// The page's data folder (web/dist/data after web/build.sh).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The (patch, seed number) regenerated natively into `expected.json`.
+    #[arg(long, default_value_t = 0)]
+    pub item: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed_index: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct WebServeArgs {
+    /// Folder to serve (web/dist after web/build.sh).
+    #[arg(long, default_value = "web/dist")]
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
 }
 
 #[derive(Subcommand, Debug)]

@@ -20,8 +20,11 @@ use crate::student::labels::teacher_logits;
 use crate::student::TrainingSet;
 use crate::train::Normalization;
 
-/// Seconds between checkpoints of a running distillation.
-const CHECKPOINT_SECONDS: f64 = 60.0;
+/// Seconds between checkpoints of a running distillation; the environment variable
+/// `DACE_CHECKPOINT_SECONDS` overrides it (0: after every seed).
+fn checkpoint_seconds() -> f64 {
+    std::env::var("DACE_CHECKPOINT_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60.0)
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DistillReport {
@@ -141,6 +144,7 @@ pub fn distill<B: DaceBackend + DiffusionKernels>(
     bar.set_position(resumed as u64);
     let (mut expand_s, mut label_s) = (0.0, 0.0);
     let mut last_checkpoint = Instant::now();
+    let every = checkpoint_seconds();
     for (s, &seed) in manifest.seeds.iter().enumerate().skip(resumed) {
         let t = Instant::now();
         let images = expander.expand_all(seed)?;
@@ -155,7 +159,7 @@ pub fn distill<B: DaceBackend + DiffusionKernels>(
         }
         bar.inc(1);
         let done = s + 1;
-        if done < manifest.seeds.len() && last_checkpoint.elapsed().as_secs_f64() > CHECKPOINT_SECONDS {
+        if done < manifest.seeds.len() && last_checkpoint.elapsed().as_secs_f64() >= every {
             let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
             fsio::write_atomic(&partial_bin, &bytes)?;
             fsio::write_json(&partial_json, &Partial { manifest: manifest.clone(), seeds_done: done })?;

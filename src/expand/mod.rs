@@ -288,8 +288,9 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
         Tensor::from_data(TensorData::new(data, [items.len(), c, h, w]), &self.device)
     }
 
-    /// Expansions of `items` under `seed`, `[-1, 1]`, one batch.
-    fn expand_batch(&self, items: &[usize], seed: u64) -> Tensor<B, 4> {
+    /// Expansions of `items` under `seed` as one batch on the device, `[-1, 1]` before rounding
+    /// to u8 (for callers that read results back asynchronously, like the browser demo).
+    pub fn expand_tensor(&self, items: &[usize], seed: u64) -> Tensor<B, 4> {
         let x = self.upsampled(items);
         let Some(prior) = self.prior.filter(|_| self.config.mode != Mode::Upsample) else { return x };
         let ids: Vec<NoiseId> = items.iter().map(|&i| NoiseId { seed, item: i as u64 }).collect();
@@ -329,7 +330,7 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
         let mut out = Vec::with_capacity(items.len() * self.image_len());
         for chunk in items.chunks(self.batch) {
             let v: Vec<f32> = self
-                .expand_batch(chunk, seed)
+                .expand_tensor(chunk, seed)
                 .into_data()
                 .to_vec()
                 .map_err(|e| DaceError::Invalid(format!("expansion output: {e:?}")))?;

@@ -241,14 +241,23 @@ impl Package {
         if !mpath.exists() {
             return Err(DaceError::bad_file(&mpath, "not a dace package (no manifest.json)"));
         }
-        let manifest: Manifest = fsio::read_json(&mpath)?;
+        Self::from_files(dir, &|name| fsio::read(&dir.join(name)))
+    }
+
+    /// [`Package::load`] from any source of the package's files (`read(name)` returns the bytes
+    /// of `manifest.json`, `patches.bin`, `labels.bin`), e.g. files fetched by a browser; `dir`
+    /// only names them in errors.
+    pub fn from_files(dir: &Path, read: &dyn Fn(&str) -> Result<Vec<u8>>) -> Result<Package> {
+        let mpath = dir.join(MANIFEST);
+        let manifest: Manifest = serde_json::from_slice(&read(MANIFEST)?)
+            .map_err(|e| DaceError::bad_file(&mpath, format!("invalid JSON: {e}")))?;
         manifest.check_shapes(&mpath)?;
         let read_checked = |name: &str| -> Result<Vec<u8>> {
             let path = dir.join(name);
             let Some(entry) = manifest.files.get(name) else {
                 return Err(DaceError::bad_file(&mpath, format!("no entry for `{name}`")));
             };
-            let bytes = fsio::read(&path)?;
+            let bytes = read(name)?;
             if bytes.len() as u64 != entry.bytes {
                 return Err(DaceError::bad_file(&path, format!("{} bytes, the manifest says {} (truncated or replaced)", bytes.len(), entry.bytes)));
             }

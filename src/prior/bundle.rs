@@ -184,14 +184,43 @@ impl<B: DaceBackend> Prior<B> {
         if !index_path.exists() {
             return Err(DaceError::bad_file(&index_path, "not a dace prior directory (no model_index.json)"));
         }
-        let index: PriorIndex = fsio::read_json(&index_path)?;
+        Self::from_files(dir, &|rel| fsio::read(&dir.join(rel)), device)
+    }
+
+    /// [`Prior::load`] from any source of the prior's files (`read("unet/config.json")` returns
+    /// that file's bytes), e.g. files fetched by a browser; `dir` only names them in errors. Each
+    /// file is read once: the fingerprint is hashed as the files arrive.
+    pub fn from_files(dir: &Path, read: &dyn Fn(&str) -> Result<Vec<u8>>, device: &B::Device) -> Result<Self> {
+        let index_path = dir.join(INDEX_FILE);
+        let json = |rel: &str, bytes: &[u8]| -> Result<serde_json::Value> {
+            serde_json::from_slice(bytes).map_err(|e| DaceError::bad_file(dir.join(rel), format!("invalid JSON: {e}")))
+        };
+        let index: PriorIndex = serde_json::from_value(json(INDEX_FILE, &read(INDEX_FILE)?)?)
+            .map_err(|e| DaceError::bad_file(&index_path, format!("not a dace prior index: {e}")))?;
         if index.format != FORMAT {
             return Err(DaceError::bad_file(&index_path, format!("format `{}`, this dace reads `{FORMAT}`", index.format)));
         }
-        let vae_config = VaeConfig::load(&component(dir, "vae", CONFIG_FILE))?;
-        let unet_config = UNetConfig::load(&component(dir, "unet", CONFIG_FILE))?;
+        // Config and weights of each component, hashed in the fingerprint's order.
+        let mut h = Sha256::new();
+        let mut files = Vec::new();
+        for name in COMPONENTS {
+            for file in [CONFIG_FILE, WEIGHTS_FILE] {
+                let bytes = read(&format!("{name}/{file}"))?;
+                h.update(format!("{name}/{file}:{}\n", bytes.len()).as_bytes());
+                h.update(&bytes);
+                files.push(bytes);
+            }
+        }
+        let fingerprint = format!("{:x}", h.finalize());
+        let [vae_json, vae_bytes, unet_json, unet_bytes, ce_json, ce_bytes]: [Vec<u8>; 6] =
+            files.try_into().expect("two files per component");
+        let vae_path = component(dir, "vae", CONFIG_FILE);
+        let unet_path = component(dir, "unet", CONFIG_FILE);
         let ce_path = component(dir, "class_embedder", CONFIG_FILE);
-        let ce_config: ClassEmbedderConfig = fsio::read_json(&ce_path)?;
+        let vae_config = VaeConfig::from_json(&vae_path, json("vae/config.json", &vae_json)?)?;
+        let unet_config = UNetConfig::from_json(&unet_path, json("unet/config.json", &unet_json)?)?;
+        let ce_config: ClassEmbedderConfig = serde_json::from_value(json("class_embedder/config.json", &ce_json)?)
+            .map_err(|e| DaceError::bad_file(&ce_path, format!("not a class embedder config: {e}")))?;
         if ce_config.num_classes != index.classes.len()
             || ce_config.embedding_dim != unet_config.cross_attention_dim
             || ce_config.tokens == 0
@@ -223,17 +252,17 @@ impl<B: DaceBackend> Prior<B> {
         }
         if unet_config.in_channels != vae_config.latent_channels || unet_config.out_channels != vae_config.latent_channels {
             return Err(DaceError::bad_file(
-                component(dir, "unet", CONFIG_FILE),
+                &unet_path,
                 format!("UNet works on {} channels, the VAE's latents have {}", unet_config.in_channels, vae_config.latent_channels),
             ));
         }
         let mut vae = vae_config.init::<B>(device);
-        weights::load(&mut vae, &component(dir, "vae", WEIGHTS_FILE))?;
+        weights::load_bytes(&mut vae, vae_bytes, &component(dir, "vae", WEIGHTS_FILE))?;
         let mut unet = unet_config.init::<B>(device);
-        weights::load(&mut unet, &component(dir, "unet", WEIGHTS_FILE))?;
+        weights::load_bytes(&mut unet, unet_bytes, &component(dir, "unet", WEIGHTS_FILE))?;
         let mut classes = ce_config.init::<B>(device);
-        weights::load(&mut classes, &component(dir, "class_embedder", WEIGHTS_FILE))?;
-        Ok(Prior { index, vae_config, unet_config, vae, unet, classes, fingerprint: fingerprint(dir)? })
+        weights::load_bytes(&mut classes, ce_bytes, &component(dir, "class_embedder", WEIGHTS_FILE))?;
+        Ok(Prior { index, vae_config, unet_config, vae, unet, classes, fingerprint })
     }
 
     /// The UNet's conditioning for `classes` (`classes.null_class()` for unconditional).

@@ -3,23 +3,30 @@
 
 use std::io::Cursor;
 use std::path::Path;
+#[cfg(not(target_arch = "wasm32"))]
 use std::sync::Once;
 
 use image::{ImageFormat, RgbImage};
 use plotters::prelude::*;
+#[cfg(not(target_arch = "wasm32"))]
 use plotters::style::{register_font, FontStyle};
 
 use crate::error::{DaceError, Result};
 use crate::fsio;
 
+#[cfg(not(target_arch = "wasm32"))]
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 fn ensure_font() {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| {
-        // Only fails on a malformed font, which the include above rules out.
-        let _ = register_font("sans-serif", FontStyle::Normal, FONT);
-    });
+    // plotters has no font registry on wasm32 (the browser demo draws no plots).
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static REGISTER: Once = Once::new();
+        REGISTER.call_once(|| {
+            // Only fails on a malformed font, which the include above rules out.
+            let _ = register_font("sans-serif", FontStyle::Normal, FONT);
+        });
+    }
 }
 
 /// One named line; `dashed` draws reference lines (baselines, upper bounds).

@@ -1,0 +1,163 @@
+//! `dace web ...`: stage data for the browser demo (web/) and serve it on 127.0.0.1.
+//!
+//! The server is deliberately small (std only, GET of files under one folder, loopback only): it
+//! exists so the demo and its end-to-end test run without any other tool.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::{WebCommand, WebDataArgs, WebServeArgs};
+use crate::device::CpuBackend;
+use crate::expand::Expander;
+use crate::package::Package;
+use crate::prior::bundle::Prior;
+
+pub fn run(cmd: WebCommand) -> anyhow::Result<()> {
+    match cmd {
+        WebCommand::Data(args) => data(args),
+        WebCommand::Serve(args) => serve(args),
+    }
+}
+
+#[derive(Serialize)]
+struct Index {
+    files: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Expected {
+    item: usize,
+    seed: u64,
+    width: usize,
+    height: usize,
+    channels: usize,
+    /// `[-1, 1]` CHW pixels of the native CPU regeneration (batch of one, as the page runs it).
+    pixels: Vec<f32>,
+}
+
+fn copy_tree(from: &Path, to: &Path, rel: &Path, files: &mut Vec<String>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(from.join(rel)).with_context(|| format!("reading {}", from.join(rel).display()))? {
+        let entry = entry?;
+        let name = rel.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(from, to, &name, files)?;
+        } else {
+            std::fs::create_dir_all(to.join(&name).parent().expect("a file has a parent"))?;
+            std::fs::copy(entry.path(), to.join(&name)).with_context(|| format!("copying {}", entry.path().display()))?;
+            files.push(name.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    Ok(())
+}
+
+fn data(args: WebDataArgs) -> anyhow::Result<()> {
+    let device = Default::default();
+    let pkg = Package::load(&args.package)?;
+    let prior = args.prior.as_deref().map(|p| Prior::<CpuBackend>::load(p, &device)).transpose()?;
+    pkg.manifest.check_prior(prior.as_ref().map(|p| p.fingerprint.as_str()))?;
+    let _ = std::fs::remove_dir_all(&args.out);
+    let mut files = Vec::new();
+    for name in ["manifest.json", "patches.bin", "labels.bin"] {
+        let to = args.out.join("package").join(name);
+        std::fs::create_dir_all(to.parent().expect("parent"))?;
+        std::fs::copy(args.package.join(name), &to)?;
+        files.push(format!("package/{name}"));
+    }
+    if let Some(dir) = &args.prior {
+        // The prior's own files only (not its training state or sample grids).
+        let mut all = Vec::new();
+        copy_tree(dir, &args.out.join("prior"), Path::new(""), &mut all)?;
+        for f in all {
+            let keep = f == "model_index.json" || f.ends_with("/config.json") || f.ends_with("/diffusion_pytorch_model.safetensors");
+            if keep {
+                files.push(format!("prior/{f}"));
+            } else {
+                let _ = std::fs::remove_file(args.out.join("prior").join(&f));
+            }
+        }
+    }
+    files.sort();
+    crate::fsio::write_json(&args.out.join("index.json"), &Index { files: files.clone() })?;
+
+    let m = &pkg.manifest;
+    let seed = *m.seeds.get(args.seed_index).context("--seed-index is past the package's seeds")?;
+    anyhow::ensure!(args.item < m.items.len(), "--item {} of {} patches", args.item, m.items.len());
+    let expander = Expander::for_manifest(prior.as_ref(), m, &pkg.patches, 1, &device)?;
+    let pixels: Vec<f32> = expander.expand_tensor(&[args.item], seed).into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let [height, width] = m.image_size;
+    let expected = Expected { item: args.item, seed, width, height, channels: m.channels, pixels };
+    crate::fsio::write_json(&args.out.join("expected.json"), &expected)?;
+    println!("{} files in {} (+ expected.json: patch {} under seed {seed}, native CPU)", files.len(), args.out.display(), args.item);
+    Ok(())
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("wasm") => "application/wasm",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The file a request path names under `root`, or `None` for anything that leaves it.
+fn resolve(root: &Path, request_path: &str) -> Option<PathBuf> {
+    let path = request_path.split(['?', '#']).next().unwrap_or("/");
+    let rel = Path::new(path.trim_start_matches('/'));
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    let full = root.join(rel);
+    Some(if full.is_dir() { full.join("index.html") } else { full })
+}
+
+fn respond(mut stream: TcpStream, root: &Path) -> std::io::Result<()> {
+    let mut line = String::new();
+    let mut reader = BufReader::new(stream.try_clone()?);
+    reader.read_line(&mut line)?;
+    // Drain the headers.
+    let mut header = String::new();
+    while reader.read_line(&mut header)? > 2 {
+        header.clear();
+    }
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    let file = (method == "GET").then(|| resolve(root, target)).flatten();
+    match file.and_then(|f| std::fs::read(&f).ok().map(|b| (f, b))) {
+        Some((path, body)) => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                content_type(&path),
+                body.len()
+            )?;
+            stream.write_all(&body)
+        }
+        None => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found"),
+    }
+}
+
+fn serve(args: WebServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.dir.join("index.html").is_file(), "{} has no index.html: build the page first (web/build.sh)", args.dir.display());
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, args.port)).with_context(|| format!("binding 127.0.0.1:{}", args.port))?;
+    println!("serving {} on http://127.0.0.1:{}/", args.dir.display(), listener.local_addr()?.port());
+    for stream in listener.incoming() {
+        let root = args.dir.clone();
+        match stream {
+            Ok(s) => {
+                std::thread::spawn(move || {
+                    let _ = respond(s, &root);
+                });
+            }
+            Err(e) => eprintln!("connection failed: {e}"),
+        }
+    }
+    Ok(())
+}
