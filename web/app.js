@@ -22,8 +22,18 @@ function draw(canvas, rgba, w, h) {
   canvas.getContext("2d").putImageData(new ImageData(new Uint8ClampedArray(rgba), w, h), 0, 0);
 }
 
+// What the browser says about its WebGPU adapter (wgpu cannot see the name on the web).
+async function adapterInfo() {
+  if (!navigator.gpu) return null;
+  const adapter = await navigator.gpu.requestAdapter();
+  if (!adapter) return null;
+  const i = adapter.info ?? {};
+  return [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(" / ") || "unnamed adapter";
+}
+
 async function main() {
   await init();
+  window.daceAdapter = await adapterInfo();
   const params = new URLSearchParams(location.search);
   const useWebgpu = params.get("cpu") === null;
   const { files } = await fetchAll(params.get("data") ?? "data");
@@ -31,7 +41,7 @@ async function main() {
   window.dace = demo; // for the end-to-end test
   const backend = demo.backend();
   $("backend").textContent = backend.startsWith("webgpu")
-    ? `Computed on WebGPU: ${backend.slice(8)}`
+    ? `Computed on WebGPU, adapter: ${window.daceAdapter ?? backend.slice(8)}`
     : `WebGPU is not available here, so this page computes on the CPU (slower): ${backend}`;
   if (!backend.startsWith("webgpu")) $("backend").classList.add("warn");
 
