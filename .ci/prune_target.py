@@ -25,14 +25,16 @@ if os.path.isdir(incremental):
         freed += sum(os.path.getsize(os.path.join(root, f)) for f in files)
     shutil.rmtree(incremental)
 
+# Grouped by (crate, library or executable): `dace` is both a library (libdace-*.rlib/.rmeta,
+# one build per feature set) and the `dace` binary, and each must keep its own newest builds.
 builds = collections.defaultdict(lambda: collections.defaultdict(list))
 if os.path.isdir(deps):
     for name in os.listdir(deps):
-        m = re.match(r"^(?:lib)?([a-z_0-9]+)-([0-9a-f]{16})(?:\..*)?$", name)
-        if m and m.group(1) in names:
-            builds[m.group(1)][m.group(2)].append(os.path.join(deps, name))
+        m = re.match(r"^(lib)?([a-z_0-9]+)-([0-9a-f]{16})(?:\..*)?$", name)
+        if m and m.group(2) in names:
+            builds[(m.group(2), bool(m.group(1)))][m.group(3)].append(os.path.join(deps, name))
 
-for crate, by_hash in builds.items():
+for _, by_hash in builds.items():
     newest_first = sorted(by_hash.values(), key=lambda fs: max(map(os.path.getmtime, fs)), reverse=True)
     for files in newest_first[2:]:
         for path in files:

@@ -36,7 +36,6 @@ pub struct Demo {
 }
 
 /// One regeneration, as the page shows it.
-#[derive(serde::Serialize)]
 struct Regeneration {
     width: usize,
     height: usize,
@@ -198,19 +197,24 @@ impl Demo {
             Engine::Cpu(s) => s.regenerate(item, seed, rho, steps, mixup).await,
         }
         .map_err(js_err)?;
-        serde_wasm_json(&r)
+        to_js(&r)
     }
 }
 
-fn serde_wasm_json(r: &Regeneration) -> Result<JsValue, JsError> {
+/// `{width, height, channels, ms, pixels: Float32Array, rgba: Uint8ClampedArray}`.
+fn to_js(r: &Regeneration) -> Result<JsValue, JsError> {
     let obj = js_sys::Object::new();
-    let set = |k: &str, v: &JsValue| js_sys::Reflect::set(&obj, &JsValue::from_str(k), v).map(|_| ());
-    set("width", &JsValue::from(r.width as u32)).map_err(|_| JsError::new("result"))?;
-    set("height", &JsValue::from(r.height as u32)).map_err(|_| JsError::new("result"))?;
-    set("channels", &JsValue::from(r.channels as u32)).map_err(|_| JsError::new("result"))?;
-    set("ms", &JsValue::from(r.ms)).map_err(|_| JsError::new("result"))?;
-    set("pixels", &js_sys::Float32Array::from(&r.pixels[..]).into()).map_err(|_| JsError::new("result"))?;
-    set("rgba", &js_sys::Uint8ClampedArray::from(&r.rgba[..]).into()).map_err(|_| JsError::new("result"))?;
+    let fields: [(&str, JsValue); 6] = [
+        ("width", JsValue::from(r.width as u32)),
+        ("height", JsValue::from(r.height as u32)),
+        ("channels", JsValue::from(r.channels as u32)),
+        ("ms", JsValue::from(r.ms)),
+        ("pixels", js_sys::Float32Array::from(&r.pixels[..]).into()),
+        ("rgba", js_sys::Uint8ClampedArray::from(&r.rgba[..]).into()),
+    ];
+    for (key, value) in fields {
+        js_sys::Reflect::set(&obj, &JsValue::from_str(key), &value).map_err(|_| JsError::new("building the result object"))?;
+    }
     Ok(obj.into())
 }
 
