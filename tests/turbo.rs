@@ -419,4 +419,63 @@ mod import {
         let report = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &ds, &device).unwrap();
         assert!(report.final_accuracy.is_finite() && report.history[0].train_loss.is_finite());
     }
+
+    /// Bad import options and a class table that does not fit the UNet are refused by name.
+    #[test]
+    fn bad_options_and_mismatched_tables_are_refused() {
+        let device = Default::default();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("prior");
+        let sdxl = fixtures().join("sdxl");
+        let err = |opts: ImportOptions| import::<B>(&sdxl, &opts, &out, &device).err().expect("refused").to_string();
+        assert!(err(ImportOptions { prompt: "a photo".into(), ..options() }).contains("has no `{class}`"));
+        assert!(err(ImportOptions { resolution: 31, ..options() }).contains("not a multiple of the VAE's downscale"));
+        assert!(err(ImportOptions { classes: vec![], ..options() }).contains("at least one class"));
+        assert!(!out.exists());
+
+        import::<B>(&sdxl, &options(), &out, &device).unwrap();
+        let ce = out.join("class_embedder/config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ce).unwrap()).unwrap();
+        v["pooled_dim"] = 19.into();
+        std::fs::write(&ce, serde_json::to_vec(&v).unwrap()).unwrap();
+        let e = Prior::<B>::load(&out, &device).err().expect("refused").to_string();
+        assert!(e.contains("class_embedder/config.json") && e.contains("do not fit the UNet's added embedding"), "{e}");
+    }
 }
+
+/// `dace web serve` answers files under its folder and nothing outside it.
+#[test]
+fn web_serve_stays_inside_its_folder() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), "hello").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
+    let port = 19000 + (std::process::id() % 1000) as u16;
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_dace"))
+        .args(["web", "serve", "--dir", site.to_str().unwrap(), "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| -> String {
+        for _ in 0..100 {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                return out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("server did not start");
+    };
+    let ok = get("/");
+    let escape = get("/../secret.txt");
+    let absolute = get("//etc/passwd");
+    server.kill().unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200") && ok.ends_with("hello"), "{ok}");
+    assert!(escape.starts_with("HTTP/1.1 404") && !escape.contains("secret"), "{escape}");
+    assert!(absolute.starts_with("HTTP/1.1 404"), "{absolute}");
+}
+
