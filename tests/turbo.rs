@@ -419,28 +419,6 @@ mod import {
         let report = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &ds, &device).unwrap();
         assert!(report.final_accuracy.is_finite() && report.history[0].train_loss.is_finite());
     }
-
-    /// Bad import options and a class table that does not fit the UNet are refused by name.
-    #[test]
-    fn bad_options_and_mismatched_tables_are_refused() {
-        let device = Default::default();
-        let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("prior");
-        let sdxl = fixtures().join("sdxl");
-        let err = |opts: ImportOptions| import::<B>(&sdxl, &opts, &out, &device).err().expect("refused").to_string();
-        assert!(err(ImportOptions { prompt: "a photo".into(), ..options() }).contains("has no `{class}`"));
-        assert!(err(ImportOptions { resolution: 31, ..options() }).contains("not a multiple of the VAE's downscale"));
-        assert!(err(ImportOptions { classes: vec![], ..options() }).contains("at least one class"));
-        assert!(!out.exists());
-
-        import::<B>(&sdxl, &options(), &out, &device).unwrap();
-        let ce = out.join("class_embedder/config.json");
-        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ce).unwrap()).unwrap();
-        v["pooled_dim"] = 19.into();
-        std::fs::write(&ce, serde_json::to_vec(&v).unwrap()).unwrap();
-        let e = Prior::<B>::load(&out, &device).err().expect("refused").to_string();
-        assert!(e.contains("class_embedder/config.json") && e.contains("do not fit the UNet's added embedding"), "{e}");
-    }
 }
 
 /// `dace web serve` answers files under its folder and nothing outside it.
