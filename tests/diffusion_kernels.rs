@@ -1,4 +1,4 @@
-//! Conformance of the fused diffusion kernels across devices: the CPU backend (the plain-Rust
+//! Conformance of the fused diffusion kernels across devices (src/kernels/conformance.rs): the CPU backend (the plain-Rust
 //! reference) against wgpu running dace's WGSL shaders (lavapipe in CI). Normals that agree to
 //! 1e-6 imply identical integer Philox streams: one differing word changes a normal completely.
 
@@ -60,18 +60,36 @@ fn cpu_backend_runs_the_reference() {
     }
 }
 
+/// The conformance check itself must catch a wrong kernel: a device result with one element off
+/// by 2e-5 fails it, and a NaN counts as an infinite error.
+#[test]
+fn conformance_check_sees_small_errors() {
+    use dace::kernels::conformance;
+    let cases = conformance::cases(3, 7);
+    assert_eq!(cases.len(), 9, "6 fixed cases + 3 random ones");
+    assert_eq!(cases, conformance::cases(3, 7), "random cases are reproducible");
+    let rows = conformance::check::<CpuBackend>(&cases[..4], &Default::default());
+    assert_eq!(rows.len(), 4 * (conformance::KERNELS.len() + 1));
+    // The CPU backend is the reference: exact, and its noise is the SeedRng stream itself.
+    assert!(rows.iter().all(|r| r.max_abs_err <= 2e-6), "{rows:?}");
+    let worst = conformance::worst_per_kernel(&rows);
+    assert_eq!(worst.len(), conformance::KERNELS.len() + 1);
+    let good = [0.5f32, -1.0, 2.0];
+    assert_eq!(conformance::max_abs_diff(&good, &good), 0.0);
+    assert!(conformance::max_abs_diff(&good, &[0.5, -1.0, 2.00003]) > conformance::TOLERANCE);
+    assert_eq!(conformance::max_abs_diff(&good, &[0.5, f32::NAN, 2.0]), f32::INFINITY);
+}
+
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_shaders_match_the_cpu_reference() {
     use burn::backend::Wgpu;
-    let gpu = burn::backend::wgpu::WgpuDevice::default();
-    let cpu = Default::default();
-    for (batch, len) in CASES {
-        let ours = run_all::<Wgpu>(batch, len, &gpu);
-        let reference = run_all::<CpuBackend>(batch, len, &cpu);
-        for (k, (a, b)) in ours.iter().zip(&reference).enumerate() {
-            let worst = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(worst <= 1e-5, "kernel {k}, batch {batch} x {len}: max abs error {worst}");
-        }
+    use dace::kernels::conformance;
+    let rows = conformance::check::<Wgpu>(&conformance::cases(4, 11), &Default::default());
+    for r in &rows {
+        assert!(r.max_abs_err <= conformance::TOLERANCE, "{} on {} x {}: max abs error {}", r.kernel, r.batch, r.len, r.max_abs_err);
+    }
+    for (kernel, err) in conformance::worst_per_kernel(&rows) {
+        println!("wgpu {kernel}: max abs error {err:.2e}");
     }
 }

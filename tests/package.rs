@@ -11,7 +11,8 @@ use dace::data::{self, augment as data_augment, Dataset};
 use dace::device::CpuBackend;
 use dace::expand::distill::{self, argmax};
 use dace::expand::student::{regenerator, student_config, train_on_package};
-use dace::expand::{ExpandConfig, Expander, SchedulerKind, Variant};
+use burn::tensor::FloatDType;
+use dace::expand::{ExpandConfig, Expander, SchedulerKind, UNetDType, Variant};
 use dace::models::{self, Arch, Classifier, ClassifierConfig, NormKind};
 use dace::package::{LabelEncoding, Package};
 use dace::prior::bundle::Prior;
@@ -242,6 +243,26 @@ fn distill_regenerate_and_train_end_to_end_with_a_tiny_prior() {
     )
     .unwrap();
     assert_ne!(plain.expand_all(cm.seeds[0]).unwrap(), *made.images[0]);
+
+    // The UNet in f16: an expander refuses a prior loaded in another type; with the prior cast,
+    // regeneration is deterministic and close to, not equal to, the f32 images. Manifests of f32
+    // packages do not mention the type (they predate it); f16 ones record it.
+    let half_config = ExpandConfig { unet_dtype: UNetDType::F16, ..cm.expansion.clone() };
+    let half_expander = |p| expander_for(p, half_config.clone(), &pkg);
+    let err = half_expander(&prior).err().unwrap().to_string();
+    assert!(err.contains("F32") && err.contains("f16"), "{err}");
+    let half_prior = Prior::<B>::load(&dir.path().join("prior"), &device).unwrap().with_unet_dtype(FloatDType::F16);
+    assert_eq!(half_prior.fingerprint, prior.fingerprint);
+    let half = half_expander(&half_prior).unwrap();
+    let h = half.expand_all(cm.seeds[0]).unwrap();
+    assert_eq!(h, half.expand_all(cm.seeds[0]).unwrap(), "f16 regeneration is deterministic");
+    assert_ne!(h, *made.images[0], "the f16 pass really ran in f16");
+    let mse = h.iter().zip(made.images[0].iter()).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>() / h.len() as f64;
+    let psnr = 10.0 * (255.0f64 * 255.0 / mse).log10();
+    println!("f16 vs f32 expansions: PSNR {psnr:.1} dB");
+    assert!(psnr > 30.0, "f16 expansions drift from f32 ones: PSNR {psnr:.1} dB");
+    assert!(serde_json::to_value(&cm.expansion).unwrap().get("unet_dtype").is_none());
+    assert_eq!(serde_json::to_value(&half_config).unwrap()["unet_dtype"], "f16");
     // A mixup partner is another patch of the same class; gamma lies in the range.
     let mixer = regen.expander();
     for item in 0..pkg.num_items() {
@@ -268,6 +289,12 @@ fn distill_regenerate_and_train_end_to_end_with_a_tiny_prior() {
     mnist_like.name = "mnist".into();
     let err = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &mnist_like, &device).unwrap_err().to_string();
     assert!(err.contains("fashion") && err.contains("mnist"), "{err}");
+}
+
+/// An expander for `pkg`'s patches with another expansion config.
+fn expander_for<'a>(prior: &'a Prior<B>, config: ExpandConfig, pkg: &Package) -> dace::Result<Expander<'a, B>> {
+    let cm = &pkg.manifest;
+    Expander::new(Some(prior), config, &pkg.patches, [cm.channels, cm.patch_size[0], cm.patch_size[1]], cm.image_size, cm.items.clone(), 16, &Default::default())
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use dace::device::CpuBackend;
 use dace::prior::pipeline::{self, NoiseId};
 use dace::prior::scheduler::{img2img_plan, Sampler, ScheduleConfig, Spacing};
@@ -195,6 +196,18 @@ fn sdxl_text_time_unet_matches_diffusers() {
     let other = TextTime { time_ids: tt.time_ids.iter().map(|v| v + 64.0).collect(), ..tt };
     let eps_other = unet.forward_with(c.get("sample"), &t, &c.get("context"), Some(&other));
     assert!(max_err("sdxl eps, shifted time ids", eps_other, c.get("eps")) > 1e-3);
+
+    // Weights cast to f16 (what a GPU keeps of an fp16 checkpoint): the whole pass runs in half
+    // precision, group norm statistics aside, and hands back f32 close to diffusers' fp32 output.
+    let half = unet.clone().cast_weights(FloatDType::F16);
+    assert_eq!((unet.dtype(), half.dtype()), (FloatDType::F32, FloatDType::F16));
+    let tt = TextTime { time_ids: other.time_ids.iter().map(|v| v - 64.0).collect(), ..other };
+    let eps_half = half.forward_with(c.get("sample"), &t, &c.get("context"), Some(&tt));
+    assert_eq!(eps_half.dtype(), burn::tensor::DType::F32, "f32 in, f32 out");
+    let scale = c.get::<4>("eps").abs().max().into_scalar();
+    let rel = max_err("sdxl unet eps, f16 weights and activations", eps_half, c.get("eps")) / scale;
+    println!("  relative to max |eps| {scale:.3}: {rel:.2e}");
+    assert!(rel <= 1e-2 && rel > 0.0, "f16 pass: relative error {rel}");
 }
 
 #[test]

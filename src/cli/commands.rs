@@ -34,6 +34,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Train(args)) => bench_train(args),
         Command::Bench(BenchCommand::Kernels(args)) => bench_kernels(args),
         Command::Bench(BenchCommand::Prior(args)) => super::prior::bench(args),
+        Command::Bench(BenchCommand::Conformance(args)) => bench_conformance(args),
         Command::Coreset(args) => coreset(args),
         Command::Student(args) if args.package.is_some() => super::distill::student(args),
         Command::Student(args) => student(args),
@@ -471,6 +472,39 @@ fn experiment_rded(args: RdedArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn bench_conformance(args: super::BenchConformanceArgs) -> anyhow::Result<()> {
+    use crate::kernels::conformance::{self, ConformanceRow};
+    setup_threads(&args.device)?;
+    let cases = conformance::cases(args.random, args.seed);
+    let device_name = args.device.device.name();
+    eprintln!("{} cases x {} kernels on {device_name} against the CPU reference ...", cases.len(), conformance::KERNELS.len());
+    let rows: Vec<ConformanceRow> = crate::on_device!(args.device.device, |B, device| Ok::<_, crate::error::DaceError>(conformance::check::<B>(&cases, &device)))?;
+    let worst = conformance::worst_per_kernel(&rows);
+    for (kernel, err) in &worst {
+        println!("{device_name:<6} {kernel:<30} max abs error {err:.2e} over {} cases", cases.len());
+    }
+    let overall = worst.iter().map(|(_, e)| *e).fold(0f32, f32::max);
+    if let Some(path) = &args.json {
+        #[derive(Serialize)]
+        struct Output<'a> {
+            command: String,
+            device: &'a str,
+            tolerance: f32,
+            max_abs_err: f32,
+            worst_per_kernel: &'a [(String, f32)],
+            rows: &'a [ConformanceRow],
+        }
+        let out = Output { command: command_line(), device: device_name, tolerance: conformance::TOLERANCE, max_abs_err: overall, worst_per_kernel: &worst, rows: &rows };
+        fsio::write_json(path, &out)?;
+        println!("rows written to {}", path.display());
+    }
+    if !(overall <= conformance::TOLERANCE) {
+        bail!("{device_name} does not conform: max abs error {overall:.2e} > {:.0e}", conformance::TOLERANCE);
+    }
+    println!("{device_name} conforms: max abs error {overall:.2e} <= {:.0e}", conformance::TOLERANCE);
+    Ok(())
+}
+
 fn bench_kernels(args: BenchKernelsArgs) -> anyhow::Result<()> {
     use crate::bench::kernels::{bench_scheduler_step, KernelBenchRow};
     use std::time::Duration;
@@ -487,6 +521,8 @@ fn bench_kernels(args: BenchKernelsArgs) -> anyhow::Result<()> {
                 "ndarray" => bench_scheduler_step::<burn::backend::NdArray>(backend, [b, c, h, w], budget, &Default::default()),
                 #[cfg(feature = "wgpu")]
                 "wgpu" => bench_scheduler_step::<burn::backend::Wgpu>(backend, [b, c, h, w], budget, &Default::default()),
+                #[cfg(feature = "cuda")]
+                "cuda" => bench_scheduler_step::<burn::backend::Cuda>(backend, [b, c, h, w], budget, &Default::default()),
                 other => bail!("unknown or not compiled-in backend `{other}`"),
             };
             println!(

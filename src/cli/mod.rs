@@ -308,6 +308,10 @@ pub struct ExpansionArgs {
     /// Classifier-free guidance scale (1 = none, one UNet pass per step).
     #[arg(long, default_value_t = 1.0)]
     pub guidance: f32,
+    /// The UNet's compute type (recorded in the package; regeneration uses the same on every
+    /// device). f16 halves its weight memory on a GPU; the VAE always runs in f32.
+    #[arg(long, value_enum, default_value_t = crate::expand::UNetDType::F32)]
+    pub unet_dtype: crate::expand::UNetDType,
 }
 
 #[derive(Args, Debug)]
@@ -512,12 +516,40 @@ pub enum BenchCommand {
     Kernels(BenchKernelsArgs),
     /// A prior's UNet forward and full expansion throughput (bench/prior_speed.py adds PyTorch).
     Prior(BenchPriorArgs),
+    /// The fused diffusion kernels on --device against the CPU reference (random shapes, max abs error).
+    Conformance(BenchConformanceArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchConformanceArgs {
+    /// Random cases beside the fixed edge cases.
+    #[arg(long, default_value_t = 40)]
+    pub random: usize,
+    /// Seed of the random cases.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct BenchPriorArgs {
-    #[arg(long)]
-    pub prior: PathBuf,
+    /// A prior directory (trained by dace or imported).
+    #[arg(long, required_unless_present = "layout", conflicts_with = "layout")]
+    pub prior: Option<PathBuf>,
+    /// Instead of --prior: a real checkpoint's layout (UNet, VAE, text widths) with random
+    /// weights, to time full-size models without downloading them.
+    #[arg(long, value_enum)]
+    pub layout: Option<crate::bench::prior::Layout>,
+    /// Image side for --layout (the latents are 1/8 of it).
+    #[arg(long, default_value_t = 512)]
+    pub resolution: usize,
+    /// UNet weight types to time, in turn (f32, f16, bf16); half types also report their eps
+    /// error against f32. The VAE always runs in f32.
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    pub dtype: Vec<crate::expand::UNetDType>,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Denoising steps of the expansion (strength 1: all of them run).
@@ -535,7 +567,7 @@ pub struct BenchPriorArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchKernelsArgs {
-    /// Backends to measure (flex, ndarray, wgpu as compiled in).
+    /// Backends to measure (flex, ndarray, wgpu, cuda as compiled in).
     #[arg(long, value_delimiter = ',', default_value = "flex")]
     pub backend: Vec<String>,
     /// Latent shapes BATCHxCxHxW.

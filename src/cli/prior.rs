@@ -97,19 +97,37 @@ pub fn bench(args: super::BenchPriorArgs) -> anyhow::Result<()> {
     setup_threads(&args.device)?;
     let budget = std::time::Duration::from_secs_f64(args.seconds);
     let name = args.device.device.name();
+    let dtypes: Vec<_> = args.dtype.iter().map(|d| d.float()).collect();
     let rows = on_device!(args.device.device, |B, device| {
-        crate::bench::prior::bench_prior::<B>(&args.prior, name, args.batch, args.steps, budget, &device)
+        match (&args.prior, args.layout) {
+            (Some(dir), _) => crate::bench::prior::bench_prior::<B>(dir, &dtypes, name, args.batch, args.steps, budget, &device),
+            (None, Some(layout)) => crate::bench::prior::bench_layout::<B>(layout, args.resolution, &dtypes, name, args.batch, args.steps, budget, &device),
+            (None, None) => unreachable!("clap requires --prior or --layout"),
+        }
     })?;
     for r in &rows {
-        println!("{:<6} {:<16} batch {:>4}: {:>9.2} ms/batch, {:>9.1} img/s", r.device, r.what, r.batch, r.ms_per_batch, r.img_per_s);
+        let err = r.eps_rel_err_vs_f32.map_or(String::new(), |e| format!(", eps rel err vs f32 {e:.1e}"));
+        println!(
+            "{:<6} {:<12} {:>4}px {:<4} {:<16} batch {:>4}: {:>9.2} ms/batch, {:>9.2} img/s, {:>8.4} s/image{err}",
+            r.device,
+            r.prior,
+            r.image_shape[1],
+            r.dtype,
+            r.what,
+            r.batch,
+            r.ms_per_batch,
+            r.img_per_s,
+            1.0 / r.img_per_s
+        );
     }
     if let Some(path) = &args.json {
         #[derive(serde::Serialize)]
         struct Output<'a> {
+            command: String,
             threads: usize,
             rows: &'a [crate::bench::prior::PriorBenchRow],
         }
-        crate::fsio::write_json(path, &Output { threads: rayon::current_num_threads(), rows: &rows })?;
+        crate::fsio::write_json(path, &Output { command: super::commands::command_line(), threads: rayon::current_num_threads(), rows: &rows })?;
     }
     Ok(())
 }

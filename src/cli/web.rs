@@ -58,6 +58,7 @@ fn data(args: WebDataArgs) -> anyhow::Result<()> {
     let device = Default::default();
     let pkg = Package::load(&args.package)?;
     let prior = args.prior.as_deref().map(|p| Prior::<CpuBackend>::load(p, &device)).transpose()?;
+    let prior = prior.map(|p| p.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float()));
     pkg.manifest.check_prior(prior.as_ref().map(|p| p.fingerprint.as_str()))?;
     let _ = std::fs::remove_dir_all(&args.out);
     let mut files = Vec::new();

@@ -72,6 +72,40 @@ pub enum SchedulerKind {
     Ddim,
 }
 
+/// The float type the UNet computes in during an expansion; the VAE always runs in f32
+/// (diffusers' `force_upcast`). Half types halve the UNet's weight memory on a GPU; the CPU
+/// computes them too (slower than f32), so a package regenerates the same on every device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UNetDType {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl UNetDType {
+    pub fn float(self) -> burn::tensor::FloatDType {
+        match self {
+            UNetDType::F32 => burn::tensor::FloatDType::F32,
+            UNetDType::F16 => burn::tensor::FloatDType::F16,
+            UNetDType::Bf16 => burn::tensor::FloatDType::BF16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UNetDType::F32 => "f32",
+            UNetDType::F16 => "f16",
+            UNetDType::Bf16 => "bf16",
+        }
+    }
+
+    pub fn is_f32(&self) -> bool {
+        *self == UNetDType::F32
+    }
+}
+
 /// Everything that decides an expansion besides the prior, the patches and the seed. Stored in
 /// the package manifest: changing any field changes the images.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,12 +120,15 @@ pub struct ExpandConfig {
     pub guidance: f32,
     /// Same-class latent mixup `z = g z_item + (1 - g) z_partner`, `g` uniform in this range.
     pub mixup: Option<[f32; 2]>,
+    /// The UNet's compute type (absent from manifests of f32 packages, which predate it).
+    #[serde(default, skip_serializing_if = "UNetDType::is_f32")]
+    pub unet_dtype: UNetDType,
 }
 
 impl ExpandConfig {
     /// The preset of an ablation row, with `steps` inference steps of `scheduler`.
     pub fn variant(v: Variant, steps: usize, scheduler: SchedulerKind, gamma: [f32; 2]) -> Self {
-        let base = ExpandConfig { mode: Mode::Img2img, rho: 0.8, steps, scheduler, guidance: 1.0, mixup: None };
+        let base = ExpandConfig { mode: Mode::Img2img, rho: 0.8, steps, scheduler, guidance: 1.0, mixup: None, unet_dtype: UNetDType::F32 };
         match v {
             Variant::Rded => ExpandConfig { mode: Mode::Upsample, rho: 0.0, ..base },
             Variant::CondOnly => ExpandConfig { mode: Mode::Generate, rho: 1.0, ..base },
@@ -218,6 +255,13 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
                 return Err(DaceError::Invalid(format!(
                     "the prior works on {pc}x{h}x{w} images, the patches expand to {c}x{}x{}",
                     image_size[0], image_size[1]
+                )));
+            }
+            let loaded = crate::prior::unet::float_dtype(p.unet.conv_in.weight.val().dtype());
+            if loaded != config.unet_dtype.float() {
+                return Err(DaceError::Invalid(format!(
+                    "the prior's UNet is loaded in {loaded:?}, but these expansions are made with it in {}: load it with `Prior::with_unet_dtype`",
+                    config.unet_dtype.name()
                 )));
             }
             if num_classes > p.index.classes.len() {

@@ -125,19 +125,30 @@ mod cube {
         pub name: &'static str,
         pub entry: &'static str,
         pub source: String,
+        /// The runtime reads the compiler's representation of the kernel (cubecl-cuda does, for
+        /// its shared-memory size, and panics without one): hand it that of an empty kernel.
+        pub needs_repr: bool,
     }
 
     const CUBE_DIM: CubeDim = CubeDim { x: reference::WORKGROUP_SIZE as u32, y: 1, z: 1 };
 
     impl<C: Compiler> CubeTask<C> for RawKernel {
-        fn compile(&self, _: &mut C, _: &C::CompilationOptions, _: ExecutionMode, _: StorageType) -> Result<CompiledKernel<C>, CompilationError> {
+        fn compile(&self, compiler: &mut C, options: &C::CompilationOptions, mode: ExecutionMode, addr: StorageType) -> Result<CompiledKernel<C>, CompilationError> {
+            // An empty kernel's representation: no shared memory, like dace's kernels. Only its
+            // metadata is used; the source compiled and launched is `self.source`.
+            let repr = if self.needs_repr {
+                let empty = burn_cubecl::cubecl::prelude::KernelBuilder::default().build(burn_cubecl::cubecl::KernelSettings::default().cube_dim(CUBE_DIM));
+                Some(compiler.compile(empty, options, mode, addr)?)
+            } else {
+                None
+            };
             Ok(CompiledKernel {
                 entrypoint_name: self.entry.to_string(),
                 debug_name: Some(self.name),
                 source: self.source.clone(),
                 cube_dim: CUBE_DIM,
                 debug_info: None,
-                repr: None,
+                repr,
             })
         }
     }
@@ -202,7 +213,7 @@ mod cube {
                         "latent_lerp" => ("wgsl/latent_lerp", include_str!("../../shaders/latent_lerp.wgsl")),
                         other => unreachable!("no shader {other}"),
                     };
-                    RawKernel { name, entry: "main", source: format!("{}\n{}", include_str!("../../shaders/philox.wgsl"), body) }
+                    RawKernel { name, entry: "main", source: format!("{}\n{}", include_str!("../../shaders/philox.wgsl"), body), needs_repr: false }
                 }
                 // NVRTC compiles one string: kernels/philox.cuh replaces the `#include`; entry
                 // points are `dace_<kernel>`.
@@ -215,7 +226,7 @@ mod cube {
                         other => unreachable!("no kernel {other}"),
                     };
                     let source = body.replace("#include \"philox.cuh\"", include_str!("../../kernels/philox.cuh"));
-                    RawKernel { name, entry, source }
+                    RawKernel { name, entry, source, needs_repr: true }
                 }
             }
         }

@@ -6,6 +6,7 @@
 //! fused kernels where they pay (the CPU normalisation kernels of `norm_cpu`).
 
 mod backend;
+pub mod conformance;
 pub mod conv_cpu;
 pub mod diffusion;
 pub mod diffusion_ref;
@@ -18,7 +19,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, InstanceNorm, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{DType, FloatDType, TensorPrimitive};
 
 fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
     t.into_primitive().tensor()
@@ -63,6 +64,14 @@ pub fn group_norm<B: DaceBackend>(norm: &burn::nn::GroupNorm<B>, x: Tensor<B, 4>
     let device = x.device();
     let gamma = norm.gamma.as_ref().map(|g| g.val()).unwrap_or_else(|| Tensor::ones([c], &device));
     let beta = norm.beta.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([c], &device));
+    let dtype = x.dtype();
+    if matches!(dtype, DType::F16 | DType::BF16) {
+        // Half-precision activations: statistics over thousands of elements in f32, as PyTorch
+        // computes them; the result goes back to the activations' type.
+        let f32 = |t: Tensor<B, 1>| t.cast(FloatDType::F32);
+        let y: Tensor<B, 4> = tensor(B::group_norm(prim(x.cast(FloatDType::F32)), prim(f32(gamma)), prim(f32(beta)), norm.num_groups, norm.epsilon));
+        return y.cast(crate::prior::unet::float_dtype(dtype));
+    }
     tensor(B::group_norm(prim(x), prim(gamma), prim(beta), norm.num_groups, norm.epsilon))
 }
 

@@ -161,6 +161,18 @@ pub struct Prior<B: Backend> {
     pub fingerprint: String,
 }
 
+impl<B: crate::kernels::DaceBackend> Prior<B> {
+    /// The prior with its UNet computing in `dtype` (its weights cast once, here). The
+    /// fingerprint is unchanged: it names the weights as stored, and the package records the
+    /// compute type beside it (`ExpandConfig::unet_dtype`).
+    pub fn with_unet_dtype(mut self, dtype: burn::tensor::FloatDType) -> Self {
+        if self.unet.dtype() != dtype {
+            self.unet = self.unet.cast_weights(dtype);
+        }
+        self
+    }
+}
+
 fn component(dir: &Path, name: &str, file: &str) -> PathBuf {
     dir.join(name).join(file)
 }

@@ -2,10 +2,12 @@
 //! at a timestep, attending to a context sequence (text embeddings, or dace's class embeddings).
 //! SDXL also adds an embedding of the pooled text embedding and 6 size/crop numbers ("text_time").
 
+use burn::module::{ModuleMapper, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
+use burn::tensor::{DType, FloatDType};
 
 use super::config::{BlockKind, TextTimeSpec, UNetConfig};
 use super::layers::{
@@ -152,6 +154,18 @@ impl<B: DaceBackend> UNet2DConditionModel<B> {
         self.forward_with(sample, timesteps, context, None)
     }
 
+    /// The float type the weights are stored in, which the whole forward pass computes in.
+    pub fn dtype(&self) -> FloatDType {
+        float_dtype(self.conv_in.weight.val().dtype())
+    }
+
+    /// The same UNet with every weight cast to `dtype`. With f16 (or bf16) weights the forward
+    /// pass runs in that type on the device (half the weight memory and bandwidth), group norm
+    /// statistics aside (f32, as PyTorch computes them); inputs and output stay f32.
+    pub fn cast_weights(self, dtype: FloatDType) -> Self {
+        self.map(&mut CastWeights(dtype))
+    }
+
     /// [`Self::forward`] with SDXL's added conditioning, which a `text_time` UNet requires.
     pub fn forward_with(
         &self,
@@ -162,11 +176,16 @@ impl<B: DaceBackend> UNet2DConditionModel<B> {
     ) -> Tensor<B, 4> {
         let device = sample.device();
         assert_eq!(timesteps.len(), sample.dims()[0], "one timestep per latent");
-        let t = timestep_embedding::<B>(timesteps, self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
+        // Every input is brought to the weights' type: cubecl's binary ops read both operands
+        // in the type of the first, so a stray f32 tensor would be misread, not promoted.
+        let (io, dtype) = (float_dtype(sample.dtype()), self.dtype());
+        let sample = sample.cast(dtype);
+        let context = &context.clone().cast(dtype);
+        let t = timestep_embedding::<B>(timesteps, self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device).cast(dtype);
         let mut temb = self.time_embedding.forward(t);
         match (&self.add_embedding, text_time) {
             (None, None) => {}
-            (Some(add), Some(tt)) => temb = temb + add.forward(self.text_time_input(tt)),
+            (Some(add), Some(tt)) => temb = temb + add.forward(self.text_time_input(tt).cast(dtype)),
             (Some(_), None) => panic!("an SDXL (text_time) UNet needs pooled text embeddings and time ids"),
             (None, Some(_)) => panic!("text_time conditioning given to a UNet without add_embedding"),
         }
@@ -212,7 +231,7 @@ impl<B: DaceBackend> UNet2DConditionModel<B> {
                 x = up.forward(x, size);
             }
         }
-        kernels::conv2d(&self.conv_out, silu(kernels::group_norm(&self.conv_norm_out, x)))
+        kernels::conv2d(&self.conv_out, silu(kernels::group_norm(&self.conv_norm_out, x))).cast(io)
     }
 
     /// `concat(text_embeds, add_time_proj(time_ids))`, diffusers' `get_aug_embed` for text_time.
@@ -224,6 +243,26 @@ impl<B: DaceBackend> UNet2DConditionModel<B> {
         let ids = timestep_embedding::<B>(&tt.time_ids, self.add_time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
         let ids = ids.reshape([batch, TextTimeSpec::TIME_IDS * self.add_time_proj_dim]);
         Tensor::cat(vec![tt.text_embeds.clone(), ids], 1)
+    }
+}
+
+/// The float type of a tensor's [`DType`] (f32 for anything that is not a float type).
+pub fn float_dtype(dtype: DType) -> FloatDType {
+    match dtype {
+        DType::F64 => FloatDType::F64,
+        DType::F16 => FloatDType::F16,
+        DType::BF16 => FloatDType::BF16,
+        _ => FloatDType::F32,
+    }
+}
+
+/// Casts every float parameter of a module.
+struct CastWeights(FloatDType);
+
+impl<B: Backend> ModuleMapper<B> for CastWeights {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(id, tensor.cast(self.0), mapper)
     }
 }
 
