@@ -2,6 +2,18 @@
 """docs/results/fidelity.{md,json} from the outputs of bench/fidelity.sh."""
 import argparse, json, os, subprocess
 
+GPU_SECTION = """
+## On a GPU
+
+The same package (made on the CPU) regenerated on a lent GPU ({machine}; commit {commit};
+docs/results/gpu.md):
+
+| device | PSNR vs CPU | largest pixel difference | teacher argmax = stored label argmax |
+|---|---|---|---|
+| cuda | {cuda_psnr_db:.2f} dB | {cuda_max_abs_pixel_diff} / 255 | {cuda_argmax_agreement:.2f} % |
+| wgpu (Vulkan) | {wgpu_psnr_db:.2f} dB | {wgpu_max_abs_pixel_diff} / 255 | {wgpu_argmax_agreement:.2f} % |
+"""
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--runs", default="runs/fidelity")
 ap.add_argument("--out", default="docs/results")
@@ -57,5 +69,12 @@ wgpu/lavapipe {data['wgpu_images_per_s']:.1f} img/s.
 
 Command: `{data['command']}` · commit {commit} · machine: {a.machine}.
 """
+# The same package regenerated on a GPU (bench/gpu_session.sh; docs/results/gpu.json), if run.
+gpu_path = os.path.join(a.out, "gpu.json")
+if os.path.exists(gpu_path):
+    gpu = json.load(open(gpu_path))
+    data["gpu"] = dict(gpu["fidelity"], machine=gpu["machine"], commit=gpu["commit"])
+    json.dump(data, open(os.path.join(a.out, "fidelity.json"), "w"), indent=2)
+    md += GPU_SECTION.format(**{f"{d}_{k}": v for d, f in gpu["fidelity"].items() for k, v in f.items()}, machine=gpu["machine"], commit=gpu["commit"])
 open(os.path.join(a.out, "fidelity.md"), "w").write(md)
 print(md)

@@ -125,12 +125,18 @@ for (dev, prior, dtype, what), r in sorted(prior_rows.items()):
     err = r.get("eps_rel_err_vs_f32")
     L.append(f"| {prior} | {gpu_names[dev]} | {dtype} | {g('vae_encode'):.2f} | {g('vae_decode'):.2f} | "
              f"{g('unet_forward', dtype):.3f} | **{r['ms_per_batch'] / 1000:.2f}** | {'' if err is None else f'{err:.1e}'} |")
-L += ["", "- The VAE at 512 px takes 3.6 s of the 5.8 s CUDA expansion: burn's f32 convolutions at",
-      "  512x512x128 are far from the GPU's speed. The UNet step is 0.45 s (f32) and 0.34 s (f16).",
-      "- f16 helps the UNet by 1.3x (CUDA) and 1.5x (wgpu), not the 2x+ of tensor cores: burn 0.21's kernels",
-      "  for these shapes do not reach them. No PyTorch comparison was run in the device time.",
-      "- The f16 error (2-3 % of max |eps| with random weights) is what half precision gives on a 2.6 G",
-      "  parameter network; it is why dace records the UNet type in the package and regenerates with the",
-      "  same type on every device.", ""]
+L += ["", "- The VAE at 512 px (convolutions over 512x512x128 activations, a 4096-token attention) takes",
+      "  3.6 s of the 5.8 s CUDA expansion, more than the five UNet steps (0.45 s each in f32, 0.34 s in",
+      "  f16). Which of its ops is slow was not profiled in the device time; it is the first thing to",
+      "  speed up for full-resolution use.",
+      "- f16 speeds the UNet up 1.3x on CUDA and 1.5x on wgpu. Whether burn 0.21's kernels use the tensor",
+      "  cores for these shapes was not checked; no PyTorch comparison was run in the device time.",
+      "- The f16 error (2-3 % of max |eps| with random weights; 0.3 % on the tiny parity UNet against",
+      "  diffusers' fp32) is why dace records the UNet type in the package and regenerates with the",
+      "  same type on every device.",
+      "- SD-Turbo's layout (865 M-parameter UNet) was timed on CUDA only in the first run, before the",
+      "  kernel fix (its scheduler kernels were not running): UNet 0.40 s, expansion 5.52 s",
+      "  (`prior-run1.json`); its re-run with the VAE rows and f16 did not finish in its time limit.",
+      ""]
 open(os.path.join(a.out, "gpu.md"), "w").write("\n".join(L))
 print("\n".join(L))
