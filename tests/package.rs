@@ -251,7 +251,7 @@ fn distill_regenerate_and_train_end_to_end_with_a_tiny_prior() {
     let half_expander = |p| expander_for(p, half_config.clone(), &pkg);
     let err = half_expander(&prior).err().unwrap().to_string();
     assert!(err.contains("F32") && err.contains("f16"), "{err}");
-    let half_prior = Prior::<B>::load(&dir.path().join("prior"), &device).unwrap().with_unet_dtype(FloatDType::F16);
+    let half_prior = Prior::<B>::load(&dir.path().join("prior"), &device).unwrap().with_unet_dtype(FloatDType::F16).unwrap();
     assert_eq!(half_prior.fingerprint, prior.fingerprint);
     let half = half_expander(&half_prior).unwrap();
     let h = half.expand_all(cm.seeds[0]).unwrap();
@@ -289,6 +289,37 @@ fn distill_regenerate_and_train_end_to_end_with_a_tiny_prior() {
     mnist_like.name = "mnist".into();
     let err = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &mnist_like, &device).unwrap_err().to_string();
     assert!(err.contains("fashion") && err.contains("mnist"), "{err}");
+}
+
+/// `dace web data` stages a package for the browser demo, and refuses a patch or a seed the
+/// package does not hold before writing anything.
+#[test]
+fn web_data_stages_a_package_and_refuses_items_it_does_not_hold() {
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, meta) = teacher(&ds, &dir.path().join("teacher"));
+    let pkg = dir.path().join("pkg");
+    distill_into(&ds, &teacher, &meta, &dir.path().join("teacher"), None, Variant::Rded, 2, LabelEncoding::F16, &pkg);
+    let out = dir.path().join("web");
+    let web_data = |extra: &[&str]| {
+        let mut args = vec!["web", "data", "--package", pkg.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_dace")).args(&args).output().unwrap()
+    };
+    let bad_item = web_data(&["--item", "40"]);
+    let stderr = String::from_utf8_lossy(&bad_item.stderr);
+    assert!(!bad_item.status.success() && stderr.contains("--item 40") && stderr.contains("holds 40 patches"), "{stderr}");
+    let bad_seed = web_data(&["--seed-index", "2"]);
+    let stderr = String::from_utf8_lossy(&bad_seed.stderr);
+    assert!(!bad_seed.status.success() && stderr.contains("--seed-index 2") && stderr.contains("holds 2 seeds"), "{stderr}");
+    assert!(!out.exists(), "a refused call wrote {}", out.display());
+
+    let ok = web_data(&["--item", "39", "--seed-index", "1"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["files"], serde_json::json!(["package/labels.bin", "package/manifest.json", "package/patches.bin"]));
+    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("expected.json")).unwrap()).unwrap();
+    assert_eq!((expected["item"].as_u64(), expected["pixels"].as_array().unwrap().len()), (Some(39), 28 * 28));
 }
 
 /// An expander for `pkg`'s patches with another expansion config.

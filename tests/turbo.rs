@@ -419,6 +419,34 @@ mod import {
         let report = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &ds, &device).unwrap();
         assert!(report.final_accuracy.is_finite() && report.history[0].train_loss.is_finite());
     }
+
+    /// Bad import options and a class table that does not fit the UNet are refused by name.
+    #[test]
+    fn bad_options_and_mismatched_tables_are_refused() {
+        let device = Default::default();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("prior");
+        let sdxl = fixtures().join("sdxl");
+        let err = |opts: ImportOptions| import::<B>(&sdxl, &opts, &out, &device).err().expect("refused").to_string();
+        let cases = [
+            (ImportOptions { prompt: "a photo".into(), ..options() }, "has no `{class}`"),
+            (ImportOptions { resolution: 31, ..options() }, "not a multiple of the VAE's downscale"),
+            (ImportOptions { classes: vec![], ..options() }, "at least one class"),
+        ];
+        for (opts, needle) in cases {
+            let e = err(opts);
+            assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+        }
+        assert!(!out.exists());
+
+        import::<B>(&sdxl, &options(), &out, &device).unwrap();
+        let ce = out.join("class_embedder/config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ce).unwrap()).unwrap();
+        v["pooled_dim"] = 19.into();
+        std::fs::write(&ce, serde_json::to_vec(&v).unwrap()).unwrap();
+        let e = Prior::<B>::load(&out, &device).err().expect("refused").to_string();
+        assert!(e.contains("class_embedder/config.json") && e.contains("do not fit the UNet's added embedding"), "{e}");
+    }
 }
 
 /// `dace web serve` answers files under its folder and nothing outside it.

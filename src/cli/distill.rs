@@ -65,7 +65,7 @@ pub fn distill(args: DistillArgs) -> anyhow::Result<()> {
             return Err(anyhow::anyhow!("the coreset is of `{}`, the data is `{}`", coreset.meta.dataset, ds.name));
         }
         let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
-        let prior = prior.map(|p| p.with_unet_dtype(expansion.unet_dtype.float()));
+        let prior = prior.map(|p| p.with_unet_dtype(expansion.unet_dtype.float())).transpose()?;
         let manifest = distiller::manifest(
             &ds,
             meta.normalization.clone(),
@@ -141,7 +141,7 @@ pub fn expand(args: ExpandArgs) -> anyhow::Result<()> {
     let n_seeds = args.seeds.unwrap_or(m.seeds.len()).min(m.seeds.len());
     let (images, seconds, agreement) = on_device!(args.device.device, |B, device| {
         let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
-        let prior = prior.map(|p| p.with_unet_dtype(m.expansion.unet_dtype.float()));
+        let prior = prior.map(|p| p.with_unet_dtype(m.expansion.unet_dtype.float())).transpose()?;
         let mut regen = regenerator(&pkg, prior.as_ref(), args.batch, &device)?;
         let teacher = match &args.teacher {
             Some(dir) => Some(train::load_model::<B>(dir, &device)?.0),
@@ -239,7 +239,7 @@ pub fn student(args: StudentArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let (report, regen_images) = on_device!(args.device.device, |B, device| {
         let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
-        let prior = prior.map(|p| p.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float()));
+        let prior = prior.map(|p| p.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float())).transpose()?;
         let mut regen = regenerator(&pkg, prior.as_ref(), None, &device)?;
         let report = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &ds, &device)?;
         Ok::<_, crate::DaceError>((report, regen.images))

@@ -39,26 +39,22 @@ struct Expected {
     pixels: Vec<f32>,
 }
 
-fn copy_tree(from: &Path, to: &Path, rel: &Path, files: &mut Vec<String>) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(from.join(rel)).with_context(|| format!("reading {}", from.join(rel).display()))? {
-        let entry = entry?;
-        let name = rel.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(from, to, &name, files)?;
-        } else {
-            std::fs::create_dir_all(to.join(&name).parent().expect("a file has a parent"))?;
-            std::fs::copy(entry.path(), to.join(&name)).with_context(|| format!("copying {}", entry.path().display()))?;
-            files.push(name.to_string_lossy().replace('\\', "/"));
-        }
-    }
-    Ok(())
-}
 
 fn data(args: WebDataArgs) -> anyhow::Result<()> {
     let device = Default::default();
     let pkg = Package::load(&args.package)?;
     let prior = args.prior.as_deref().map(|p| Prior::<CpuBackend>::load(p, &device)).transpose()?;
-    let prior = prior.map(|p| p.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float()));
+    let prior = prior.map(|p| p.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float())).transpose()?;
+    let seed = *pkg.manifest.seeds.get(args.seed_index).with_context(|| {
+        format!("--seed-index {}: {} holds {} seeds", args.seed_index, args.package.display(), pkg.manifest.seeds.len())
+    })?;
+    anyhow::ensure!(
+        args.item < pkg.manifest.items.len(),
+        "--item {}: {} holds {} patches",
+        args.item,
+        args.package.display(),
+        pkg.manifest.items.len()
+    );
     pkg.manifest.check_prior(prior.as_ref().map(|p| p.fingerprint.as_str()))?;
     let _ = std::fs::remove_dir_all(&args.out);
     let mut files = Vec::new();
@@ -70,23 +66,17 @@ fn data(args: WebDataArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = &args.prior {
         // The prior's own files only (not its training state or sample grids).
-        let mut all = Vec::new();
-        copy_tree(dir, &args.out.join("prior"), Path::new(""), &mut all)?;
-        for f in all {
-            let keep = f == "model_index.json" || f.ends_with("/config.json") || f.ends_with("/diffusion_pytorch_model.safetensors");
-            if keep {
-                files.push(format!("prior/{f}"));
-            } else {
-                let _ = std::fs::remove_file(args.out.join("prior").join(&f));
-            }
+        for rel in crate::prior::bundle::prior_files() {
+            let to = args.out.join("prior").join(&rel);
+            std::fs::create_dir_all(to.parent().expect("parent"))?;
+            std::fs::copy(dir.join(&rel), &to).with_context(|| format!("copying {}", dir.join(&rel).display()))?;
+            files.push(format!("prior/{rel}"));
         }
     }
     files.sort();
     crate::fsio::write_json(&args.out.join("index.json"), &Index { files: files.clone() })?;
 
     let m = &pkg.manifest;
-    let seed = *m.seeds.get(args.seed_index).context("--seed-index is past the package's seeds")?;
-    anyhow::ensure!(args.item < m.items.len(), "--item {} of {} patches", args.item, m.items.len());
     let expander = Expander::for_manifest(prior.as_ref(), m, &pkg.patches, 1, &device)?;
     let pixels: Vec<f32> = expander.expand_tensor(&[args.item], seed).into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let [height, width] = m.image_size;

@@ -165,11 +165,20 @@ impl<B: crate::kernels::DaceBackend> Prior<B> {
     /// The prior with its UNet computing in `dtype` (its weights cast once, here). The
     /// fingerprint is unchanged: it names the weights as stored, and the package records the
     /// compute type beside it (`ExpandConfig::unet_dtype`).
-    pub fn with_unet_dtype(mut self, dtype: burn::tensor::FloatDType) -> Self {
+    /// A device without general arithmetic in `dtype` (a wgpu adapter without `shader-f16`, say)
+    /// is an error, not a panic inside a kernel.
+    pub fn with_unet_dtype(mut self, dtype: burn::tensor::FloatDType) -> Result<Self> {
         if self.unet.dtype() != dtype {
+            let device = self.unet.conv_in.weight.val().device();
+            if !B::supports_dtype(&device, dtype.into()) {
+                return Err(DaceError::Invalid(format!(
+                    "the device {device:?} has no general {dtype:?} arithmetic, so the UNet cannot run in that type there \
+                     (a package made with --unet-dtype f16 needs an f16-capable GPU or the CPU)"
+                )));
+            }
             self.unet = self.unet.cast_weights(dtype);
         }
-        self
+        Ok(self)
     }
 }
 
@@ -178,16 +187,33 @@ fn component(dir: &Path, name: &str, file: &str) -> PathBuf {
 }
 
 /// sha256 over every component's config and weights, in a fixed order.
+/// The files a prior consists of, relative to its directory (what loading it reads; its
+/// training checkpoints and sample grids are not among them).
+pub fn prior_files() -> Vec<String> {
+    let mut files = vec![INDEX_FILE.to_string()];
+    files.extend(COMPONENTS.iter().flat_map(|name| [CONFIG_FILE, WEIGHTS_FILE].map(|file| format!("{name}/{file}"))));
+    files
+}
+
 pub fn fingerprint(dir: &Path) -> Result<String> {
+    Ok(read_components(&|rel| fsio::read(&dir.join(rel)))?.0)
+}
+
+/// Config and weights of each component in the fingerprint's order (`vae/config.json`,
+/// `vae/diffusion_pytorch_model.safetensors`, `unet/...`, `class_embedder/...`), and the
+/// fingerprint: sha256 over `"{component}/{file}:{len}\n"` then the bytes, file after file.
+fn read_components(read: &dyn Fn(&str) -> Result<Vec<u8>>) -> Result<(String, Vec<Vec<u8>>)> {
     let mut h = Sha256::new();
+    let mut files = Vec::new();
     for name in COMPONENTS {
         for file in [CONFIG_FILE, WEIGHTS_FILE] {
-            let bytes = fsio::read(&component(dir, name, file))?;
+            let bytes = read(&format!("{name}/{file}"))?;
             h.update(format!("{name}/{file}:{}\n", bytes.len()).as_bytes());
             h.update(&bytes);
+            files.push(bytes);
         }
     }
-    Ok(format!("{:x}", h.finalize()))
+    Ok((format!("{:x}", h.finalize()), files))
 }
 
 impl<B: DaceBackend> Prior<B> {
@@ -213,17 +239,7 @@ impl<B: DaceBackend> Prior<B> {
             return Err(DaceError::bad_file(&index_path, format!("format `{}`, this dace reads `{FORMAT}`", index.format)));
         }
         // Config and weights of each component, hashed in the fingerprint's order.
-        let mut h = Sha256::new();
-        let mut files = Vec::new();
-        for name in COMPONENTS {
-            for file in [CONFIG_FILE, WEIGHTS_FILE] {
-                let bytes = read(&format!("{name}/{file}"))?;
-                h.update(format!("{name}/{file}:{}\n", bytes.len()).as_bytes());
-                h.update(&bytes);
-                files.push(bytes);
-            }
-        }
-        let fingerprint = format!("{:x}", h.finalize());
+        let (fingerprint, files) = read_components(read)?;
         let [vae_json, vae_bytes, unet_json, unet_bytes, ce_json, ce_bytes]: [Vec<u8>; 6] =
             files.try_into().expect("two files per component");
         let vae_path = component(dir, "vae", CONFIG_FILE);

@@ -8,7 +8,7 @@
 //! `model_max_length` (77) with the checkpoint's pad token (SDXL's two tokenizers pad differently).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -203,9 +203,3 @@ fn parse_merges(path: &Path, text: &str) -> Result<Vec<(String, String)>> {
     Ok(merges)
 }
 
-/// The tokenizer directories of a diffusers checkpoint, in text-encoder order.
-pub fn tokenizer_dirs(checkpoint: &Path, encoders: usize) -> Vec<PathBuf> {
-    (0..encoders)
-        .map(|i| checkpoint.join(if i == 0 { "tokenizer".to_string() } else { format!("tokenizer_{}", i + 1) }))
-        .collect()
-}
