@@ -73,7 +73,7 @@ fn open<B: DaceBackend + DiffusionKernels>(files: &HashMap<String, Vec<u8>>, dev
     let prior = if files.contains_key("prior/model_index.json") {
         let prior = Prior::<B>::from_files(Path::new("prior"), &reader(files, "prior"), &device)?;
         pkg.manifest.check_prior(Some(&prior.fingerprint))?;
-        Some(prior.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float()))
+        Some(prior.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float())?)
     } else {
         None
     };
