@@ -76,8 +76,9 @@ json.dump(tj, open(tpath, "w"), indent=2)
 
 ok = lambda v, t, le=True: "met" if (v <= t if le else v >= t) else "missed"
 L = ["# GPU results (lent NVIDIA H100)", "",
-     f"Machine: {a.machine}. dace commit `{a.commit}`, built here (`CUDARC_CUDA_VERSION=13000 cargo build",
-     "--release --features cuda`) and run there by `bench/gpu_session.sh`; raw outputs and logs in",
+     f"Machine: {a.machine}. dace at commit `{a.commit}` (the binaries of runs 2 and 3 were built from",
+     "that working tree just before it was committed: `CUDARC_CUDA_VERSION=13000 cargo build --release",
+     "--features cuda` here) and run there by `bench/gpu_session.sh`; raw outputs and logs in",
      "`docs/results/gpu/`. Table made by `bench/gpu_results.py`.", "",
      "## Kernel conformance (issue 5)", "",
      "`dace bench conformance --device D --random 60`: 6 fixed and 60 random cases (batch 1-24, length",
