@@ -31,6 +31,36 @@ impl DeviceKind {
     }
 }
 
+/// Checks that the libraries `--device cuda` needs can be loaded: the NVIDIA driver
+/// (`libcuda`) and NVRTC (kernels are compiled at run time). cudarc would panic inside burn's
+/// runtime thread without them; this names what is missing instead.
+#[cfg(feature = "cuda")]
+pub fn check_cuda() -> crate::Result<()> {
+    #[cfg(windows)]
+    let (driver, nvrtc): (&[&str], &[&str]) = (&["nvcuda.dll"], &["nvrtc64_130_0.dll", "nvrtc64_120_0.dll", "nvrtc64_12.dll"]);
+    #[cfg(not(windows))]
+    let (driver, nvrtc): (&[&str], &[&str]) = (
+        &["libcuda.so.1", "libcuda.so"],
+        // The names cudarc tries (its `get_lib_name_candidates`, Linux).
+        &["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11", "libnvrtc.so.10", "libnvrtc.so.9", "libnvrtc.so.1"],
+    );
+    // SAFETY: loading these libraries runs their initialisers, which is what using CUDA does anyway.
+    let loads = |names: &[&str]| names.iter().any(|n| unsafe { libloading::Library::new(*n) }.is_ok());
+    if !loads(driver) {
+        return Err(crate::error::DaceError::Invalid(format!(
+            "--device cuda: no NVIDIA driver found ({} could not be loaded); use --device wgpu or cpu",
+            driver.join(", ")
+        )));
+    }
+    if !loads(nvrtc) {
+        return Err(crate::error::DaceError::Invalid(format!(
+            "--device cuda: NVRTC not found ({}): install the CUDA toolkit's runtime compiler or add its lib folder to LD_LIBRARY_PATH",
+            nvrtc.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// Runs `$body` with `$B` bound to the backend type of `$kind` and `$device` to its default
 /// device. `$body` must evaluate to `crate::Result<T>`; a device whose cargo feature is off yields
 /// `DaceError::DeviceUnavailable`.
@@ -60,10 +90,15 @@ macro_rules! on_device {
             $crate::device::DeviceKind::Cuda => {
                 #[cfg(feature = "cuda")]
                 {
-                    #[allow(dead_code)]
-                    type $B = $crate::device::CudaBackend;
-                    let $device = <burn::tensor::Device<$B> as Default>::default();
-                    $body
+                    match $crate::device::check_cuda() {
+                        Err(e) => Err(e),
+                        Ok(()) => {
+                            #[allow(dead_code)]
+                            type $B = $crate::device::CudaBackend;
+                            let $device = <burn::tensor::Device<$B> as Default>::default();
+                            $body
+                        }
+                    }
                 }
                 #[cfg(not(feature = "cuda"))]
                 {

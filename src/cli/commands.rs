@@ -522,7 +522,10 @@ fn bench_kernels(args: BenchKernelsArgs) -> anyhow::Result<()> {
                 #[cfg(feature = "wgpu")]
                 "wgpu" => bench_scheduler_step::<burn::backend::Wgpu>(backend, [b, c, h, w], budget, &Default::default()),
                 #[cfg(feature = "cuda")]
-                "cuda" => bench_scheduler_step::<burn::backend::Cuda>(backend, [b, c, h, w], budget, &Default::default()),
+                "cuda" => {
+                    crate::device::check_cuda()?;
+                    bench_scheduler_step::<burn::backend::Cuda>(backend, [b, c, h, w], budget, &Default::default())
+                }
                 other => bail!("unknown or not compiled-in backend `{other}`"),
             };
             println!(
