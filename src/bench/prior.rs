@@ -10,12 +10,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use burn::prelude::*;
-use burn::tensor::{Distribution, FloatDType};
+use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::kernels::time;
 use crate::error::Result;
+use crate::expand::UNetDType;
 use crate::kernels::diffusion::DiffusionKernels;
 use crate::kernels::DaceBackend;
 use crate::prior::bundle::Prior;
@@ -132,7 +133,7 @@ struct Workload<B: Backend> {
 /// UNet forward and expansion throughput of the prior in `dir` on `B`.
 pub fn bench_prior<B: DaceBackend + DiffusionKernels>(
     dir: &Path,
-    dtypes: &[FloatDType],
+    dtypes: &[UNetDType],
     device_name: &str,
     batch: usize,
     steps: usize,
@@ -156,7 +157,7 @@ pub fn bench_prior<B: DaceBackend + DiffusionKernels>(
 pub fn bench_layout<B: DaceBackend + DiffusionKernels>(
     layout: Layout,
     resolution: usize,
-    dtypes: &[FloatDType],
+    dtypes: &[UNetDType],
     device_name: &str,
     batch: usize,
     steps: usize,
@@ -195,7 +196,7 @@ pub fn bench_layout<B: DaceBackend + DiffusionKernels>(
 #[allow(clippy::too_many_arguments)]
 fn bench_workload<B: DaceBackend + DiffusionKernels>(
     mut work: Workload<B>,
-    dtypes: &[FloatDType],
+    dtypes: &[UNetDType],
     prior_name: &str,
     device_name: &str,
     batch: usize,
@@ -234,13 +235,13 @@ fn bench_workload<B: DaceBackend + DiffusionKernels>(
     let eps = |unet: &UNet2DConditionModel<B>| unet.forward_with(z.clone(), &t, &work.cond.context, work.cond.text_time.as_ref());
     let reference = eps(&work.unet);
     for &dtype in dtypes {
-        let name = dtype_name(dtype);
-        if !B::supports_dtype(device, dtype.into()) {
+        let name = dtype.name();
+        if !B::supports_dtype(device, dtype.float().into()) {
             eprintln!("  {device_name} has no general {name} arithmetic: {name} rows skipped");
             continue;
         }
-        work.unet = work.unet.clone().cast_weights(dtype);
-        let err = (dtype != FloatDType::F32).then(|| {
+        work.unet = work.unet.clone().cast_weights(dtype.float());
+        let err = (!dtype.is_f32()).then(|| {
             let diff = (eps(&work.unet) - reference.clone()).abs().max().into_scalar().elem::<f64>();
             let err = diff / reference.clone().abs().max().into_scalar().elem::<f64>();
             eprintln!("  [{:>6.1} s] {prior_name} {name}: first forward done, eps rel err vs f32 {err:.1e}", started.elapsed().as_secs_f64());
@@ -254,14 +255,4 @@ fn bench_workload<B: DaceBackend + DiffusionKernels>(
         rows.push(row(name, &format!("expand_{steps}_steps"), expand_ms, err));
     }
     rows
-}
-
-pub fn dtype_name(dtype: FloatDType) -> &'static str {
-    match dtype {
-        FloatDType::F64 => "f64",
-        FloatDType::F32 => "f32",
-        FloatDType::F16 => "f16",
-        FloatDType::BF16 => "bf16",
-        _ => "other",
-    }
 }

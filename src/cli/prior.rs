@@ -97,11 +97,10 @@ pub fn bench(args: super::BenchPriorArgs) -> anyhow::Result<()> {
     setup_threads(&args.device)?;
     let budget = std::time::Duration::from_secs_f64(args.seconds);
     let name = args.device.device.name();
-    let dtypes: Vec<_> = args.dtype.iter().map(|d| d.float()).collect();
     let rows = on_device!(args.device.device, |B, device| {
         match (&args.prior, args.layout) {
-            (Some(dir), _) => crate::bench::prior::bench_prior::<B>(dir, &dtypes, name, args.batch, args.steps, budget, &device),
-            (None, Some(layout)) => crate::bench::prior::bench_layout::<B>(layout, args.resolution, &dtypes, name, args.batch, args.steps, budget, &device),
+            (Some(dir), _) => crate::bench::prior::bench_prior::<B>(dir, &args.dtype, name, args.batch, args.steps, budget, &device),
+            (None, Some(layout)) => crate::bench::prior::bench_layout::<B>(layout, args.resolution, &args.dtype, name, args.batch, args.steps, budget, &device),
             (None, None) => unreachable!("clap requires --prior or --layout"),
         }
     })?;

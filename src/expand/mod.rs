@@ -257,7 +257,7 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
                     image_size[0], image_size[1]
                 )));
             }
-            let loaded = crate::prior::unet::float_dtype(p.unet.conv_in.weight.val().dtype());
+            let loaded = p.unet.dtype();
             if loaded != config.unet_dtype.float() {
                 return Err(DaceError::Invalid(format!(
                     "the prior's UNet is loaded in {loaded:?}, but these expansions are made with it in {}: load it with `Prior::with_unet_dtype`",
