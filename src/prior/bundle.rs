@@ -186,7 +186,6 @@ fn component(dir: &Path, name: &str, file: &str) -> PathBuf {
     dir.join(name).join(file)
 }
 
-/// sha256 over every component's config and weights, in a fixed order.
 /// The files a prior consists of, relative to its directory (what loading it reads; its
 /// training checkpoints and sample grids are not among them).
 pub fn prior_files() -> Vec<String> {
@@ -195,6 +194,7 @@ pub fn prior_files() -> Vec<String> {
     files
 }
 
+/// sha256 over every component's config and weights, in a fixed order (see `read_components`).
 pub fn fingerprint(dir: &Path) -> Result<String> {
     Ok(read_components(&|rel| fsio::read(&dir.join(rel)))?.0)
 }
