@@ -14,6 +14,8 @@ ap.add_argument("--out", default="docs/results")
 ap.add_argument("--commit", default="?")
 ap.add_argument("--machine", default="?")
 ap.add_argument("--intro", default="bench/expansion_intro.md")
+ap.add_argument("--label-runs", nargs="*", default=[],
+                help="grids of one cell distilled with other --labels encodings (compared with the f16 cell of --runs)")
 a = ap.parse_args()
 
 out = Path(a.out)
@@ -50,7 +52,11 @@ def find(ds, variant, ipc, r, arch="convnet3", layout="patches"):
     return None
 
 def show(x):
-    return f"{x['acc_mean']:.2f} ± {x['acc_std']:.2f}" + ("" if x["runs"] >= 3 else f" ({x['runs']} seeds)") if x else "—"
+    if not x:
+        return "—"
+    if x["runs"] == 1:
+        return f"{x['acc_mean']:.2f} (1 seed)"
+    return f"{x['acc_mean']:.2f} ± {x['acc_std']:.2f}" + ("" if x["runs"] >= 3 else f" ({x['runs']} seeds)")
 
 VARIANTS = [("rded", "patches upsampled, no diffusion (RDED's selection, the paper's layout)"),
             ("cond-only", "class-conditional generation only, no patches (the paper's text-only row)"),
@@ -71,10 +77,15 @@ for rep in reports:
         r = 2
         if not any(c["ipc"] == ipc and c["factor"] == r and c["variant"] != "rded" for c in rep["cells"]):
             continue
-        lines += [f"### Ablation (paper Table 4), IPC {ipc}, r = {r}, ConvNet-3", "",
+        ran = [v for v, _ in VARIANTS if find(ds, v, ipc, r)]
+        ablation = len(ran) == len(VARIANTS)
+        title = f"Ablation (paper Table 4), IPC {ipc}" if ablation else f"IPC {ipc} (main-table cells)"
+        lines += [f"### {title}, r = {r}, ConvNet-3", "",
                   "| variant | what | accuracy | m (seeds/patch) | package bytes (IPC budget) |", "|---|---|---|---|---|"]
         for v, what in VARIANTS:
             x = find(ds, v, ipc, r)
+            if not x and not ablation:
+                continue
             extra = f"{x['seeds_per_patch']} | {x['package_bytes']} ({x['ipc_budget_bytes']})" if x else "— | —"
             lines.append(f"| {v} | {what} | {show(x)} | {extra} |")
         for rr in (1, 2):
@@ -94,10 +105,14 @@ for rep in reports:
         lines += ["", f"![accuracy vs r](expansion/{ds}-accuracy_vs_r_ipc1_convnet3.png)", ""]
     archs = sorted({c["arch"] for c in rep["cells"]})
     if len(archs) > 1:
-        lines += ["### Cross-architecture, IPC 1, r = 2 (ConvNet-3 teacher and labels)", "",
-                  "| student | full method (sr-aug-mixup) | patches upsampled |", "|---|---|---|"]
-        for arch in archs:
-            lines.append(f"| {arch} | {show(find(ds, 'sr-aug-mixup', 1, 2, arch))} | {show(find(ds, 'rded', 1, 2, arch))} |")
+        xr = sorted({c["factor"] for c in rep["cells"] if c["ipc"] == 1 and c["arch"] != "convnet3"})
+        lines += ["### Cross-architecture, IPC 1 (ConvNet-3 teacher and labels)", "",
+                  "| student | r | full method (sr-aug-mixup) | patches upsampled | diffusion adds |", "|---|---|---|---|---|"]
+        for r in xr:
+            for arch in archs:
+                full, up = find(ds, "sr-aug-mixup", 1, r, arch), find(ds, "rded", 1, r, arch)
+                gain = f"{full['acc_mean'] - up['acc_mean']:+.2f}" if full and up else "—"
+                lines.append(f"| {arch} | {r} | {show(full)} | {show(up)} | {gain} |")
         lines.append("")
     src = Path(a.runs[reports.index(rep)])
     for png in src.glob("*.png"):
@@ -113,6 +128,32 @@ for rep in reports:
         lines += ["Expansions of the first patch of each class (rows): the upsampled patch, then the first seeds (IPC 1, r = 2 for every variant; then the full method at r = 4 and r = 7, from 7x7 and 4x4 patches):", ""]
         lines += [f"![{g.stem}](expansion/{g.name})" for g in grids]
         lines.append("")
+label_reports = [json.load(open(Path(r) / "results.json")) for r in a.label_runs]
+if label_reports:
+    lines += ["## Label encodings (Fashion-MNIST, IPC 1, r = 2, full method, ConvNet-3)", "",
+              "The same coreset and seeds distilled with each `--labels` encoding; the student trains on the decoded labels.", "",
+              "| labels | accuracy | package bytes | vs f16 |", "|---|---|---|---|"]
+    base = find("fashion-mnist", "sr-aug-mixup", 1, 2)
+    if base:
+        lines.append(f"| f16 | {show(base)} | {base['package_bytes']} | 1.00x |")
+    for lr in label_reports:
+        enc = lr["config"]["labels"]
+        name = enc["encoding"] + (f" (k = {enc['k']})" if enc.get("k") else "")
+        for c in lr["cells"]:
+            if (c["variant"], c["ipc"], c["factor"], c["arch"]) != ("sr-aug-mixup", 1, 2, "convnet3") or not c["final_stats"]:
+                continue
+            x = {"acc_mean": c["final_stats"]["mean"], "acc_std": c["final_stats"]["std"], "runs": c["final_stats"]["n"]}
+            ratio = f"{c['package_bytes'] / base['package_bytes']:.2f}x" if base else "—"
+            lines.append(f"| {name} | {show(x)} | {c['package_bytes']} | {ratio} |")
+            rows.append({"dataset": lr["dataset"], "method": "dace", "variant": "sr-aug-mixup", "layout": "patches",
+                         "labels": enc, "ipc": 1, "factor": 2, "arch": "convnet3", "epochs": c["epochs"], "runs": x["runs"],
+                         "acc_mean": x["acc_mean"], "acc_std": x["acc_std"], "seeds_per_patch": c["seeds"],
+                         "package_bytes": c["package_bytes"], "ipc_budget_bytes": c["ipc_budget_bytes"]})
+    lines.append("")
+    json.dump({"rows": rows, "commit": a.commit, "machine": a.machine,
+               "command": "DATA=/tmp/dace-data bench/expansion_grid.sh; python3 bench/expansion_results.py"},
+              open(out / "expansion.json", "w"), indent=2)
+
 lines += ["## Main table (ConvNet-3, final-epoch accuracy %, full method = sr-aug-mixup at its r)", "",
           "| dataset | method | IPC 1 | IPC 10 | IPC 50 |", "|---|---|---|---|---|"]
 for ds in ("fashion-mnist", "mnist"):
