@@ -59,6 +59,12 @@ def train_seconds(state):
     return sum(p["seconds"] for p in state["vae_history"]) + sum(p["seconds"] for p in state["unet_history"])
 
 
+def train_command(prior, state):
+    cfg = state["config"]
+    return (f"dace prior train --data <{state['dataset']}> --out {prior} --vae-steps {cfg['vae_steps']} "
+            f"--unet-steps {cfg['unet_steps']} --batch {cfg['batch_size']} --checkpoint-every {cfg['checkpoint_every']}")
+
+
 def prior_section(prior, state, ev, grids, time_note):
     """The markdown of one trained prior: command, quality against its targets, curve, grids."""
     cfg = state["config"]
@@ -67,8 +73,7 @@ def prior_section(prior, state, ev, grids, time_note):
     L = []
     L.append(f"## The {name} prior dace trains (`{prior}`)")
     L.append("")
-    L.append(f"Command: `dace prior train --data <{ds}> --out {prior} --vae-steps {cfg['vae_steps']} "
-             f"--unet-steps {cfg['unet_steps']} --batch {cfg['batch_size']} --checkpoint-every {cfg['checkpoint_every']}`")
+    L.append(f"Command: `{train_command(prior, state)}`")
     L.append(f"(VAE widths {cfg['vae_channels']} -> {cfg['latent_channels']}x14x14 latents; UNet widths {cfg['unet_channels']}, "
              f"class table of width {cfg['class_dim']} as the cross-attention context, {int(cfg['cond_drop']*100)} % null-class drop).")
     L.append(f"Fingerprint `{ev['prior_fingerprint'][:12]}`. Steps done: VAE {state['vae_step']}/{cfg['vae_steps']}, "
@@ -105,9 +110,7 @@ def prior_json(prior, eval_dir, state, ev):
     return {
         "dataset": ds,
         "prior_fingerprint": ev["prior_fingerprint"],
-        "train_command": (f"dace prior train --data <{ds}> --out {prior} --vae-steps {state['config']['vae_steps']} "
-                          f"--unet-steps {state['config']['unet_steps']} --batch {state['config']['batch_size']} "
-                          f"--checkpoint-every {state['config']['checkpoint_every']}"),
+        "train_command": train_command(prior, state),
         "eval_command": f"dace prior eval --prior {prior} --data <{ds}> --teacher <teacher> --out {eval_dir}",
         "config": state["config"],
         "vae_steps_done": state["vae_step"],
@@ -180,25 +183,13 @@ def main():
             if d == dev and what == "unet_forward":
                 unet[key] = r["img_per_s"]
     grids = copy_grids(ev, args.out, "")
-    vae_last = state["vae_history"][-1]
     js = {
         "partial": args.partial,
         "commit": args.commit,
         "machine": args.machine,
-        "dataset": state["dataset"],
-        "prior_fingerprint": ev["prior_fingerprint"],
-        "train_command": (f"dace prior train --data <fashion-mnist> --out {args.prior} --vae-steps {state['config']['vae_steps']} "
-                          f"--unet-steps {state['config']['unet_steps']} --batch {state['config']['batch_size']} "
-                          f"--checkpoint-every {state['config']['checkpoint_every']}"),
-        "eval_command": f"dace prior eval --prior {args.prior} --data <fashion-mnist> --teacher <teacher> --out {args.eval}",
+        **prior_json(args.prior, args.eval, state, ev),
         "speed_command": speed["command"],
         "parity_command": "cargo test --release --test prior_parity -- --nocapture --test-threads 1",
-        "config": state["config"],
-        "vae_steps_done": state["vae_step"],
-        "unet_steps_done": state["unet_step"],
-        "vae_psnr_db": ev["vae_psnr_db"],
-        "cond_teacher_acc": ev["cond_teacher_acc"],
-        "cond_teacher_acc_per_class": ev["cond_teacher_acc_per_class"],
         "parity_max_abs_err": errs,
         "expand_img_per_s": expand,
         "unet_forward_img_per_s": unet,
@@ -209,7 +200,6 @@ def main():
     with open(os.path.join(args.out, "prior.json"), "w") as f:
         json.dump(js, f, indent=1)
 
-    cfg = state["config"]
     L = []
     L.append("# Latent diffusion prior" + (" (PARTIAL)" if args.partial else ""))
     L.append("")
