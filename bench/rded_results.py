@@ -9,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-LIT = {  # ConvNet-3, IPC 1/10/50, from the DC/DSA/DM/MTT papers (../shared/NOTES.md §5; recalled, unverified)
+LIT = {  # ConvNet-3, IPC 1/10/50, from the DC/DSA/DM/MTT papers (recalled, unverified)
     "fashion-mnist": {"random": [51.4, 73.8, 82.5], "whole": 93.5},
     "mnist": {"random": [64.9, 95.1, 97.9], "whole": 99.6},
 }
@@ -64,7 +64,7 @@ def main():
         lit = LIT.get(ds)
         if lit:
             lines += [f"Literature anchors (ConvNet-3, hard-label random subset, IPC 1/10/50): "
-                      f"{' / '.join(map(str, lit['random']))}; whole data {lit['whole']} (NOTES §5, recalled).", ""]
+                      f"{' / '.join(map(str, lit['random']))}; whole data {lit['whole']} (DC/DSA/DM/MTT papers, recalled).", ""]
         if (figs / f"{name}-accuracy_vs_r.png").exists():
             lines += [f"![accuracy vs r](rded/{name}-accuracy_vs_r.png)", ""]
         for ipc in r["config"]["ipcs"]:

@@ -36,4 +36,5 @@ if ((${#missing[@]})); then
   $install_line || { apt-get update && $install_line; }
 fi
 
-exec cargo test --release "$@"
+# --no-fail-fast: a failing test binary does not hide the results of the ones after it.
+exec cargo test --release --no-fail-fast "$@"

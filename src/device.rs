@@ -10,7 +10,8 @@ pub type WgpuBackend = burn::backend::Wgpu;
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Cuda;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceKind {
     /// burn's Flex backend on the CPU (rayon threads).
@@ -61,6 +62,49 @@ pub fn check_cuda() -> crate::Result<()> {
     Ok(())
 }
 
+/// Checks that wgpu finds an adapter of the graphics API burn's wgpu runtime asks for (Vulkan,
+/// Metal on macOS). Without one, cubecl panics inside its runtime thread with a backtrace; this
+/// names what is missing and the package that provides it instead. Checked once per process.
+#[cfg(all(feature = "wgpu", not(target_family = "wasm")))]
+pub fn check_wgpu() -> crate::Result<()> {
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(find_wgpu_adapter).clone().map_err(crate::error::DaceError::Invalid)
+}
+
+/// In a browser the page asks for WebGPU itself and falls back to the CPU (web/app.js).
+#[cfg(all(feature = "wgpu", target_family = "wasm"))]
+pub fn check_wgpu() -> crate::Result<()> {
+    Ok(())
+}
+
+#[cfg(all(feature = "wgpu", not(target_family = "wasm")))]
+fn find_wgpu_adapter() -> Result<(), String> {
+    // cubecl-wgpu's `AutoGraphicsApi` on native targets.
+    let backend = if cfg!(target_os = "macos") { wgpu::Backend::Metal } else { wgpu::Backend::Vulkan };
+    if backend == wgpu::Backend::Vulkan && !vulkan_loader_present() {
+        return Err(format!("--device wgpu: the Vulkan loader ({VULKAN_LOADER}) is missing; install it (Debian/Ubuntu: apt-get install libvulkan1 mesa-vulkan-drivers)"));
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: backend.into(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    if pollster::block_on(instance.enumerate_adapters(backend.into())).is_empty() {
+        return Err(format!(
+            "--device wgpu: no {backend:?} driver found; install one (a GPU vendor's driver, or on Debian/Ubuntu Mesa's CPU driver lavapipe: apt-get install mesa-vulkan-drivers)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(all(feature = "wgpu", not(target_family = "wasm")))]
+const VULKAN_LOADER: &str = if cfg!(windows) { "vulkan-1.dll" } else { "libvulkan.so.1" };
+
+#[cfg(all(feature = "wgpu", not(target_family = "wasm")))]
+fn vulkan_loader_present() -> bool {
+    // SAFETY: loading the loader runs its initialisers, which is what using Vulkan does anyway.
+    unsafe { libloading::Library::new(VULKAN_LOADER) }.is_ok()
+}
+
 /// Runs `$body` with `$B` bound to the backend type of `$kind` and `$device` to its default
 /// device. `$body` must evaluate to `crate::Result<T>`; a device whose cargo feature is off yields
 /// `DaceError::DeviceUnavailable`.
@@ -77,10 +121,15 @@ macro_rules! on_device {
             $crate::device::DeviceKind::Wgpu => {
                 #[cfg(feature = "wgpu")]
                 {
-                    #[allow(dead_code)]
-                    type $B = $crate::device::WgpuBackend;
-                    let $device = <burn::tensor::Device<$B> as Default>::default();
-                    $body
+                    match $crate::device::check_wgpu() {
+                        Err(e) => Err(e),
+                        Ok(()) => {
+                            #[allow(dead_code)]
+                            type $B = $crate::device::WgpuBackend;
+                            let $device = <burn::tensor::Device<$B> as Default>::default();
+                            $body
+                        }
+                    }
                 }
                 #[cfg(not(feature = "wgpu"))]
                 {

@@ -18,8 +18,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_vec_pretty(value)
-        .map_err(|e| DaceError::bad_file(path, format!("cannot serialise: {e}")))?;
+    let text = serde_json::to_vec_pretty(value).map_err(|e| DaceError::bad_file(path, format!("cannot serialise: {e}")))?;
     write_atomic(path, &text)
 }
 

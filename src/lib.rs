@@ -1,13 +1,17 @@
 //! dace: diffusion-augmented coreset expansion for dataset distillation.
 //!
-//! Pipeline: `data` (loaders) -> `train` (teacher) -> coreset -> expansion -> package -> student.
-//! Models are generic over burn backends; `device` picks one at run time.
+//! Pipeline: `data` (loaders) -> `train` (teacher) -> `coreset` -> `prior` -> `expand` ->
+//! `distill` (writes a `package`) -> `student` (regenerates and learns from it). ARCHITECTURE.md
+//! has one line per module and the layering rule. Models are generic over burn backends;
+//! `device` picks one at run time.
 
 pub mod bench;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod coreset;
 pub mod data;
 pub mod device;
+pub mod distill;
 pub mod error;
 pub mod expand;
 pub mod experiment;

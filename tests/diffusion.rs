@@ -3,6 +3,7 @@
 //! (scheduler step, add_noise, latent_lerp) against naive formulas and the RNG streams.
 
 mod scheduler {
+    use dace::kernels::coeffs::StepCoeffs;
     use dace::prior::scheduler::*;
     use std::collections::HashMap;
 
@@ -39,11 +40,7 @@ mod scheduler {
         let abar = ScheduleConfig::default().alphas_cumprod();
         let want = get(&f, "alphas_cumprod");
         assert_eq!(abar.len(), 1000);
-        let worst = abar
-            .iter()
-            .zip(want)
-            .map(|(a, w)| (a / w - 1.0).abs())
-            .fold(0.0, f64::max);
+        let worst = abar.iter().zip(want).map(|(a, w)| (a / w - 1.0).abs()).fold(0.0, |m: f64, x| if x.is_nan() || x > m { x } else { m });
         // diffusers' f32 cumprod drifts from the f64 one by ~1e-6 relative.
         assert!(worst < 2e-6, "worst relative error {worst}");
         let betas = betas_scaled_linear(1000, BETA_START, BETA_END);
@@ -52,28 +49,13 @@ mod scheduler {
 
     #[test]
     fn timesteps_known_values() {
-        assert_eq!(
-            timesteps(1000, 5, Spacing::Trailing),
-            vec![999, 799, 599, 399, 199]
-        );
-        assert_eq!(
-            timesteps(1000, 4, Spacing::Trailing),
-            vec![999, 749, 499, 249]
-        );
+        assert_eq!(timesteps(1000, 5, Spacing::Trailing), vec![999, 799, 599, 399, 199]);
+        assert_eq!(timesteps(1000, 4, Spacing::Trailing), vec![999, 749, 499, 249]);
         assert_eq!(timesteps(1000, 3, Spacing::Trailing), vec![999, 666, 332]);
         assert_eq!(timesteps(1000, 1, Spacing::Trailing), vec![999]);
-        assert_eq!(
-            timesteps(1000, 5, Spacing::Leading),
-            vec![800, 600, 400, 200, 0]
-        );
-        assert_eq!(
-            timesteps_with_offset(1000, 5, Spacing::Leading, 1),
-            vec![801, 601, 401, 201, 1]
-        );
-        assert_eq!(
-            timesteps_with_offset(1000, 5, Spacing::Trailing, 1),
-            vec![999, 799, 599, 399, 199]
-        );
+        assert_eq!(timesteps(1000, 5, Spacing::Leading), vec![800, 600, 400, 200, 0]);
+        assert_eq!(timesteps_with_offset(1000, 5, Spacing::Leading, 1), vec![801, 601, 401, 201, 1]);
+        assert_eq!(timesteps_with_offset(1000, 5, Spacing::Trailing, 1), vec![999, 799, 599, 399, 199]);
         // numpy rounds half to even: N = 16 has step 62.5 -> 937.5 rounds to 938, 812.5 to 812.
         let t16 = timesteps(1000, 16, Spacing::Trailing);
         assert_eq!(&t16[..4], &[999, 937, 874, 811]);
@@ -88,20 +70,13 @@ mod scheduler {
     fn timesteps_all_n_match_diffusers_checksums() {
         // For every N in 1..=1000: sum_i (i+1) * (t_i + 1) over diffusers' first N timesteps.
         let f = fixture();
-        for (spacing, key) in [
-            (Spacing::Trailing, "check.trailing"),
-            (Spacing::Leading, "check.leading"),
-        ] {
+        for (spacing, key) in [(Spacing::Trailing, "check.trailing"), (Spacing::Leading, "check.leading")] {
             let want = get(&f, key);
             assert_eq!(want.len(), 1000);
             for n in 1..=1000 {
                 let ts = timesteps(1000, n, spacing);
                 assert_eq!(ts.len(), n);
-                let sum: f64 = ts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &t)| ((i + 1) * (t + 1)) as f64)
-                    .sum();
+                let sum: f64 = ts.iter().enumerate().map(|(i, &t)| ((i + 1) * (t + 1)) as f64).sum();
                 assert_eq!(sum, want[n - 1], "{spacing:?} N = {n}");
             }
         }
@@ -116,11 +91,7 @@ mod scheduler {
     ];
 
     fn cfg(spacing: Spacing, steps_offset: usize) -> ScheduleConfig {
-        ScheduleConfig {
-            spacing,
-            steps_offset,
-            ..ScheduleConfig::default()
-        }
+        ScheduleConfig { spacing, steps_offset, ..ScheduleConfig::default() }
     }
 
     #[test]
@@ -138,42 +109,23 @@ mod scheduler {
             }
             let ins = init_noise_sigma(&c, Sampler::EulerAncestral, n);
             let want = get(&f, &format!("{name}.init_noise_sigma"))[0];
-            assert!(
-                close(ins, want, 3e-5),
-                "{name}: init_noise_sigma {ins} vs {want}"
-            );
+            assert!(close(ins, want, 3e-5), "{name}: init_noise_sigma {ins} vs {want}");
         }
         // 1000-step leading schedule, sampled.
         let c = cfg(Spacing::Leading, 0);
         let ts = c.timesteps(1000);
-        assert_eq!(
-            vec![ts[0], ts[999]],
-            usizes(get(&f, "ea_leading_1000.timesteps_first_last"))
-        );
+        assert_eq!(vec![ts[0], ts[999]], usizes(get(&f, "ea_leading_1000.timesteps_first_last")));
         let sig = euler_a_sigmas(&c.alphas_cumprod(), &ts);
-        for (&i, &w) in get(&f, "ea_leading_1000.sigma_index")
-            .iter()
-            .zip(get(&f, "ea_leading_1000.sigmas"))
-        {
-            assert!(
-                close(sig[i as usize], w, 3e-5),
-                "sigma[{i}] {} vs {w}",
-                sig[i as usize]
-            );
+        for (&i, &w) in get(&f, "ea_leading_1000.sigma_index").iter().zip(get(&f, "ea_leading_1000.sigmas")) {
+            assert!(close(sig[i as usize], w, 3e-5), "sigma[{i}] {} vs {w}", sig[i as usize]);
         }
         let ins = euler_a_init_noise_sigma(&sig, Spacing::Leading);
-        assert!(close(
-            ins,
-            get(&f, "ea_leading_1000.init_noise_sigma")[0],
-            3e-5
-        ));
+        assert!(close(ins, get(&f, "ea_leading_1000.init_noise_sigma")[0], 3e-5));
     }
 
     /// Applies `coeffs` to the fixture's x, eps and `noise` in f64.
     fn apply64(c: StepCoeffs, x: &[f64], eps: &[f64], z: &[f64]) -> Vec<f64> {
-        (0..x.len())
-            .map(|i| c.ca as f64 * x[i] + c.ce as f64 * eps[i] + c.cz as f64 * z[i])
-            .collect()
+        (0..x.len()).map(|i| c.ca as f64 * x[i] + c.ce as f64 * eps[i] + c.cz as f64 * z[i]).collect()
     }
 
     fn assert_all_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
@@ -194,12 +146,7 @@ mod scheduler {
                 assert_eq!(s.coeffs.ca, 1.0);
                 let noise = get(&f, &format!("{name}.noise_{i}"));
                 let got = apply64(s.coeffs, x, eps, noise);
-                assert_all_close(
-                    &got,
-                    get(&f, &format!("{name}.step_{i}")),
-                    5e-6,
-                    &format!("{name} step {i}"),
-                );
+                assert_all_close(&got, get(&f, &format!("{name}.step_{i}")), 5e-6, &format!("{name} step {i}"));
             }
             // The last step lands on sigma = 0: no noise, x_next = x - sigma * eps.
             assert_eq!(steps[n - 1].coeffs.cz, 0.0);
@@ -214,34 +161,16 @@ mod scheduler {
             ("ddim_trailing_5_eta0", Spacing::Trailing, 5, 0, 0.0, true),
             ("ddim_trailing_5_eta1", Spacing::Trailing, 5, 0, 1.0, true),
             ("ddim_trailing_3_eta05", Spacing::Trailing, 3, 0, 0.5, true),
-            (
-                "ddim_leading_5_off1_eta1_noone",
-                Spacing::Leading,
-                5,
-                1,
-                1.0,
-                false,
-            ),
+            ("ddim_leading_5_off1_eta1_noone", Spacing::Leading, 5, 1, 1.0, false),
             ("ddim_leading_4_eta0", Spacing::Leading, 4, 0, 0.0, true),
         ];
         for (name, spacing, n, off, eta, one) in cases {
             let c = cfg(spacing, off);
-            assert_eq!(
-                c.timesteps(n),
-                usizes(get(&f, &format!("{name}.timesteps"))),
-                "{name}"
-            );
-            let d = DdimConfig {
-                eta,
-                set_alpha_to_one: one,
-            };
+            assert_eq!(c.timesteps(n), usizes(get(&f, &format!("{name}.timesteps"))), "{name}");
+            let d = DdimConfig { eta, set_alpha_to_one: one };
             let abar = c.alphas_cumprod();
             let final_abar = if one { 1.0 } else { abar[0] };
-            assert!(close(
-                final_abar,
-                get(&f, &format!("{name}.final_alpha_cumprod"))[0],
-                2e-6
-            ));
+            assert!(close(final_abar, get(&f, &format!("{name}.final_alpha_cumprod"))[0], 2e-6));
             let steps = plan(&c, Sampler::Ddim(d), n);
             for (i, s) in steps.iter().enumerate() {
                 assert_eq!(s.c_in, 1.0);
@@ -249,12 +178,7 @@ mod scheduler {
                     assert_eq!(s.coeffs.cz, 0.0);
                 }
                 let got = apply64(s.coeffs, x, eps, z);
-                assert_all_close(
-                    &got,
-                    get(&f, &format!("{name}.step_{i}")),
-                    5e-6,
-                    &format!("{name} step {i}"),
-                );
+                assert_all_close(&got, get(&f, &format!("{name}.step_{i}")), 5e-6, &format!("{name} step {i}"));
             }
         }
         // Trailing N = 3: the previous timestep of 666 is 333 (t - T/N), not the listed 332.
@@ -266,10 +190,7 @@ mod scheduler {
     fn ddim_coefficients_follow_the_formula() {
         // Independent check of the algebra at one step, eta = 0.7.
         let abar = ScheduleConfig::default().alphas_cumprod();
-        let d = DdimConfig {
-            eta: 0.7,
-            set_alpha_to_one: true,
-        };
+        let d = DdimConfig { eta: 0.7, set_alpha_to_one: true };
         let s = DdimStep::new(599, Some(399), &abar, &d);
         let (at, ap) = (abar[599], abar[399]);
         let sd = 0.7 * ((1.0 - ap) / (1.0 - at)).sqrt() * (1.0 - at / ap).sqrt();
@@ -293,10 +214,7 @@ mod scheduler {
         let (x, z) = (get(&f, "x"), get(&f, "z"));
         let c = ScheduleConfig::default();
         for strength in [0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0] {
-            for (name, sampler) in [
-                ("euler_ancestral", Sampler::EulerAncestral),
-                ("ddim", Sampler::Ddim(DdimConfig::default())),
-            ] {
+            for (name, sampler) in [("euler_ancestral", Sampler::EulerAncestral), ("ddim", Sampler::Ddim(DdimConfig::default()))] {
                 let key = format!("img2img.{name}.{strength:?}");
                 let want_ts = usizes(get(&f, &format!("{key}.timesteps")));
                 assert_eq!(img2img_timesteps(5, strength, &c), want_ts, "{key}");
@@ -304,17 +222,12 @@ mod scheduler {
                 assert_eq!(run.iter().map(|s| s.timestep).collect::<Vec<_>>(), want_ts);
                 assert_eq!(run[0].index, 5 - want_ts.len());
                 let nc = run[0].add_noise;
-                let got: Vec<f64> = (0..x.len())
-                    .map(|i| nc.a as f64 * x[i] + nc.b as f64 * z[i])
-                    .collect();
+                let got: Vec<f64> = (0..x.len()).map(|i| nc.a as f64 * x[i] + nc.b as f64 * z[i]).collect();
                 assert_all_close(&got, get(&f, &format!("{key}.add_noise")), 5e-6, &key);
             }
         }
-        // Strength quantisation with 5 steps (NOTES §4).
-        let runs: Vec<usize> = [0.1, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5]
-            .iter()
-            .map(|&s| 5 - img2img_start(5, s))
-            .collect();
+        // Strength quantisation with 5 steps (diffusers' img2img).
+        let runs: Vec<usize> = [0.1, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5].iter().map(|&s| 5 - img2img_start(5, s)).collect();
         assert_eq!(runs, vec![0, 2, 2, 3, 3, 4, 5, 5]);
         assert!(img2img_plan(&c, Sampler::EulerAncestral, 5, 0.1).is_none());
     }
@@ -328,15 +241,13 @@ mod scheduler {
             assert!((lhs - s.sigma_next.powi(2)).abs() < 1e-12);
             assert!((s.c_in - 1.0 / (s.sigma * s.sigma + 1.0).sqrt()).abs() < 1e-15);
             let c = s.coeffs();
-            assert_eq!(
-                (c.ca, c.ce, c.cz),
-                (1.0, (s.sigma_down - s.sigma) as f32, s.sigma_up as f32)
-            );
+            assert_eq!((c.ca, c.ce, c.cz), (1.0, (s.sigma_down - s.sigma) as f32, s.sigma_up as f32));
         }
     }
 }
 
 mod reference {
+    use dace::kernels::coeffs::{NoiseCoeffs, StepCoeffs};
     use dace::kernels::diffusion_ref::*;
     #[allow(unused_imports)]
     use dace::prior::scheduler::*;
@@ -368,19 +279,11 @@ mod reference {
     fn noise_equals_seed_rng() {
         for (rng, key) in keys() {
             for i in (0..103u64).chain([1 << 20, (1 << 32) + 5, u64::MAX - 2]) {
-                assert_eq!(
-                    normal_at(key, i).to_bits(),
-                    rng.normal_at(i).to_bits(),
-                    "i = {i}"
-                );
+                assert_eq!(normal_at(key, i).to_bits(), rng.normal_at(i).to_bits(), "i = {i}");
             }
         }
         // FORMAT.md known answers, through the key quad.
-        let key = noise_key(&SeedRng::new(
-            0x0123_4567_89AB_CDEF,
-            42,
-            Stream::Ancestral(7),
-        ));
+        let key = noise_key(&SeedRng::new(0x0123_4567_89AB_CDEF, 42, Stream::Ancestral(7)));
         assert_eq!(key, [0x2f7c7ab8, 0x897c9951, 3, 7]);
         let want = [0.4776975, 0.5945772, -0.19818182, 0.17035033];
         for (i, w) in want.iter().enumerate() {
@@ -394,18 +297,7 @@ mod reference {
         for len in [1usize, 3, 4, 5, 64, 67] {
             let batch = ks.len();
             let (x, eps) = (data(len * batch, 1), data(len * batch, 2));
-            for c in [
-                StepCoeffs {
-                    ca: 1.0,
-                    ce: -12.84345,
-                    cz: 4.769509,
-                },
-                StepCoeffs {
-                    ca: 2.825171,
-                    ce: -2.4769883,
-                    cz: 0.0,
-                },
-            ] {
+            for c in [StepCoeffs { ca: 1.0, ce: -12.84345, cz: 4.769509 }, StepCoeffs { ca: 2.825171, ce: -2.4769883, cz: 0.0 }] {
                 let keyv: Vec<NoiseKey> = ks.iter().map(|k| k.1).collect();
                 let mut out = vec![f32::NAN; len * batch];
                 scheduler_step_batched(&x, &eps, c, &keyv, &mut out);
@@ -415,11 +307,7 @@ mod reference {
                     scheduler_step(&x[r.clone()], &eps[r.clone()], c, *key, &mut single);
                     for (j, s) in single.iter().enumerate() {
                         let i = p * len + j;
-                        let z = if c.cz == 0.0 {
-                            0.0
-                        } else {
-                            rng.normal_at(j as u64)
-                        };
+                        let z = if c.cz == 0.0 { 0.0 } else { rng.normal_at(j as u64) };
                         let want = c.ca * x[i] + c.ce * eps[i] + c.cz * z;
                         assert_eq!(out[i].to_bits(), want.to_bits(), "len {len} p {p} j {j}");
                         assert_eq!(s.to_bits(), want.to_bits());
@@ -443,11 +331,7 @@ mod reference {
                     let mut single = vec![f32::NAN; len];
                     add_noise(&z0[r.clone()], a, b, *key, &mut single);
                     for j in 0..len {
-                        let n = if b == 0.0 {
-                            0.0
-                        } else {
-                            rng.normal_at(j as u64)
-                        };
+                        let n = if b == 0.0 { 0.0 } else { rng.normal_at(j as u64) };
                         let want = a * z0[p * len + j] + b * n;
                         assert_eq!(out[p * len + j].to_bits(), want.to_bits());
                         assert_eq!(single[j].to_bits(), want.to_bits());
@@ -470,11 +354,7 @@ mod reference {
                 for (p, (rng, _)) in ks.iter().enumerate() {
                     for j in 0..len {
                         let i = p * len + j;
-                        let n = if b == 0.0 {
-                            0.0
-                        } else {
-                            rng.normal_at(j as u64)
-                        };
+                        let n = if b == 0.0 { 0.0 } else { rng.normal_at(j as u64) };
                         let want = (gamma[p] * z1[i] + (1.0 - gamma[p]) * z2[i]) * a + b * n;
                         assert_eq!(out[i].to_bits(), want.to_bits(), "p {p} j {j}");
                     }
@@ -495,23 +375,9 @@ mod reference {
         assert_eq!(workgroups(1), (1, 1));
         assert_eq!(workgroups(256 * 65_535), (65_535, 1));
         assert_eq!(workgroups(256 * 65_535 + 1), (65_535, 2));
-        let w = step_params(
-            StepCoeffs {
-                ca: 1.0,
-                ce: -0.5,
-                cz: 0.25,
-            },
-            16384,
-            2,
-        );
-        assert_eq!(
-            w,
-            [0x3f80_0000, 0xbf00_0000, 0x3e80_0000, 16384, 2, 0, 0, 0]
-        );
-        assert_eq!(
-            add_noise_params(NoiseCoeffs { a: 1.0, b: 2.0 }, 8, 1),
-            [0x3f80_0000, 0x4000_0000, 8, 1]
-        );
+        let w = step_params(StepCoeffs { ca: 1.0, ce: -0.5, cz: 0.25 }, 16384, 2);
+        assert_eq!(w, [0x3f80_0000, 0xbf00_0000, 0x3e80_0000, 16384, 2, 0, 0, 0]);
+        assert_eq!(add_noise_params(NoiseCoeffs { a: 1.0, b: 2.0 }, 8, 1), [0x3f80_0000, 0x4000_0000, 8, 1]);
         assert_eq!(lerp_params(1.0, 0.0, 8, 3), [0x3f80_0000, 0, 8, 3]);
     }
 
@@ -553,13 +419,8 @@ mod reference {
             let k = (theta * TWO_OVER_PI + 0.5).floor();
             let y = ((theta - k * PIO2_1) - k * PIO2_2) - k * PIO2_3;
             let y2 = y * y;
-            let s = y + y
-                * y2
-                * (-1.0 / 6.0 + y2 * (1.0 / 120.0 + y2 * (-1.0 / 5040.0 + y2 * (1.0 / 362880.0))));
-            let c = 1.0
-                + y2 * (-0.5
-                    + y2 * (1.0 / 24.0
-                        + y2 * (-1.0 / 720.0 + y2 * (1.0 / 40320.0 + y2 * (-1.0 / 3628800.0)))));
+            let s = y + y * y2 * (-1.0 / 6.0 + y2 * (1.0 / 120.0 + y2 * (-1.0 / 5040.0 + y2 * (1.0 / 362880.0))));
+            let c = 1.0 + y2 * (-0.5 + y2 * (1.0 / 24.0 + y2 * (-1.0 / 720.0 + y2 * (1.0 / 40320.0 + y2 * (-1.0 / 3628800.0)))));
             match (k as i32) & 3 {
                 0 => (c, s),
                 1 => (-s, c),
@@ -592,10 +453,8 @@ mod reference {
             ("SQRT2", SQRT2),
             ("TWO_PI", std::f32::consts::TAU),
         ];
-        for (file, src) in [
-            ("philox.wgsl", include_str!("../shaders/philox.wgsl")),
-            ("philox.cuh", include_str!("../kernels/philox.cuh")),
-        ] {
+        for (file, src) in [("philox.wgsl", include_str!("../shaders/philox.wgsl")), ("philox.cuh", include_str!("../kernels/philox.cuh"))]
+        {
             let mut seen = 0;
             for line in src.lines() {
                 let Some((code, comment)) = line.split_once("//") else {
@@ -607,24 +466,12 @@ mod reference {
                 let Some(hex) = comment.trim().strip_prefix("0x") else {
                     continue;
                 };
-                let name = lhs
-                    .trim()
-                    .trim_end_matches(": f32")
-                    .split_whitespace()
-                    .last()
-                    .unwrap();
+                let name = lhs.trim().trim_end_matches(": f32").split_whitespace().last().unwrap();
                 let name = name.trim_start_matches("PHILOX_");
                 let lit = rhs.trim().trim_end_matches(';').trim_end_matches('f');
                 let bits = u32::from_str_radix(hex.split_whitespace().next().unwrap(), 16).unwrap();
-                assert_eq!(
-                    lit.parse::<f32>().unwrap().to_bits(),
-                    bits,
-                    "{file}: {name}"
-                );
-                let (_, v) = want
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .unwrap_or_else(|| panic!("{file}: {name}?"));
+                assert_eq!(lit.parse::<f32>().unwrap().to_bits(), bits, "{file}: {name}");
+                let (_, v) = want.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("{file}: {name}?"));
                 assert_eq!(v.to_bits(), bits, "{file}: {name}");
                 seen += 1;
             }
@@ -658,9 +505,7 @@ mod reference {
             let theta = std::f32::consts::TAU * u32_to_unit_open(k << 9);
             let (c, s) = shader_math::sincos(theta);
             let t = theta as f64;
-            worst = worst
-                .max((c as f64 - t.cos()).abs())
-                .max((s as f64 - t.sin()).abs());
+            worst = worst.max((c as f64 - t.cos()).abs()).max((s as f64 - t.sin()).abs());
         }
         eprintln!("shader sincos: worst absolute error {worst:e}");
         assert!(worst < 2e-7, "sin/cos absolute error {worst:e}");
@@ -671,12 +516,7 @@ mod reference {
         let mut worst = 0f32;
         for (rng, _) in keys() {
             for b in 0..20_000u64 {
-                let w = [
-                    rng.u32_at(4 * b),
-                    rng.u32_at(4 * b + 1),
-                    rng.u32_at(4 * b + 2),
-                    rng.u32_at(4 * b + 3),
-                ];
+                let w = [rng.u32_at(4 * b), rng.u32_at(4 * b + 1), rng.u32_at(4 * b + 2), rng.u32_at(4 * b + 3)];
                 let (c0, s0) = shader_math::box_muller(w[0], w[1]);
                 let (c1, s1) = shader_math::box_muller(w[2], w[3]);
                 for (lane, v) in [c0, s0, c1, s1].iter().enumerate() {

@@ -4,9 +4,9 @@
 
 use burn::prelude::*;
 use dace::device::CpuBackend;
+use dace::kernels::coeffs::{NoiseCoeffs, StepCoeffs};
 use dace::kernels::diffusion::{self, DiffusionKernels};
 use dace::kernels::diffusion_ref::{self, NoiseKey};
-use dace::prior::scheduler::{NoiseCoeffs, StepCoeffs};
 use dace::rng::{SeedRng, Stream};
 
 fn keys(batch: usize, seed: u64, stream: Stream) -> Vec<NoiseKey> {
@@ -39,7 +39,13 @@ fn run_all<B: DiffusionKernels>(batch: usize, len: usize, device: &B::Device) ->
         host(diffusion::scheduler_step(to::<B>(&x, batch, device), to::<B>(&eps, batch, device), step, &k)),
         host(diffusion::scheduler_step(to::<B>(&x, batch, device), to::<B>(&eps, batch, device), ddim, &k)),
         host(diffusion::add_noise(to::<B>(&x, batch, device), noise, &keys(batch, 4, Stream::AddNoise))),
-        host(diffusion::latent_lerp(to::<B>(&x, batch, device), to::<B>(&eps, batch, device), &gamma, noise, &keys(batch, 5, Stream::MixupGamma))),
+        host(diffusion::latent_lerp(
+            to::<B>(&x, batch, device),
+            to::<B>(&eps, batch, device),
+            &gamma,
+            noise,
+            &keys(batch, 5, Stream::MixupGamma),
+        )),
     ]
 }
 
@@ -52,7 +58,13 @@ fn cpu_backend_runs_the_reference() {
         let [a, _, _, _] = run_all::<CpuBackend>(batch, len, &device);
         let (x, eps) = (values(batch * len, 1), values(batch * len, 2));
         let mut want = vec![0f32; batch * len];
-        diffusion_ref::scheduler_step_batched(&x, &eps, StepCoeffs { ca: 1.0, ce: -0.73, cz: 0.41 }, &keys(batch, 9, Stream::Ancestral(2)), &mut want);
+        diffusion_ref::scheduler_step_batched(
+            &x,
+            &eps,
+            StepCoeffs { ca: 1.0, ce: -0.73, cz: 0.41 },
+            &keys(batch, 9, Stream::Ancestral(2)),
+            &mut want,
+        );
         assert_eq!(a, want);
         // The noise really is the stream's normals.
         let z = (a[0] - (x[0] - 0.73 * eps[0])) / 0.41;
@@ -83,6 +95,8 @@ fn conformance_check_sees_small_errors() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_shaders_match_the_cpu_reference() {
+    // Without a Vulkan driver, one line naming the package instead of a panic in cubecl's thread.
+    dace::device::check_wgpu().unwrap_or_else(|e| panic!("{e}"));
     use burn::backend::Wgpu;
     use dace::kernels::conformance;
     let rows = conformance::check::<Wgpu>(&conformance::cases(4, 11), &Default::default());
@@ -92,4 +106,21 @@ fn wgpu_shaders_match_the_cpu_reference() {
     for (kernel, err) in conformance::worst_per_kernel(&rows) {
         println!("wgpu {kernel}: max abs error {err:.2e}");
     }
+}
+
+/// Without a Vulkan driver (the loader pointed at none), `--device wgpu` is one clear error that
+/// names the missing driver and its package, not a panic in burn's runtime thread.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_without_a_driver_is_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dace"))
+        .args(["bench", "conformance", "--device", "wgpu", "--random", "0"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "succeeded without a driver: {stderr}");
+    assert!(stderr.contains("--device wgpu: no Vulkan driver found") && stderr.contains("apt-get install mesa-vulkan-drivers"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -51,7 +51,15 @@ fn trains_in_stages_resumes_and_loads_as_a_diffusers_layout_prior() {
     assert_eq!((state.vae_step, state.unet_step), (4, 4));
     assert_eq!(state.vae_history.len(), 2, "a checkpoint every 2 steps");
     assert!(state.scaling_factor.unwrap() > 0.0);
-    for f in ["vae/config.json", "vae/diffusion_pytorch_model.safetensors", "unet/config.json", "class_embedder/config.json", "model_index.json", "samples/unet_step000004.png", "samples/vae_step000004.png"] {
+    for f in [
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "unet/config.json",
+        "class_embedder/config.json",
+        "model_index.json",
+        "samples/unet_step000004.png",
+        "samples/vae_step000004.png",
+    ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     // The configs are diffusers configs dace's own checker accepts.
@@ -67,12 +75,36 @@ fn trains_in_stages_resumes_and_loads_as_a_diffusers_layout_prior() {
 
     let prior = Prior::<B>::load(&out, &device).unwrap();
     assert_eq!(prior.latent_shape(), [4, 14, 14]);
-    let x = sample_classes(&prior.vae, &prior.unet, &prior.classes, &[0, 3, 9], prior.latent_shape(), prior.vae_config.scaling_factor, 2, 2.0, 0, 0, &device);
+    let x = sample_classes(
+        &prior.vae,
+        &prior.unet,
+        &prior.classes,
+        &[0, 3, 9],
+        prior.latent_shape(),
+        prior.vae_config.scaling_factor,
+        2,
+        2.0,
+        0,
+        0,
+        &device,
+    );
     assert_eq!(x.dims(), [3, 1, 28, 28]);
     let v = x.clone().into_data().to_vec::<f32>().unwrap();
     assert!(v.iter().all(|p| p.is_finite()));
     // Same seed, same samples.
-    let y = sample_classes(&prior.vae, &prior.unet, &prior.classes, &[0, 3, 9], prior.latent_shape(), prior.vae_config.scaling_factor, 2, 2.0, 0, 0, &device);
+    let y = sample_classes(
+        &prior.vae,
+        &prior.unet,
+        &prior.classes,
+        &[0, 3, 9],
+        prior.latent_shape(),
+        prior.vae_config.scaling_factor,
+        2,
+        2.0,
+        0,
+        0,
+        &device,
+    );
     assert_eq!(x.into_data(), y.into_data());
 
     // A corrupted weight file is refused with its name.

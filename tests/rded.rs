@@ -11,7 +11,8 @@ use dace::device::CpuBackend;
 use dace::experiment::rded::{self, RdedGridConfig};
 use dace::experiment::stats::MeanStd;
 use dace::models::{self, Arch, Classifier, ClassifierConfig, NormKind};
-use dace::student::{self, augment, AugmentConfig, LabelSource, Labels, StoredLabels, StudentConfig, TrainingSet};
+use dace::package::AugmentConfig;
+use dace::student::{self, LabelSource, Labels, StoredLabels, StudentConfig, TrainingSet};
 use dace::train::{self, ModelMeta, Normalization};
 
 type B = CpuBackend;
@@ -87,7 +88,7 @@ fn coreset_keeps_the_lowest_loss_crop_per_image_and_the_best_images_per_class() 
         let src = ds.image(&ds.train, p.source);
         let patch = crop::crop_resize(src, 1, 28, 28, p.crop, 14, 14);
         assert_eq!(patch, c.patch(i));
-        let score = |patch: &[u8]| ce_of(&model, &meta, &crop::resize_u8(patch, 1, 14, 14, 28, 28), p.class as usize, &ds);
+        let score = |patch: &[u8]| ce_of(&model, &meta, &dace::data::transform::resize_u8(patch, 1, 14, 14, 28, 28), p.class as usize, &ds);
         assert!((score(&patch) - p.ce).abs() < 1e-4, "{} vs {}", score(&patch), p.ce);
         for k in 0..4 {
             let other = crop::crop_resize(src, 1, 28, 28, crop::random_square(5, p.source as u64, k, 28, 28), 14, 14);
@@ -159,7 +160,7 @@ fn collages_put_block_k_of_the_ranking_in_cell_k() {
 fn bilinear_resize_matches_pytorch() {
     // F.interpolate([[0, 1], [2, 3]], size=4, mode="bilinear", align_corners=False)
     let mut out = vec![0f32; 16];
-    augment::resize_bilinear(&[0.0, 1.0, 2.0, 3.0], 1, 2, 2, 4, 4, &mut out);
+    dace::data::transform::resize_bilinear(&[0.0, 1.0, 2.0, 3.0], 1, 2, 2, 4, 4, &mut out);
     let expected = [0.0, 0.25, 0.75, 1.0, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2.0, 2.25, 2.75, 3.0];
     for (a, b) in out.iter().zip(expected) {
         assert!((a - b).abs() < 1e-6, "{out:?}");
@@ -270,7 +271,14 @@ fn students_train_with_every_label_source() {
         assert_eq!(r.final_accuracy, r.history[2].test_accuracy.unwrap());
     }
     // Stored labels made for another augmentation are refused.
-    let err = match student::train_student::<Train>(&config(AugmentConfig::none()), &set, Labels::Stored(&stored), &meta.normalization, &ds, &device) {
+    let err = match student::train_student::<Train>(
+        &config(AugmentConfig::none()),
+        &set,
+        Labels::Stored(&stored),
+        &meta.normalization,
+        &ds,
+        &device,
+    ) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("mismatched labels accepted"),
     };
@@ -332,6 +340,7 @@ fn the_grid_writes_its_tables_and_resumes() {
     rded::run_grid::<Train>(&ds, tdir.path(), &changed, "test".into(), out.path(), &device).unwrap();
     assert_ne!(std::fs::metadata(&run).unwrap().modified().unwrap(), before, "a run of another temperature was reused");
     assert_ne!(std::fs::read_to_string(&coreset_file).unwrap(), coreset_before, "a coreset of another seed was reused");
-    let labels: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("labels/rded-ipc1-r2/labels.json")).unwrap()).unwrap();
+    let labels: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("labels/rded-ipc1-r2/labels.json")).unwrap()).unwrap();
     assert!(!labels["teacher"].as_str().unwrap().is_empty());
 }

@@ -15,55 +15,22 @@ mod philox {
 
     /// Random123 `examples/kat_vectors`, lines "philox4x32 10 ...": (counter, key, expected).
     const KAT: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
-        (
-            [0; 4],
-            [0; 2],
-            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
-        ),
-        (
-            [u32::MAX; 4],
-            [u32::MAX; 2],
-            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
-        ),
-        (
-            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
-            [0xa4093822, 0x299f31d0],
-            [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
-        ),
+        ([0; 4], [0; 2], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]),
+        ([u32::MAX; 4], [u32::MAX; 2], [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]),
+        ([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0], [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]),
     ];
 
     #[test]
     fn known_answers() {
         for (ctr, key, want) in KAT {
-            assert_eq!(
-                philox4x32_10(ctr, key),
-                want,
-                "ctr {ctr:08x?} key {key:08x?}"
-            );
-            assert_eq!(
-                philox4x32_10_emulated(ctr, key),
-                want,
-                "emulated, ctr {ctr:08x?}"
-            );
+            assert_eq!(philox4x32_10(ctr, key), want, "ctr {ctr:08x?} key {key:08x?}");
+            assert_eq!(philox4x32_10_emulated(ctr, key), want, "emulated, ctr {ctr:08x?}");
         }
     }
 
     #[test]
     fn emulated_multiply_matches() {
-        let edges = [
-            0,
-            1,
-            2,
-            0xFFFF,
-            0x1_0000,
-            0x1_0001,
-            0x7FFF_FFFF,
-            0x8000_0000,
-            0xFFFF_FFFE,
-            0xFFFF_FFFF,
-            PHILOX_M0,
-            PHILOX_M1,
-        ];
+        let edges = [0, 1, 2, 0xFFFF, 0x1_0000, 0x1_0001, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFE, 0xFFFF_FFFF, PHILOX_M0, PHILOX_M1];
         for &a in &edges {
             for &b in &edges {
                 assert_eq!(mulhilo32_emulated(a, b), mulhilo32(a, b), "{a:#x} * {b:#x}");
@@ -105,13 +72,7 @@ mod philox {
 
     #[test]
     fn box_muller_is_finite_and_bounded() {
-        for (u0, u1) in [
-            (0, 0),
-            (0, u32::MAX),
-            (u32::MAX, 0),
-            (u32::MAX, u32::MAX),
-            (0x8000_0000, 0x4000_0000),
-        ] {
+        for (u0, u1) in [(0, 0), (0, u32::MAX), (u32::MAX, 0), (u32::MAX, u32::MAX), (0x8000_0000, 0x4000_0000)] {
             let (a, b) = box_muller(u0, u1);
             assert!(a.is_finite() && b.is_finite());
             assert!(a.abs() <= 5.8 && b.abs() <= 5.8);
@@ -129,9 +90,9 @@ mod philox {
 }
 
 mod streams {
-    use dace::rng::*;
     #[allow(unused_imports)]
     use dace::rng::philox::*;
+    use dace::rng::*;
 
     fn first(rng: &SeedRng, n: u64) -> Vec<u32> {
         (0..n).map(|i| rng.u32_at(i)).collect()
@@ -174,10 +135,7 @@ mod streams {
         assert_eq!(first(&a, 64), first(&b, 64));
         // Random access: order of requests does not matter.
         let backwards: Vec<u32> = (0..64).rev().map(|i| a.u32_at(i)).collect();
-        assert_eq!(
-            backwards.into_iter().rev().collect::<Vec<_>>(),
-            first(&a, 64)
-        );
+        assert_eq!(backwards.into_iter().rev().collect::<Vec<_>>(), first(&a, 64));
     }
 
     #[test]
@@ -195,7 +153,7 @@ mod streams {
             SeedRng::new(1, 2, Stream::Shuffle),
             SeedRng::new(1, 3, Stream::VaeSample),
             SeedRng::new(2, 2, Stream::VaeSample),
-            SeedRng::new(2, 1, Stream::VaeSample), // swapped seed and item
+            SeedRng::new(2, 1, Stream::VaeSample),             // swapped seed and item
             SeedRng::new(1, 2 + (1 << 32), Stream::VaeSample), // high word of item
             SeedRng::new(1 + (1 << 32), 2, Stream::VaeSample), // high word of seed
         ];
@@ -208,7 +166,13 @@ mod streams {
             }
         }
         // Stream ids are distinct.
-        let ids: Vec<[u32; 2]> = all[..10].iter().map(|r| { let p = r.shader_params(); [p[2], p[3]] }).collect();
+        let ids: Vec<[u32; 2]> = all[..10]
+            .iter()
+            .map(|r| {
+                let p = r.shader_params();
+                [p[2], p[3]]
+            })
+            .collect();
         for i in 0..ids.len() {
             assert!(!ids[i + 1..].contains(&ids[i]));
         }
@@ -223,16 +187,8 @@ mod streams {
             rng.fill_normal(&mut n);
             rng.fill_uniform(&mut u);
             for i in 0..len {
-                assert_eq!(
-                    n[i].to_bits(),
-                    rng.normal_at(i as u64).to_bits(),
-                    "normal {i}"
-                );
-                assert_eq!(
-                    u[i].to_bits(),
-                    rng.uniform_at(i as u64).to_bits(),
-                    "uniform {i}"
-                );
+                assert_eq!(n[i].to_bits(), rng.normal_at(i as u64).to_bits(), "normal {i}");
+                assert_eq!(u[i].to_bits(), rng.uniform_at(i as u64).to_bits(), "uniform {i}");
             }
         }
     }
@@ -284,9 +240,6 @@ mod streams {
         for i in 0..100_000 {
             counts[rng.below_at(i, 10) as usize] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
     }
 }

@@ -104,3 +104,25 @@ fn weights_for_another_shape_are_refused_on_load() {
     let err = train::load_model::<CpuBackend>(dir.path(), &device).unwrap_err().to_string();
     assert!(err.contains("model.bin") && err.contains("parameter shapes differ"), "{err}");
 }
+
+/// Zero counts that would panic deep inside training (a division by a batch of 0, an empty epoch
+/// loop, a checkpoint every 0 steps) are refused by the CLI with the flag named.
+#[test]
+fn zero_counts_are_refused_with_the_flag_named() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["teacher", "train", "--data", "embedded", "--out", "unused", "--batch", "0"], "--batch"),
+        (&["teacher", "train", "--data", "embedded", "--out", "unused", "--epochs", "0"], "--epochs"),
+        (&["student", "--package", "unused", "--data", "embedded", "--out", "unused", "--batch", "0"], "--batch"),
+        (&["student", "--package", "unused", "--data", "embedded", "--out", "unused", "--epochs", "0"], "--epochs"),
+        (&["prior", "train", "--data", "embedded", "--out", "unused", "--checkpoint-every", "0"], "--checkpoint-every"),
+        (&["distill", "--data", "embedded", "--teacher", "t", "--out", "unused", "--seeds", "0"], "--seeds"),
+    ];
+    for (args, flag) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dace")).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(&format!("'{flag}")) && stderr.contains("must be at least 1"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(!std::path::Path::new("unused").exists());
+}

@@ -8,8 +8,8 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::coeffs::StepCoeffs;
 use crate::kernels::diffusion::{self, DiffusionKernels};
-use crate::prior::scheduler::StepCoeffs;
 use crate::rng::{SeedRng, Stream};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -42,7 +42,7 @@ pub fn time<B: Backend, T>(device: &B::Device, budget: Duration, mut f: impl FnM
     while start.elapsed() < budget || n < 3 {
         drop(f());
         n += 1;
-        if n % 8 == 0 {
+        if n.is_multiple_of(8) {
             B::sync(device).expect("device sync");
         }
     }

@@ -105,9 +105,7 @@ pub fn bench_model<B: DaceBackend + KernelOps>(
     let mut steps = 0usize;
     let step_time = time_per_call(2, budget, || {
         let t0 = Instant::now();
-        let loss = burn::nn::loss::CrossEntropyLossConfig::new()
-            .init(device)
-            .forward(model.forward(images.clone()), labels.clone());
+        let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(device).forward(model.forward(images.clone()), labels.clone());
         sync::<AD<B>>(device);
         let t1 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -157,6 +155,8 @@ struct FirstParam<'a> {
 }
 
 impl<B: Backend> burn::module::ModuleVisitor<B> for FirstParam<'_> {
+    // `[0..1]` is one range per sliced dimension (burn's slice), not a one-element Vec.
+    #[allow(clippy::single_range_in_vec_init)]
     fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
         if *self.sum == 0.0 {
             *self.sum = param.val().flatten::<1>(0, D - 1).slice([0..1]).into_scalar().elem::<f32>() + 1e-30;

@@ -16,9 +16,9 @@ use serde_json::{json, Value};
 
 use super::kernels::time;
 use crate::error::Result;
-use crate::expand::UNetDType;
 use crate::kernels::diffusion::DiffusionKernels;
 use crate::kernels::DaceBackend;
+use crate::package::UNetDType;
 use crate::prior::bundle::Prior;
 use crate::prior::config::{UNetConfig, VaeConfig};
 use crate::prior::pipeline::{self, Cond, NoiseId};
@@ -50,7 +50,8 @@ fn f32_name() -> String {
 }
 
 /// Published diffusers checkpoints whose UNet and VAE shapes `--layout` reproduces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Layout {
     /// stabilityai/sd-turbo (SD 2.1 UNet, 865 M parameters; OpenCLIP ViT-H context, 1024 wide).
@@ -168,7 +169,7 @@ pub fn bench_layout<B: DaceBackend + DiffusionKernels>(
     let unet_config = UNetConfig::from_json(&here.join("unet/config.json"), layout.unet_config())?;
     let vae_config = VaeConfig::from_json(&here.join("vae/config.json"), layout.vae_config())?;
     let f = vae_config.downscale();
-    if resolution % (f * (1 << (unet_config.block_out_channels.len() - 1))) != 0 {
+    if !resolution.is_multiple_of(f * (1 << (unet_config.block_out_channels.len() - 1))) {
         return Err(crate::error::DaceError::Invalid(format!(
             "--resolution {resolution}: {} needs a multiple of {}",
             layout.name(),
@@ -216,15 +217,15 @@ fn bench_workload<B: DaceBackend + DiffusionKernels>(
         // Progress on stderr: a run cut short by a time limit still leaves its finished rows.
         eprintln!("  [{:>6.1} s] {prior_name} {dtype} {what}: {ms:.2} ms per batch of {batch}", started.elapsed().as_secs_f64());
         PriorBenchRow {
-        device: device_name.into(),
-        dtype: dtype.into(),
-        eps_rel_err_vs_f32: err,
-        prior: prior_name.into(),
-        what: what.into(),
-        batch,
-        image_shape: work.image_shape,
-        ms_per_batch: ms,
-        img_per_s: batch as f64 * 1e3 / ms,
+            device: device_name.into(),
+            dtype: dtype.into(),
+            eps_rel_err_vs_f32: err,
+            prior: prior_name.into(),
+            what: what.into(),
+            batch,
+            image_shape: work.image_shape,
+            ms_per_batch: ms,
+            img_per_s: batch as f64 * 1e3 / ms,
         }
     };
     // The VAE's share of an expansion (one encode, one decode), which the step count does not change.
@@ -244,7 +245,10 @@ fn bench_workload<B: DaceBackend + DiffusionKernels>(
         let err = (!dtype.is_f32()).then(|| {
             let diff = (eps(&work.unet) - reference.clone()).abs().max().into_scalar().elem::<f64>();
             let err = diff / reference.clone().abs().max().into_scalar().elem::<f64>();
-            eprintln!("  [{:>6.1} s] {prior_name} {name}: first forward done, eps rel err vs f32 {err:.1e}", started.elapsed().as_secs_f64());
+            eprintln!(
+                "  [{:>6.1} s] {prior_name} {name}: first forward done, eps rel err vs f32 {err:.1e}",
+                started.elapsed().as_secs_f64()
+            );
             err
         });
         let unet_ms = time::<B, _>(device, budget, || eps(&work.unet));

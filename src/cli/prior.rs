@@ -3,12 +3,130 @@
 
 use burn::backend::Autodiff;
 
-use super::commands::{load_data, prepare, setup_threads};
-use super::{PriorCommand, PriorEvalArgs, PriorImportArgs, PriorSampleArgs, PriorTrainArgs};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::common::{at_least_one, load_data, prepare, setup_threads, DeviceArgs};
 use crate::on_device;
 use crate::prior::bundle::Prior;
 use crate::prior::eval::PriorEvalConfig;
 use crate::prior::train::{self as prior_train, PriorTrainConfig};
+
+#[derive(Subcommand, Debug)]
+pub enum PriorCommand {
+    /// Train a small VAE + class-conditional UNet on a dataset (resumes from --out by default).
+    Train(PriorTrainArgs),
+    /// Class-conditional samples from a prior as a PNG grid (one row per class).
+    Sample(PriorSampleArgs),
+    /// Quality of a prior: VAE PSNR, teacher accuracy of class-conditional samples, img2img grids.
+    Eval(PriorEvalArgs),
+    /// Import a diffusers checkpoint (SD-Turbo, SDXL-Turbo, ...) as a class-conditional prior:
+    /// each class's prompt is encoded once and stored; VAE and UNet are linked unchanged.
+    Import(PriorImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PriorTrainArgs {
+    #[arg(long)]
+    pub data: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// VAE widths per level (n levels downsample by 2^(n-1)): 16,32 gives 14x14 latents at 28 px.
+    #[arg(long, value_delimiter = ',', default_value = "16,32")]
+    pub vae_channels: Vec<usize>,
+    #[arg(long, value_parser = at_least_one, default_value_t = 4)]
+    pub latent_channels: usize,
+    /// UNet widths per level (level 0 without attention, deeper levels with cross-attention).
+    #[arg(long, value_delimiter = ',', default_value = "32,64")]
+    pub unet_channels: Vec<usize>,
+    #[arg(long, default_value_t = 3000)]
+    pub vae_steps: usize,
+    #[arg(long, default_value_t = 6000)]
+    pub unet_steps: usize,
+    #[arg(long, value_parser = at_least_one, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, value_parser = at_least_one, default_value_t = 250)]
+    pub checkpoint_every: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only the first N train images per class (quick runs).
+    #[arg(long)]
+    pub train_per_class: Option<usize>,
+    /// Ignore an existing checkpoint in --out and start over.
+    #[arg(long)]
+    pub fresh: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PriorSampleArgs {
+    #[arg(long)]
+    pub prior: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Samples per class.
+    #[arg(long, value_parser = at_least_one, default_value_t = 8)]
+    pub per_class: usize,
+    #[arg(long, value_parser = at_least_one, default_value_t = 20)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (1 = none).
+    #[arg(long, default_value_t = 2.0)]
+    pub guidance: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PriorEvalArgs {
+    #[arg(long)]
+    pub prior: PathBuf,
+    #[arg(long)]
+    pub data: String,
+    /// Teacher that classifies the samples.
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// Directory for the JSON report and PNG grids.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_parser = at_least_one, default_value_t = 100)]
+    pub samples_per_class: usize,
+    #[arg(long, value_parser = at_least_one, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2.0)]
+    pub guidance: f32,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PriorImportArgs {
+    /// diffusers pipeline directory (model_index.json, vae/, unet/, text_encoder/, tokenizer/, ...).
+    #[arg(long)]
+    pub diffusers: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Dataset whose class names make the prompts (a built-in name or a path).
+    #[arg(long, conflicts_with = "classes")]
+    pub data: Option<String>,
+    /// Class names, comma-separated, instead of --data.
+    #[arg(long, value_delimiter = ',', required_unless_present = "data")]
+    pub classes: Vec<String>,
+    /// Dataset name recorded in the prior (with --classes).
+    #[arg(long, default_value = "custom")]
+    pub dataset: String,
+    /// Prompt template; `{class}` becomes each class name.
+    #[arg(long, default_value = "A photo of {class}")]
+    pub prompt: String,
+    /// Side of the square RGB images the prior generates (SD-Turbo 512, SDXL-Turbo 512).
+    #[arg(long, default_value_t = 512)]
+    pub resolution: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
 
 pub fn run(cmd: PriorCommand) -> anyhow::Result<()> {
     match cmd {
@@ -35,8 +153,18 @@ fn train(args: PriorTrainArgs) -> anyhow::Result<()> {
     };
     eprintln!(
         "prior on {} ({} train images, {}x{}x{}): VAE {:?} -> {} latent channels, UNet {:?}; {} + {} steps of batch {} on {}",
-        ds.name, ds.train.len(), ds.channels, ds.height, ds.width, config.vae_channels, config.latent_channels,
-        config.unet_channels, config.vae_steps, config.unet_steps, config.batch_size, args.device.device.name()
+        ds.name,
+        ds.train.len(),
+        ds.channels,
+        ds.height,
+        ds.width,
+        config.vae_channels,
+        config.latent_channels,
+        config.unet_channels,
+        config.vae_steps,
+        config.unet_steps,
+        config.batch_size,
+        args.device.device.name()
     );
     let state = on_device!(args.device.device, |B, device| {
         prior_train::train_prior::<Autodiff<B>>(config, &ds, &args.out, args.fresh, &device)
@@ -58,8 +186,17 @@ fn sample(args: PriorSampleArgs) -> anyhow::Result<()> {
         let n = prior.index.classes.len();
         let ids: Vec<usize> = (0..n).flat_map(|c| std::iter::repeat_n(c, args.per_class)).collect();
         let x = prior_train::sample_classes(
-            &prior.vae, &prior.unet, &prior.classes, &ids, prior.latent_shape(), prior.vae_config.scaling_factor,
-            args.steps, args.guidance, args.seed, 0, &device,
+            &prior.vae,
+            &prior.unet,
+            &prior.classes,
+            &ids,
+            prior.latent_shape(),
+            prior.vae_config.scaling_factor,
+            args.steps,
+            args.guidance,
+            args.seed,
+            0,
+            &device,
         );
         let [c, h, w] = prior.index.image_shape;
         prior_train::write_images(&x, c, h, w, args.per_class, &args.out)
@@ -85,48 +222,13 @@ fn eval(args: PriorEvalArgs) -> anyhow::Result<()> {
     crate::fsio::write_json(&args.out.join("prior_eval.json"), &report)?;
     println!(
         "VAE PSNR {:.2} dB on {} test images; teacher accuracy of class-conditional samples {:.2}%; report and grids in {}",
-        report.vae_psnr_db, report.test_images, report.cond_teacher_acc, args.out.display()
+        report.vae_psnr_db,
+        report.test_images,
+        report.cond_teacher_acc,
+        args.out.display()
     );
     for c in &report.cond_teacher_acc_per_class {
         println!("  {:<12} {:6.2}%", c.class, c.accuracy);
-    }
-    Ok(())
-}
-
-pub fn bench(args: super::BenchPriorArgs) -> anyhow::Result<()> {
-    setup_threads(&args.device)?;
-    let budget = std::time::Duration::from_secs_f64(args.seconds);
-    let name = args.device.device.name();
-    let rows = on_device!(args.device.device, |B, device| {
-        match (&args.prior, args.layout) {
-            (Some(dir), _) => crate::bench::prior::bench_prior::<B>(dir, &args.dtype, name, args.batch, args.steps, budget, &device),
-            (None, Some(layout)) => crate::bench::prior::bench_layout::<B>(layout, args.resolution, &args.dtype, name, args.batch, args.steps, budget, &device),
-            (None, None) => unreachable!("clap requires --prior or --layout"),
-        }
-    })?;
-    for r in &rows {
-        let err = r.eps_rel_err_vs_f32.map_or(String::new(), |e| format!(", eps rel err vs f32 {e:.1e}"));
-        println!(
-            "{:<6} {:<12} {:>4}px {:<4} {:<16} batch {:>4}: {:>9.2} ms/batch, {:>9.2} img/s, {:>8.4} s/image{err}",
-            r.device,
-            r.prior,
-            r.image_shape[1],
-            r.dtype,
-            r.what,
-            r.batch,
-            r.ms_per_batch,
-            r.img_per_s,
-            1.0 / r.img_per_s
-        );
-    }
-    if let Some(path) = &args.json {
-        #[derive(serde::Serialize)]
-        struct Output<'a> {
-            command: String,
-            threads: usize,
-            rows: &'a [crate::bench::prior::PriorBenchRow],
-        }
-        crate::fsio::write_json(path, &Output { command: super::commands::command_line(), threads: rayon::current_num_threads(), rows: &rows })?;
     }
     Ok(())
 }
@@ -149,9 +251,7 @@ fn import(args: PriorImportArgs) -> anyhow::Result<()> {
         opts.resolution,
         args.device.device.name()
     );
-    let report = on_device!(args.device.device, |B, device| {
-        crate::prior::import::import::<B>(&args.diffusers, &opts, &args.out, &device)
-    })?;
+    let report = on_device!(args.device.device, |B, device| crate::prior::import::import::<B>(&args.diffusers, &opts, &args.out, &device))?;
     crate::fsio::write_json(&args.out.join("import_report.json"), &report)?;
     println!(
         "{} ({}) imported to {} in {:.1} s: {} classes x {} tokens x {} (pooled {:?}); fingerprint {}",

@@ -10,11 +10,46 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::{WebCommand, WebDataArgs, WebServeArgs};
+use clap::{Args, Subcommand};
+
 use crate::device::CpuBackend;
 use crate::expand::Expander;
 use crate::package::Package;
 use crate::prior::bundle::Prior;
+
+#[derive(Subcommand, Debug)]
+pub enum WebCommand {
+    /// Copy a package and its prior into the page's data folder (with an index of the files) and
+    /// write the native CPU regeneration of one (patch, seed) that the browser test compares with.
+    Data(WebDataArgs),
+    /// Serve a built page (web/build.sh) over HTTP on 127.0.0.1 only.
+    Serve(WebServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WebDataArgs {
+    #[arg(long)]
+    pub package: PathBuf,
+    #[arg(long)]
+    pub prior: Option<PathBuf>,
+    /// The page's data folder (web/dist/data after web/build.sh).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The (patch, seed number) regenerated natively into `expected.json`.
+    #[arg(long, default_value_t = 0)]
+    pub item: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed_index: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct WebServeArgs {
+    /// Folder to serve (web/dist after web/build.sh).
+    #[arg(long, default_value = "web/dist")]
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+}
 
 pub fn run(cmd: WebCommand) -> anyhow::Result<()> {
     match cmd {
@@ -38,7 +73,6 @@ struct Expected {
     /// `[-1, 1]` CHW pixels of the native CPU regeneration (batch of one, as the page runs it).
     pixels: Vec<f32>,
 }
-
 
 fn data(args: WebDataArgs) -> anyhow::Result<()> {
     let device = Default::default();

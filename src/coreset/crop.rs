@@ -1,8 +1,6 @@
-//! Random square crops for coreset selection and resizing of u8 CHW images.
+//! Random square crops for coreset selection and RDED collages.
 
-use image::imageops::{self, FilterType};
-use image::{ImageBuffer, Luma};
-
+use crate::data::transform::resize_u8;
 use crate::rng::{SeedRng, Stream};
 
 /// A square crop: top-left corner and side, in pixels of the source image.
@@ -24,20 +22,6 @@ pub fn random_square(seed: u64, item: u64, k: u64, h: usize, w: usize) -> CropBo
         left: rng.below_at(3 * k + 2, (w - side + 1) as u32) as usize,
         side,
     }
-}
-
-/// Resizes each channel plane of `src` (`c x h x w`) to `oh x ow` with the image crate's triangle
-/// (bilinear, antialiased when shrinking) filter.
-pub fn resize_u8(src: &[u8], c: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<u8> {
-    if (oh, ow) == (h, w) {
-        return src.to_vec();
-    }
-    let mut out = Vec::with_capacity(c * oh * ow);
-    for plane in src.chunks(h * w) {
-        let img: ImageBuffer<Luma<u8>, &[u8]> = ImageBuffer::from_raw(w as u32, h as u32, plane).expect("plane size");
-        out.extend_from_slice(imageops::resize(&img, ow as u32, oh as u32, FilterType::Triangle).as_raw());
-    }
-    out
 }
 
 /// The `crop` of `src` (`c x h x w`) resized to `oh x ow`.

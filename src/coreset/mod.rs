@@ -1,4 +1,4 @@
-//! RDED-style coreset selection (Sun et al. 2024; ../shared/NOTES.md §1).
+//! RDED-style coreset selection (Sun et al. 2024, "On the Diversity and Realism of Distilled Dataset").
 //!
 //! Per class: up to `mipc` real images; per image `crops` random square crops, each stored at the
 //! patch size `H/r x W/r`, upsampled back to `H x W` and scored by the teacher's cross-entropy on
@@ -14,6 +14,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::data::transform::resize_u8;
 use crate::data::{augment, Dataset};
 use crate::error::{DaceError, Result};
 use crate::fsio;
@@ -82,7 +83,8 @@ pub struct Coreset {
 }
 
 /// Training images built from a coreset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Layout {
     /// Each patch upsampled to full size on its own (the paper's layout): `ipc * r^2` per class.
@@ -117,7 +119,7 @@ impl Coreset {
             match layout {
                 Layout::Patches => {
                     for &i in &idx {
-                        images.extend(crop::resize_u8(self.patch(i), c, ph, pw, h, w));
+                        images.extend(resize_u8(self.patch(i), c, ph, pw, h, w));
                         labels.push(class);
                     }
                 }
@@ -185,10 +187,7 @@ impl Coreset {
         for (k, name) in meta.classes.iter().enumerate() {
             let n = meta.patches.iter().filter(|p| p.class as usize == k).count();
             if n != per_class {
-                return Err(DaceError::bad_file(
-                    &meta_path,
-                    format!("class `{name}` has {n} patches, expected ipc * r^2 = {per_class}"),
-                ));
+                return Err(DaceError::bad_file(&meta_path, format!("class `{name}` has {n} patches, expected ipc * r^2 = {per_class}")));
             }
         }
         if meta.patch_size != [meta.image_size[0] / r, meta.image_size[1] / r] {
@@ -253,7 +252,16 @@ pub fn select<B: DaceBackend>(
                     cand.push((src, cb, crop::crop_resize(ds.image(&ds.train, src), c, h, w, cb, ph, pw)));
                 }
             }
-            let ce = teacher_ce(teacher, &cand.iter().map(|x| crop::resize_u8(&x.2, c, ph, pw, h, w)).collect::<Vec<_>>(), class, c, h, w, norm, device)?;
+            let ce = teacher_ce(
+                teacher,
+                &cand.iter().map(|x| resize_u8(&x.2, c, ph, pw, h, w)).collect::<Vec<_>>(),
+                class,
+                c,
+                h,
+                w,
+                norm,
+                device,
+            )?;
             evals += cand.len();
             for (j, &src) in chunk.iter().enumerate() {
                 let range = j * config.crops..(j + 1) * config.crops;
@@ -308,12 +316,8 @@ fn teacher_ce<B: DaceBackend>(
     }
     let x = Tensor::<B, 4>::from_data(TensorData::new(buf, [images.len(), c, h, w]), device);
     let logp = burn::tensor::activation::log_softmax(teacher.forward(x), 1);
-    let ce: Vec<f32> = logp
-        .narrow(1, class as usize, 1)
-        .neg()
-        .into_data()
-        .to_vec()
-        .map_err(|e| DaceError::Invalid(format!("teacher output: {e:?}")))?;
+    let ce: Vec<f32> =
+        logp.narrow(1, class as usize, 1).neg().into_data().to_vec().map_err(|e| DaceError::Invalid(format!("teacher output: {e:?}")))?;
     if ce.iter().any(|v| !v.is_finite()) {
         return Err(DaceError::Invalid("teacher produced a non-finite cross-entropy".into()));
     }

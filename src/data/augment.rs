@@ -2,15 +2,12 @@
 
 use rand::Rng;
 
-use super::Dataset;
+use super::dataset::Dataset;
 
 /// `out = (bytes / 255 - mean[c]) / std[c]` for one CHW image of `c` channels.
 pub fn to_f32_normalized(bytes: &[u8], mean: &[f32], std: &[f32], c: usize, out: &mut [f32]) {
     assert_eq!(bytes.len(), out.len(), "input and output lengths differ");
-    assert!(
-        mean.len() >= c && std.len() >= c,
-        "need a mean and std per channel"
-    );
+    assert!(mean.len() >= c && std.len() >= c, "need a mean and std per channel");
     if c == 0 || bytes.is_empty() {
         return;
     }
@@ -65,17 +62,7 @@ pub fn channel_mean_std(ds: &Dataset) -> (Vec<f32>, Vec<f32>) {
 /// window whose top-left corner is at (`top`, `left`) in padded coordinates (each in
 /// `0..=2*pad`; `pad`, `pad` is the unshifted image), and mirrors it horizontally if `flip`.
 #[allow(clippy::too_many_arguments)] // the shape and the crop are all needed, and named better than a struct
-pub fn crop_flip(
-    img: &[f32],
-    c: usize,
-    h: usize,
-    w: usize,
-    pad: usize,
-    top: usize,
-    left: usize,
-    flip: bool,
-    out: &mut [f32],
-) {
+pub fn crop_flip(img: &[f32], c: usize, h: usize, w: usize, pad: usize, top: usize, left: usize, flip: bool, out: &mut [f32]) {
     assert_eq!(img.len(), c * h * w, "image length is not c*h*w");
     assert_eq!(out.len(), img.len(), "output length differs from input");
     for ch in 0..c {
@@ -104,16 +91,7 @@ pub fn crop_flip(
 /// `RandomCrop(padding=...)` pads the raw image with black instead. Callers that want black
 /// padding can crop the unnormalised x/255 values and normalise afterwards.
 #[allow(clippy::too_many_arguments)] // shape, crop and flip settings, rng and output are all needed
-pub fn random_crop_flip(
-    img: &[f32],
-    c: usize,
-    h: usize,
-    w: usize,
-    pad: usize,
-    flip: bool,
-    rng: &mut impl Rng,
-    out: &mut [f32],
-) {
+pub fn random_crop_flip(img: &[f32], c: usize, h: usize, w: usize, pad: usize, flip: bool, rng: &mut impl Rng, out: &mut [f32]) {
     let top = rng.random_range(0..=2 * pad);
     let left = rng.random_range(0..=2 * pad);
     let mirror = flip && rng.random_bool(0.5);

@@ -5,32 +5,16 @@
 
 use std::path::Path;
 
+use super::dataset::{Dataset, Split};
+use super::error::DataError;
 use super::files::{self, check_labels};
-use super::{DataError, Dataset, Split};
 
 const SIDE: usize = 32;
 const PIXELS: usize = 3 * SIDE * SIDE;
 
-const CIFAR10_CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+const CIFAR10_CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
-const CIFAR10_TRAIN: [&str; 5] = [
-    "data_batch_1.bin",
-    "data_batch_2.bin",
-    "data_batch_3.bin",
-    "data_batch_4.bin",
-    "data_batch_5.bin",
-];
+const CIFAR10_TRAIN: [&str; 5] = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 
 pub(crate) fn is_cifar10_dir(dir: &Path) -> bool {
     dir.join(CIFAR10_TRAIN[0]).is_file() || dir.join("test_batch.bin").is_file()
@@ -42,23 +26,14 @@ pub(crate) fn is_cifar100_dir(dir: &Path) -> bool {
 
 /// Appends the records of one file to `split`. `label_bytes` is 1 (CIFAR-10) or 2 (CIFAR-100:
 /// coarse then fine); the last label byte is the one kept.
-fn read_records(
-    path: &Path,
-    label_bytes: usize,
-    classes: usize,
-    split: &mut Split,
-) -> Result<(), DataError> {
+fn read_records(path: &Path, label_bytes: usize, classes: usize, split: &mut Split) -> Result<(), DataError> {
     let bytes = files::read(path)?;
     let record = label_bytes + PIXELS;
     if bytes.is_empty() {
         return Err(DataError::corrupt(path, "empty file, no records"));
     }
     if bytes.len() % record != 0 {
-        return Err(DataError::Truncated {
-            path: path.into(),
-            expected: bytes.len().div_ceil(record) * record,
-            got: bytes.len(),
-        });
+        return Err(DataError::Truncated { path: path.into(), expected: bytes.len().div_ceil(record) * record, got: bytes.len() });
     }
     let start = split.labels.len();
     for chunk in bytes.chunks_exact(record) {
@@ -68,12 +43,7 @@ fn read_records(
     check_labels(path, &split.labels[start..], classes)
 }
 
-fn read_split(
-    dir: &Path,
-    names: &[&str],
-    label_bytes: usize,
-    classes: usize,
-) -> Result<Split, DataError> {
+fn read_split(dir: &Path, names: &[&str], label_bytes: usize, classes: usize) -> Result<Split, DataError> {
     let mut split = Split::default();
     for name in names {
         read_records(&dir.join(name), label_bytes, classes, &mut split)?;
@@ -82,33 +52,17 @@ fn read_split(
 }
 
 /// Class names from `file` if present, else `default`; a names file must list exactly `expected`.
-fn class_names(
-    dir: &Path,
-    file: &str,
-    expected: usize,
-    default: Vec<String>,
-) -> Result<Vec<String>, DataError> {
+fn class_names(dir: &Path, file: &str, expected: usize, default: Vec<String>) -> Result<Vec<String>, DataError> {
     let path = dir.join(file);
     match files::read_class_names(&path)? {
         None => Ok(default),
         Some(names) if names.len() == expected => Ok(names),
-        Some(names) => Err(DataError::corrupt(
-            &path,
-            format!("{} class names, expected {expected}", names.len()),
-        )),
+        Some(names) => Err(DataError::corrupt(&path, format!("{} class names, expected {expected}", names.len()))),
     }
 }
 
 fn dataset(name: &str, classes: Vec<String>, train: Split, test: Split) -> Dataset {
-    Dataset {
-        name: name.into(),
-        classes,
-        channels: 3,
-        height: SIDE,
-        width: SIDE,
-        train,
-        test,
-    }
+    Dataset { name: name.into(), classes, channels: 3, height: SIDE, width: SIDE, train, test }
 }
 
 pub(crate) fn load_cifar10(dir: &Path) -> Result<Dataset, DataError> {

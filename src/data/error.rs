@@ -13,11 +13,7 @@ pub enum DataError {
     },
 
     #[error("{}: truncated: expected {expected} bytes, got {got}", path.display())]
-    Truncated {
-        path: PathBuf,
-        expected: usize,
-        got: usize,
-    },
+    Truncated { path: PathBuf, expected: usize, got: usize },
 
     #[error("{}: bad magic number {found:#010x} (not an IDX file of the expected kind)", path.display())]
     BadMagic { path: PathBuf, found: u32 },
@@ -30,11 +26,7 @@ pub enum DataError {
          all images of a dataset must have the same size",
         path.display(), expected.0, expected.1, expected.2, got.0, got.1, got.2
     )]
-    ShapeMismatch {
-        path: PathBuf,
-        expected: (usize, usize, usize),
-        got: (usize, usize, usize),
-    },
+    ShapeMismatch { path: PathBuf, expected: (usize, usize, usize), got: (usize, usize, usize) },
 
     #[error("{}: empty class folder (no .png, .jpg or .jpeg images)", path.display())]
     EmptyClass { path: PathBuf },
@@ -54,22 +46,13 @@ pub enum DataError {
     UnknownFormat { path: PathBuf },
 
     #[error("{}: label {label} out of range for {classes} classes", path.display())]
-    LabelOutOfRange {
-        path: PathBuf,
-        label: u32,
-        classes: usize,
-    },
+    LabelOutOfRange { path: PathBuf, label: u32, classes: usize },
 
     #[error(
         "count mismatch: {} holds {images} images but {} holds {labels} labels",
         path_images.display(), path_labels.display()
     )]
-    CountMismatch {
-        path_images: PathBuf,
-        path_labels: PathBuf,
-        images: usize,
-        labels: usize,
-    },
+    CountMismatch { path_images: PathBuf, path_labels: PathBuf, images: usize, labels: usize },
 
     /// Downloading or copying a dataset failed (`path` is the destination).
     #[error("{}: fetch failed: {reason}", path.display())]
@@ -78,16 +61,10 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io {
-            path: path.into(),
-            source,
-        }
+        DataError::Io { path: path.into(), source }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        DataError::Corrupt {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        DataError::Corrupt { path: path.into(), reason: reason.into() }
     }
 }

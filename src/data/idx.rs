@@ -8,50 +8,30 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
+use super::dataset::{Dataset, Split};
+use super::error::DataError;
 use super::files::{self, check_labels, find_first};
-use super::{DataError, Dataset, Split};
 
 const IMAGE_MAGIC: u32 = 0x0000_0803;
 const LABEL_MAGIC: u32 = 0x0000_0801;
 
-pub(crate) const FASHION_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub(crate) const FASHION_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// The four files of an IDX dataset, by their canonical names (without `.gz`).
-pub(crate) const FILES: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
+pub(crate) const FILES: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
 /// Names under which `base` may appear: gzipped or not, and with the `.idx3` spelling that some
 /// mirrors use instead of `-idx3`.
 fn candidates(base: &str) -> Vec<String> {
     let dotted = base.replacen("-idx", ".idx", 1);
-    [base.to_string(), dotted]
-        .into_iter()
-        .flat_map(|name| [format!("{name}.gz"), name])
-        .collect()
+    [base.to_string(), dotted].into_iter().flat_map(|name| [format!("{name}.gz"), name]).collect()
 }
 
 fn locate(dir: &Path, base: &str) -> Result<PathBuf, DataError> {
-    find_first(dir, &candidates(base)).ok_or_else(|| {
-        DataError::io(
-            dir.join(format!("{base}[.gz]")),
-            std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
-        )
-    })
+    find_first(dir, &candidates(base))
+        .ok_or_else(|| DataError::io(dir.join(format!("{base}[.gz]")), std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")))
 }
 
 pub(crate) fn is_idx_dir(dir: &Path) -> bool {
@@ -72,27 +52,15 @@ fn decompress_if_gzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, DataError>
 }
 
 /// Checks the magic and the sizes; returns the dimensions and the payload.
-fn parse<'a>(
-    path: &Path,
-    bytes: &'a [u8],
-    magic: u32,
-) -> Result<(Vec<usize>, &'a [u8]), DataError> {
-    let truncated = |expected: usize| DataError::Truncated {
-        path: path.into(),
-        expected,
-        got: bytes.len(),
-    };
-    let be_u32 =
-        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+fn parse<'a>(path: &Path, bytes: &'a [u8], magic: u32) -> Result<(Vec<usize>, &'a [u8]), DataError> {
+    let truncated = |expected: usize| DataError::Truncated { path: path.into(), expected, got: bytes.len() };
+    let be_u32 = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     if bytes.len() < 4 {
         return Err(truncated(4));
     }
     let found = be_u32(0);
     if found != magic {
-        return Err(DataError::BadMagic {
-            path: path.into(),
-            found,
-        });
+        return Err(DataError::BadMagic { path: path.into(), found });
     }
     let ndim = (magic & 0xff) as usize;
     let header = 4 + 4 * ndim;
@@ -110,10 +78,7 @@ fn parse<'a>(
     }
     if bytes.len() > expected {
         let extra = bytes.len() - expected;
-        return Err(DataError::corrupt(
-            path,
-            format!("{extra} bytes after the end of the {dims:?} payload"),
-        ));
+        return Err(DataError::corrupt(path, format!("{extra} bytes after the end of the {dims:?} payload")));
     }
     Ok((dims, &bytes[header..]))
 }
@@ -128,12 +93,7 @@ struct Images {
 fn parse_images(path: &Path, bytes: Vec<u8>) -> Result<Images, DataError> {
     let bytes = decompress_if_gzip(path, bytes)?;
     let (dims, payload) = parse(path, &bytes, IMAGE_MAGIC)?;
-    Ok(Images {
-        count: dims[0],
-        height: dims[1],
-        width: dims[2],
-        pixels: payload.to_vec(),
-    })
+    Ok(Images { count: dims[0], height: dims[1], width: dims[2], pixels: payload.to_vec() })
 }
 
 fn parse_labels(path: &Path, bytes: Vec<u8>) -> Result<Vec<u32>, DataError> {
@@ -143,10 +103,7 @@ fn parse_labels(path: &Path, bytes: Vec<u8>) -> Result<Vec<u32>, DataError> {
 }
 
 /// One split from its two files, given as (path, contents) so the embedded copy can share it.
-fn parse_split(
-    images: (&Path, Vec<u8>),
-    labels: (&Path, Vec<u8>),
-) -> Result<(Images, Vec<u32>), DataError> {
+fn parse_split(images: (&Path, Vec<u8>), labels: (&Path, Vec<u8>)) -> Result<(Images, Vec<u32>), DataError> {
     let parsed = parse_images(images.0, images.1)?;
     let label_values = parse_labels(labels.0, labels.1)?;
     if parsed.count != label_values.len() {
@@ -190,9 +147,7 @@ fn assemble(src: Sources<'_>) -> Result<Dataset, DataError> {
         None => {
             // Digits by default, but never fewer names than labels (e.g. EMNIST's 47 classes).
             let max_label = train_y.iter().chain(&test_y).copied().max().unwrap_or(0) as usize;
-            (0..(max_label + 1).max(10))
-                .map(|i| i.to_string())
-                .collect()
+            (0..(max_label + 1).max(10)).map(|i| i.to_string()).collect()
         }
     };
     check_labels(train_labels_path, &train_y, classes.len())?;
@@ -203,46 +158,25 @@ fn assemble(src: Sources<'_>) -> Result<Dataset, DataError> {
         channels: 1,
         height: train.height,
         width: train.width,
-        train: Split {
-            images: train.pixels,
-            labels: train_y,
-        },
-        test: Split {
-            images: test.pixels,
-            labels: test_y,
-        },
+        train: Split { images: train.pixels, labels: train_y },
+        test: Split { images: test.pixels, labels: test_y },
     })
 }
 
 pub(crate) fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
-    let paths = FILES
-        .iter()
-        .map(|base| locate(dir, base))
-        .collect::<Result<Vec<_>, _>>()?;
+    let paths = FILES.iter().map(|base| locate(dir, base)).collect::<Result<Vec<_>, _>>()?;
     let read = |i: usize| files::read(&paths[i]).map(|bytes| (paths[i].as_path(), bytes));
     let classes = files::read_class_names(&dir.join("classes.txt"))?;
     let fashion_path = dir.to_string_lossy().to_lowercase().contains("fashion");
     let fashion_names = classes.as_deref().is_some_and(|c| c == FASHION_CLASSES);
-    let name = if fashion_path || fashion_names {
-        "fashion-mnist".to_string()
-    } else {
-        files::dir_name(dir)
-    };
-    assemble(Sources {
-        files: [read(0)?, read(1)?, read(2)?, read(3)?],
-        classes,
-        fashion: fashion_path,
-        name,
-    })
+    let name = if fashion_path || fashion_names { "fashion-mnist".to_string() } else { files::dir_name(dir) };
+    assemble(Sources { files: [read(0)?, read(1)?, read(2)?, read(3)?], classes, fashion: fashion_path, name })
 }
 
 pub(crate) fn load_embedded() -> Result<Dataset, DataError> {
     macro_rules! asset {
         ($file:literal) => {
-            (
-                Path::new(concat!("embedded:", $file)),
-                include_bytes!(concat!("../../assets/fashion-mnist-mini/", $file)).to_vec(),
-            )
+            (Path::new(concat!("embedded:", $file)), include_bytes!(concat!("../../assets/fashion-mnist-mini/", $file)).to_vec())
         };
     }
     let classes = include_str!("../../assets/fashion-mnist-mini/classes.txt")

@@ -1,10 +1,11 @@
-//! Whole-dataset transformations: resizing and per-class subsets.
+//! Image transformations: resizing of single images (u8 with the image crate's filter, f32
+//! bilinear as PyTorch does it) and of whole datasets, and per-class subsets.
 
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Luma};
 use rayon::prelude::*;
 
-use super::{Dataset, Split};
+use super::dataset::{Dataset, Split};
 
 impl Dataset {
     /// Every image resized to `height` x `width`, bilinearly (the image crate's Triangle filter),
@@ -13,10 +14,7 @@ impl Dataset {
         if (height, width) == (self.height, self.width) {
             return self.clone();
         }
-        let resize_split = |split: &Split| Split {
-            images: self.resize_images(&split.images, height, width),
-            labels: split.labels.clone(),
-        };
+        let resize_split = |split: &Split| Split { images: self.resize_images(&split.images, height, width), labels: split.labels.clone() };
         Dataset {
             name: self.name.clone(),
             classes: self.classes.clone(),
@@ -35,19 +33,12 @@ impl Dataset {
         if plane_in == 0 || plane_out == 0 {
             return out;
         }
-        out.par_chunks_mut(plane_out)
-            .zip(images.par_chunks(plane_in))
-            .for_each(|(dst, src)| {
-                let plane = ImageBuffer::<Luma<u8>, &[u8]>::from_raw(
-                    self.width as u32,
-                    self.height as u32,
-                    src,
-                )
+        out.par_chunks_mut(plane_out).zip(images.par_chunks(plane_in)).for_each(|(dst, src)| {
+            let plane = ImageBuffer::<Luma<u8>, &[u8]>::from_raw(self.width as u32, self.height as u32, src)
                 .expect("chunk length equals height * width");
-                let resized =
-                    imageops::resize(&plane, width as u32, height as u32, FilterType::Triangle);
-                dst.copy_from_slice(resized.as_raw());
-            });
+            let resized = imageops::resize(&plane, width as u32, height as u32, FilterType::Triangle);
+            dst.copy_from_slice(resized.as_raw());
+        });
         out
     }
 
@@ -79,5 +70,48 @@ impl Dataset {
             }
         }
         subset
+    }
+}
+
+/// Resizes each channel plane of `src` (`c x h x w`) to `oh x ow` with the image crate's triangle
+/// (bilinear, antialiased when shrinking) filter.
+pub fn resize_u8(src: &[u8], c: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<u8> {
+    if (oh, ow) == (h, w) {
+        return src.to_vec();
+    }
+    let mut out = Vec::with_capacity(c * oh * ow);
+    for plane in src.chunks(h * w) {
+        let img: ImageBuffer<Luma<u8>, &[u8]> = ImageBuffer::from_raw(w as u32, h as u32, plane).expect("plane size");
+        out.extend_from_slice(imageops::resize(&img, ow as u32, oh as u32, FilterType::Triangle).as_raw());
+    }
+    out
+}
+
+/// Bilinear resize of `c` planes `h x w` to `oh x ow`, half-pixel centres (PyTorch's
+/// `interpolate(mode="bilinear", align_corners=False)` without antialiasing).
+pub fn resize_bilinear(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize, out: &mut [f32]) {
+    let coords = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f32)> {
+        let scale = n_in as f32 / n_out as f32;
+        (0..n_out)
+            .map(|o| {
+                let s = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+                let i0 = (s.floor() as usize).min(n_in - 1);
+                let i1 = (i0 + 1).min(n_in - 1);
+                (i0, i1, s - i0 as f32)
+            })
+            .collect()
+    };
+    let (ys, xs) = (coords(h, oh), coords(w, ow));
+    for ch in 0..c {
+        let plane = &src[ch * h * w..(ch + 1) * h * w];
+        for (oy, &(y0, y1, fy)) in ys.iter().enumerate() {
+            let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
+            let row = &mut out[(ch * oh + oy) * ow..(ch * oh + oy + 1) * ow];
+            for (o, &(x0, x1, fx)) in row.iter_mut().zip(&xs) {
+                let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
+                let bottom = r1[x0] + (r1[x1] - r1[x0]) * fx;
+                *o = top + (bottom - top) * fy;
+            }
+        }
     }
 }

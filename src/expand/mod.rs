@@ -1,196 +1,23 @@
-//! Diffusion-augmented coreset expansion (paper §3.2–3.4, ../shared/NOTES.md §1, §4).
+//! Diffusion-augmented coreset expansion (paper §3.2–3.4): the expander and the regenerator.
 //!
 //! One expansion is a pure function of (prior, patch set, settings, seed, item): upsample the
 //! patch to the prior's image size, VAE-encode (a posterior sample), optionally mix the latent
 //! with a same-class partner's, noise it to strength `rho`, denoise, decode, quantise to u8. Every
 //! random draw comes from the item's named Philox streams (docs/FORMAT.md), so the student side
-//! regenerates the exact images the teacher labelled, on any device.
-
-pub mod distill;
-pub mod student;
+//! regenerates the exact images the teacher labelled, on any device. The settings themselves are
+//! the package format's ([`crate::package::settings`]).
 
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
 
+use crate::data::transform::resize_bilinear;
 use crate::error::{DaceError, Result};
 use crate::kernels::diffusion::{latent_lerp, DiffusionKernels};
 use crate::kernels::DaceBackend;
+use crate::package::{ExpandConfig, Manifest, Mode};
 use crate::prior::bundle::Prior;
 use crate::prior::pipeline::{self, keys, Guidance, NoiseId};
-use crate::prior::scheduler::{self, DdimConfig, DenoiseStep, Sampler, ScheduleConfig};
+use crate::prior::scheduler::{self, DenoiseStep, ScheduleConfig};
 use crate::rng::{SeedRng, Stream};
-use crate::student::augment::resize_bilinear;
-
-/// The paper's ablation rows (Table 4), as presets of [`ExpandConfig`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Variant {
-    /// No diffusion: each patch bilinearly upsampled (RDED's patches, the paper's layout).
-    Rded,
-    /// No patches: class-conditional samples from pure noise (the paper's "text only").
-    CondOnly,
-    /// img2img at rho = 0.4: mostly super-resolution.
-    Sr,
-    /// img2img at rho = 0.8: super-resolution plus semantic variation.
-    SrAug,
-    /// rho = 0.8 with same-class latent mixup.
-    SrAugMixup,
-}
-
-impl Variant {
-    pub const ALL: [Variant; 5] = [Variant::Rded, Variant::CondOnly, Variant::Sr, Variant::SrAug, Variant::SrAugMixup];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Rded => "rded",
-            Variant::CondOnly => "cond-only",
-            Variant::Sr => "sr",
-            Variant::SrAug => "sr-aug",
-            Variant::SrAugMixup => "sr-aug-mixup",
-        }
-    }
-}
-
-/// Where an expansion starts from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// The upsampled patch itself (no prior needed).
-    Upsample,
-    /// img2img from the upsampled patch.
-    Img2img,
-    /// Pure noise, conditioned on the patch's class only.
-    Generate,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum SchedulerKind {
-    /// Euler ancestral, trailing spacing (SD-Turbo / SDXL-Turbo's scheduler).
-    EulerA,
-    /// Deterministic DDIM (eta 0), trailing spacing.
-    Ddim,
-}
-
-/// The float type the UNet computes in during an expansion; the VAE always runs in f32
-/// (diffusers' `force_upcast`). Half types halve the UNet's weight memory on a GPU; the CPU
-/// computes them too (slower than f32), so a package regenerates the same on every device.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum UNetDType {
-    #[default]
-    F32,
-    F16,
-    Bf16,
-}
-
-impl UNetDType {
-    pub fn float(self) -> burn::tensor::FloatDType {
-        match self {
-            UNetDType::F32 => burn::tensor::FloatDType::F32,
-            UNetDType::F16 => burn::tensor::FloatDType::F16,
-            UNetDType::Bf16 => burn::tensor::FloatDType::BF16,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            UNetDType::F32 => "f32",
-            UNetDType::F16 => "f16",
-            UNetDType::Bf16 => "bf16",
-        }
-    }
-
-    pub fn is_f32(&self) -> bool {
-        *self == UNetDType::F32
-    }
-}
-
-/// Everything that decides an expansion besides the prior, the patches and the seed. Stored in
-/// the package manifest: changing any field changes the images.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ExpandConfig {
-    pub mode: Mode,
-    /// img2img strength (diffusers semantics: `int(steps * rho)` of the `steps` run).
-    pub rho: f64,
-    /// Inference steps of the full schedule.
-    pub steps: usize,
-    pub scheduler: SchedulerKind,
-    /// Classifier-free guidance scale; 1 = none (one UNet pass per step, Turbo's setting).
-    pub guidance: f32,
-    /// Same-class latent mixup `z = g z_item + (1 - g) z_partner`, `g` uniform in this range.
-    pub mixup: Option<[f32; 2]>,
-    /// The UNet's compute type (absent from manifests of f32 packages, which predate it).
-    #[serde(default, skip_serializing_if = "UNetDType::is_f32")]
-    pub unet_dtype: UNetDType,
-}
-
-impl ExpandConfig {
-    /// The preset of an ablation row, with `steps` inference steps of `scheduler`.
-    pub fn variant(v: Variant, steps: usize, scheduler: SchedulerKind, gamma: [f32; 2]) -> Self {
-        let base = ExpandConfig { mode: Mode::Img2img, rho: 0.8, steps, scheduler, guidance: 1.0, mixup: None, unet_dtype: UNetDType::F32 };
-        match v {
-            Variant::Rded => ExpandConfig { mode: Mode::Upsample, rho: 0.0, ..base },
-            Variant::CondOnly => ExpandConfig { mode: Mode::Generate, rho: 1.0, ..base },
-            Variant::Sr => ExpandConfig { rho: 0.4, ..base },
-            Variant::SrAug => base,
-            Variant::SrAugMixup => ExpandConfig { mixup: Some(gamma), ..base },
-        }
-    }
-
-    fn sampler(&self) -> Sampler {
-        match self.scheduler {
-            SchedulerKind::EulerA => Sampler::EulerAncestral,
-            SchedulerKind::Ddim => Sampler::Ddim(DdimConfig::default()),
-        }
-    }
-
-    /// Checks the settings and returns the denoising steps to run (empty for `Upsample`).
-    pub fn plan(&self) -> Result<Vec<DenoiseStep>> {
-        let err = |why: String| DaceError::Invalid(format!("expansion settings {self:?}: {why}"));
-        let bad = |why: String| Err(err(why));
-        if let Some([a, b]) = self.mixup {
-            if !(0.0..=1.0).contains(&a) || !(0.0..=1.0).contains(&b) || a > b {
-                return bad(format!("mixup gamma range [{a}, {b}] must satisfy 0 <= a <= b <= 1"));
-            }
-            if self.mode != Mode::Img2img {
-                return bad("mixup needs img2img (it mixes the patches' latents)".into());
-            }
-        }
-        if !(self.guidance.is_finite() && self.guidance >= 0.0) {
-            return bad("guidance must be a finite number >= 0".into());
-        }
-        let cfg = ScheduleConfig::default();
-        match self.mode {
-            Mode::Upsample => Ok(Vec::new()),
-            Mode::Generate => {
-                cfg.validate(self.steps).map_err(err)?;
-                Ok(scheduler::plan(&cfg, self.sampler(), self.steps))
-            }
-            Mode::Img2img => {
-                cfg.validate(self.steps).map_err(err)?;
-                if !(self.rho > 0.0 && self.rho <= 1.0) {
-                    return bad("rho must be in (0, 1]".into());
-                }
-                match scheduler::img2img_plan(&cfg, self.sampler(), self.steps, self.rho) {
-                    Some(steps) => Ok(steps),
-                    None => bad(format!("rho {} runs no step of a {}-step schedule", self.rho, self.steps)),
-                }
-            }
-        }
-    }
-
-    /// The ablation name of these settings ("sr-aug-mixup"), or a description.
-    pub fn name(&self) -> String {
-        match (self.mode, self.mixup) {
-            (Mode::Upsample, _) => "rded".into(),
-            (Mode::Generate, _) => "cond-only".into(),
-            (Mode::Img2img, None) if self.rho <= 0.5 => format!("sr (rho {})", self.rho),
-            (Mode::Img2img, None) => format!("sr-aug (rho {})", self.rho),
-            (Mode::Img2img, Some(_)) => format!("sr-aug-mixup (rho {})", self.rho),
-        }
-    }
-}
 
 /// `[c, h, w]` u8 patches upsampled to `[c, oh, ow]` in `[-1, 1]` (bilinear, half-pixel centres).
 pub fn upsample_patches(patches: &[u8], [c, ph, pw]: [usize; 3], [oh, ow]: [usize; 2]) -> Vec<f32> {
@@ -239,11 +66,7 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
         let steps = config.plan()?;
         let [c, ph, pw] = patch_shape;
         if patches.len() != classes.len() * c * ph * pw {
-            return Err(DaceError::Invalid(format!(
-                "{} patch bytes for {} patches of {c}x{ph}x{pw}",
-                patches.len(),
-                classes.len()
-            )));
+            return Err(DaceError::Invalid(format!("{} patch bytes for {} patches of {c}x{ph}x{pw}", patches.len(), classes.len())));
         }
         let num_classes = classes.iter().map(|&k| k as usize + 1).max().unwrap_or(0);
         if config.mode != Mode::Upsample {
@@ -265,7 +88,11 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
                 )));
             }
             if num_classes > p.index.classes.len() {
-                return Err(DaceError::Invalid(format!("patch class {} is outside the prior's {} classes", num_classes - 1, p.index.classes.len())));
+                return Err(DaceError::Invalid(format!(
+                    "patch class {} is outside the prior's {} classes",
+                    num_classes - 1,
+                    p.index.classes.len()
+                )));
             }
         }
         let mut by_class = vec![Vec::new(); num_classes];
@@ -288,8 +115,17 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
     }
 
     /// The expander of a package's (or a distillation's) manifest and patches.
-    pub fn for_manifest(prior: Option<&'a Prior<B>>, m: &crate::package::Manifest, patches: &[u8], batch: usize, device: &B::Device) -> Result<Self> {
-        Self::new(prior, m.expansion.clone(), patches, [m.channels, m.patch_size[0], m.patch_size[1]], m.image_size, m.items.clone(), batch, device)
+    pub fn for_manifest(prior: Option<&'a Prior<B>>, m: &Manifest, patches: &[u8], batch: usize, device: &B::Device) -> Result<Self> {
+        Self::new(
+            prior,
+            m.expansion.clone(),
+            patches,
+            [m.channels, m.patch_size[0], m.patch_size[1]],
+            m.image_size,
+            m.items.clone(),
+            batch,
+            device,
+        )
     }
 
     pub fn len(&self) -> usize {
@@ -345,7 +181,9 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
         let sf = prior.vae_config.scaling_factor;
         let z = match self.config.mode {
             Mode::Upsample => unreachable!("handled above"),
-            Mode::Generate => pipeline::sample_latents(&prior.unet, prior.latent_shape(), &ctx, guidance, &self.steps, self.init_sigma, &ids),
+            Mode::Generate => {
+                pipeline::sample_latents(&prior.unet, prior.latent_shape(), &ctx, guidance, &self.steps, self.init_sigma, &ids)
+            }
             Mode::Img2img => {
                 let z1 = pipeline::encode_latents(&prior.vae, x, sf, &ids);
                 let choices: Vec<Option<(usize, f32)>> = items.iter().map(|&i| self.mixup_choice(i, seed)).collect();
@@ -373,11 +211,8 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
     pub fn expand(&self, items: &[usize], seed: u64) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(items.len() * self.image_len());
         for chunk in items.chunks(self.batch) {
-            let v: Vec<f32> = self
-                .expand_tensor(chunk, seed)
-                .into_data()
-                .to_vec()
-                .map_err(|e| DaceError::Invalid(format!("expansion output: {e:?}")))?;
+            let v: Vec<f32> =
+                self.expand_tensor(chunk, seed).into_data().to_vec().map_err(|e| DaceError::Invalid(format!("expansion output: {e:?}")))?;
             if let Some(pos) = v.iter().position(|x| !x.is_finite()) {
                 let item = chunk[pos / self.image_len()];
                 return Err(DaceError::Invalid(format!("the prior produced non-finite pixels for item {item} under seed {seed}")));

@@ -9,25 +9,24 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+use super::grid::{cached_coreset, check_epochs, epochs_for, same_json, student_runs, CellAccuracy};
 use super::stats::MeanStd;
-use crate::coreset::{self, Coreset, CoresetConfig};
+use crate::coreset::CoresetConfig;
 use crate::data::Dataset;
+use crate::distill::{self, write_preview};
 use crate::error::{DaceError, Result};
-use crate::expand::distill::{self, fill_from_coreset, patch_set, write_preview};
-use crate::expand::student::{regenerator, student_config, train_on_package};
-use crate::expand::{ExpandConfig, SchedulerKind, Variant};
 use crate::fsio;
 use crate::kernels::diffusion::DiffusionKernels;
 use crate::kernels::TrainBackend;
 use crate::models::{Arch, NormKind};
-use crate::package::{LabelEncoding, Package};
+use crate::package::{AugmentConfig, ExpandConfig, LabelEncoding, Manifest, Package, PackageSettings, PriorRef, SchedulerKind, Variant};
 use crate::prior::bundle::Prior;
-use crate::student::{AugmentConfig, StudentReport};
+use crate::student::package::{regenerator, student_config, train_on_package};
+use crate::student::{StudentReport, TrainingSet};
 use crate::train;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -98,10 +97,6 @@ pub struct ExpansionReport {
     pub finished: bool,
 }
 
-fn pick<T: Copy>(v: &[T], i: usize) -> T {
-    v[if v.len() == 1 { 0 } else { i }]
-}
-
 impl ExpansionGridConfig {
     fn expansion(&self, v: Variant) -> ExpandConfig {
         let mut c = ExpandConfig::variant(v, self.steps, self.scheduler, self.gamma);
@@ -127,9 +122,7 @@ where
     <B as AutodiffBackend>::InnerBackend: DiffusionKernels,
 {
     type Inner<B> = <B as AutodiffBackend>::InnerBackend;
-    if config.epochs.len() != 1 && config.epochs.len() != config.ipcs.len() {
-        return Err(DaceError::Invalid(format!("--epochs needs one value or one per IPC ({} IPCs)", config.ipcs.len())));
-    }
+    check_epochs(&config.epochs, config.ipcs.len())?;
     let (teacher, meta) = train::load_model::<Inner<B>>(teacher_dir, device)?;
     train::teacher::check_fits(&meta.config, ds)?;
     let teacher_ref = distill::teacher_ref(teacher_dir, &meta)?;
@@ -150,38 +143,26 @@ where
         report.cells = old.cells;
     }
     for (i, &ipc) in config.ipcs.iter().enumerate() {
-        let epochs = pick(&config.epochs, i);
+        let epochs = epochs_for(&config.epochs, i);
         for &factor in &config.factors {
             let cdir = out.join("coresets").join(format!("ipc{ipc}-r{factor}"));
             let cc = CoresetConfig { ipc, factor, crops: config.crops, mipc: config.mipc, seed: config.coreset_seed };
-            let coreset = match Coreset::load(&cdir).ok().filter(|c| {
-                serde_json::to_value(&c.meta.config).ok() == serde_json::to_value(&cc).ok() && c.meta.dataset == ds.name && c.meta.teacher == teacher_ref.fingerprint
-            }) {
-                Some(c) => c,
-                None => {
-                    let mut c = coreset::select(ds, &teacher, &meta, &cc, device)?;
-                    c.meta.teacher = teacher_ref.fingerprint.clone();
-                    c.save(&cdir)?;
-                    c
-                }
-            };
+            let coreset = cached_coreset(&cdir, ds, (&teacher, &meta, &teacher_ref.fingerprint), &cc, device)?;
             let n = coreset.meta.patches.len();
             for &variant in &config.variants {
                 let m = if variant == Variant::Rded { epochs } else { epochs.min((config.max_expansions / n.max(1)).max(1)) };
                 let pname = format!("{}-ipc{ipc}-r{factor}", variant.name());
                 let pdir = out.join("packages").join(&pname);
-                let mut manifest = distill::manifest(
-                    ds,
-                    meta.normalization.clone(),
-                    config.expansion(variant),
-                    config.augment.clone(),
-                    (0..m as u64).collect(),
-                    config.labels,
-                    config.batch,
-                    teacher_ref.clone(),
-                );
+                let settings = PackageSettings {
+                    expansion: config.expansion(variant),
+                    augment: config.augment.clone(),
+                    seeds: (0..m as u64).collect(),
+                    labels: config.labels,
+                    batch: config.batch,
+                };
                 let use_prior = (variant != Variant::Rded).then_some(&prior);
-                fill_from_coreset(&mut manifest, &coreset, use_prior)?;
+                let manifest =
+                    Manifest::new(&coreset.meta, settings, teacher_ref.clone(), meta.normalization.clone(), use_prior.map(PriorRef::of))?;
                 let cached = Package::load(&pdir).ok().filter(|p| {
                     let mut m = p.manifest.clone();
                     m.files.clear();
@@ -193,8 +174,14 @@ where
                     None => {
                         eprintln!("{pname}: distilling {n} patches x {m} seeds");
                         let mut keep = |_: usize, imgs: &[u8]| kept.push(Arc::new(imgs.to_vec()));
-                        let (p, r, preview) = distill::distill(&coreset, use_prior, &teacher, manifest, ds.train.len(), &pdir, &mut keep, device)?;
-                        write_preview(&pdir.join("expansions.png"), &p.manifest, &patch_set(&p.manifest, &p.patches), &preview)?;
+                        let (p, r, preview) =
+                            distill::distill(&coreset, use_prior, &teacher, manifest, ds.train.len(), &pdir, &mut keep, device)?;
+                        write_preview(
+                            &pdir.join("expansions.png"),
+                            &p.manifest,
+                            &TrainingSet::from_package(&p.manifest, &p.patches),
+                            &preview,
+                        )?;
                         fsio::write_json(&pdir.join("distill_report.json"), &r)?;
                         (p, Some(r))
                     }
@@ -204,7 +191,9 @@ where
                 if kept.len() == m {
                     let again = regen.expander().expand_all(pkg.manifest.seeds[0])?;
                     if again != *kept[0] {
-                        return Err(DaceError::Invalid(format!("{pname}: regenerating seed 0 from the package differs from the distillation's images")));
+                        return Err(DaceError::Invalid(format!(
+                            "{pname}: regenerating seed 0 from the package differs from the distillation's images"
+                        )));
                     }
                     identical = Some(true);
                     for (s, imgs) in kept.drain(..).enumerate() {
@@ -215,24 +204,11 @@ where
                 let bytes = |k: &str| size.as_ref().and_then(|v| v["size"][k].as_u64()).unwrap_or(0);
                 for &arch in &config.archs {
                     let name = format!("{pname}-{}", arch.name());
-                    let mut runs: Vec<StudentReport> = Vec::new();
-                    for seed in 0..config.student_seeds as u64 {
-                        let path = out.join("runs").join(format!("{name}-seed{seed}")).join("report.json");
-                        let sc = student_config(&pkg, arch, config.norm, epochs, None, config.temperature, seed);
-                        if let Ok(r) = fsio::read_json::<StudentReport>(&path) {
-                            if serde_json::to_value(&r.config).ok() == serde_json::to_value(&sc).ok() && r.set == pkg.manifest.description() {
-                                runs.push(r);
-                                continue;
-                            }
-                        }
-                        let t = Instant::now();
-                        let r = train_on_package::<B>(&pkg, &mut regen, &sc, ds, device)?;
-                        eprintln!("{name} seed {seed}: final test accuracy {:.2}% ({:.0} s)", r.final_accuracy, t.elapsed().as_secs_f64());
-                        fsio::write_json(&path, &r)?;
-                        runs.push(r);
-                    }
-                    let finals: Vec<f64> = runs.iter().map(|r| r.final_accuracy).collect();
-                    let bests: Vec<f64> = runs.iter().map(|r| r.best_accuracy).collect();
+                    let sc = |seed| student_config(&pkg, arch, config.norm, epochs, None, config.temperature, seed);
+                    let reusable = |r: &StudentReport, seed| same_json(&r.config, &sc(seed)) && r.set == pkg.manifest.description();
+                    let mut train = |seed| train_on_package::<B>(&pkg, &mut regen, &sc(seed), ds, device);
+                    let runs = student_runs(out, &name, config.student_seeds, &reusable, &mut train)?;
+                    let acc = CellAccuracy::of(&runs);
                     let previous = report.cells.iter().find(|c| c.name == name).cloned();
                     report.cells.retain(|c| c.name != name);
                     report.cells.push(Cell {
@@ -244,15 +220,21 @@ where
                         epochs,
                         patches: n,
                         seeds: m,
-                        final_stats: MeanStd::of(&finals),
-                        best_stats: MeanStd::of(&bests),
-                        final_accuracy: finals,
-                        best_accuracy: bests,
+                        final_stats: acc.final_stats,
+                        best_stats: acc.best_stats,
+                        final_accuracy: acc.finals,
+                        best_accuracy: acc.bests,
                         package_bytes: bytes("total_bytes"),
                         ipc_budget_bytes: bytes("ipc_budget_bytes"),
                         distill_seconds: distilled.as_ref().map(|r| r.seconds).or(previous.as_ref().and_then(|c| c.distill_seconds)),
-                        expansions_per_s: distilled.as_ref().map(|r| r.expansions_per_s).or(previous.as_ref().and_then(|c| c.expansions_per_s)),
-                        label_argmax_is_class: distilled.as_ref().map(|r| r.label_argmax_is_class).or(previous.as_ref().and_then(|c| c.label_argmax_is_class)),
+                        expansions_per_s: distilled
+                            .as_ref()
+                            .map(|r| r.expansions_per_s)
+                            .or(previous.as_ref().and_then(|c| c.expansions_per_s)),
+                        label_argmax_is_class: distilled
+                            .as_ref()
+                            .map(|r| r.label_argmax_is_class)
+                            .or(previous.as_ref().and_then(|c| c.label_argmax_is_class)),
                         regeneration_bit_identical: identical.or(previous.as_ref().and_then(|c| c.regeneration_bit_identical)),
                         student_seconds: runs.iter().map(|r| r.seconds).sum(),
                         regen_seconds: runs.iter().map(|r| r.regen_seconds).sum(),
@@ -279,7 +261,8 @@ pub fn write_plots(report: &ExpansionReport, out: &Path) -> Result<()> {
         let cells: Vec<&Cell> = report.cells.iter().filter(|c| c.ipc == ipc && c.arch == arch).collect();
         let mut series = Vec::new();
         for v in Variant::ALL {
-            let mut pts: Vec<(f64, f64)> = cells.iter().filter(|c| c.variant == v).filter_map(|c| c.final_stats.map(|s| (c.factor as f64, s.mean))).collect();
+            let mut pts: Vec<(f64, f64)> =
+                cells.iter().filter(|c| c.variant == v).filter_map(|c| c.final_stats.map(|s| (c.factor as f64, s.mean))).collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             if pts.len() > 1 {
                 series.push(Series { name: v.name().into(), points: pts, dashed: v == Variant::Rded });
@@ -287,7 +270,13 @@ pub fn write_plots(report: &ExpansionReport, out: &Path) -> Result<()> {
         }
         if !series.is_empty() {
             let title = format!("{} IPC {ipc}, {} student: test accuracy vs patch factor r", report.dataset, arch.name());
-            line_plot(&out.join(format!("accuracy_vs_r_ipc{ipc}_{}.png", arch.name())), &title, "r (patches are H/r x W/r)", "test accuracy (%), mean of seeds", &series)?;
+            line_plot(
+                &out.join(format!("accuracy_vs_r_ipc{ipc}_{}.png", arch.name())),
+                &title,
+                "r (patches are H/r x W/r)",
+                "test accuracy (%), mean of seeds",
+                &series,
+            )?;
         }
         let mut factors: Vec<usize> = cells.iter().map(|c| c.factor).collect();
         factors.sort();

@@ -2,5 +2,6 @@
 //! result is written as soon as it finishes and skipped on rerun, so an interrupted grid resumes.
 
 pub mod expansion;
+pub mod grid;
 pub mod rded;
 pub mod stats;

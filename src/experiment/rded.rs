@@ -7,14 +7,16 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::grid::{cached_coreset, check_epochs, epochs_for, same_json, student_runs, CellAccuracy};
 use super::stats::MeanStd;
-use crate::coreset::{self, Coreset, CoresetConfig, Layout};
+use crate::coreset::{CoresetConfig, Layout};
 use crate::data::Dataset;
 use crate::error::{DaceError, Result};
 use crate::fsio;
 use crate::kernels::TrainBackend;
 use crate::models::{Arch, ClassifierConfig, NormKind};
-use crate::student::{self, AugmentConfig, LabelSource, Labels, StoredLabels, StudentConfig, StudentReport, TrainingSet};
+use crate::package::AugmentConfig;
+use crate::student::{self, LabelSource, Labels, StoredLabels, StudentConfig, StudentReport, TrainingSet};
 use crate::train::{self, TeacherReport};
 use crate::viz::{self, Series};
 
@@ -106,9 +108,7 @@ pub fn run_grid<B: TrainBackend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<GridReport> {
-    if config.epochs.len() != config.ipcs.len() && config.epochs.len() != 1 {
-        return Err(DaceError::Invalid(format!("--epochs needs one value or one per IPC ({} IPCs)", config.ipcs.len())));
-    }
+    check_epochs(&config.epochs, config.ipcs.len())?;
     if config.labels == LabelSource::Hard {
         return Err(DaceError::Invalid("the RDED grid uses soft labels: --labels online or stored".into()));
     }
@@ -129,7 +129,7 @@ pub fn run_grid<B: TrainBackend>(
         finished: false,
     };
     for (i, &ipc) in config.ipcs.iter().enumerate() {
-        let epochs = config.epochs[if config.epochs.len() == 1 { 0 } else { i }];
+        let epochs = epochs_for(&config.epochs, i);
         let mut cells: Vec<(Method, usize)> = Vec::new();
         if config.baselines {
             cells.push((Method::RandomHard, 1));
@@ -143,23 +143,17 @@ pub fn run_grid<B: TrainBackend>(
                 Method::Rded => {
                     let dir = out.join("coresets").join(format!("ipc{ipc}-r{factor}"));
                     let cc = CoresetConfig { ipc, factor, crops: config.crops, mipc: config.mipc, seed: config.coreset_seed };
-                    // A cached coreset is reused only if it was selected the same way, from the
-                    // same data, by the same teacher.
-                    let cached = Coreset::load(&dir).ok().filter(|c| {
-                        same_json(&c.meta.config, &cc) && c.meta.dataset == ds.name && c.meta.teacher == teacher_id
-                    });
-                    let coreset = match cached {
-                        Some(c) => c,
-                        None => {
-                            eprintln!("{name}: selecting the coreset");
-                            let mut c = coreset::select(ds, &teacher, &meta, &cc, device)?;
-                            c.meta.teacher = teacher_id.clone();
-                            c.save(&dir)?;
-                            c
-                        }
-                    };
+                    let coreset = cached_coreset(&dir, ds, (&teacher, &meta, &teacher_id), &cc, device)?;
                     let set = TrainingSet::from_coreset(&coreset, config.layout)?;
-                    viz::write_grid(&dir.join(format!("{:?}.png", config.layout).to_lowercase()), &set.images, set.channels, set.height, set.width, ipc.clamp(1, 10), 56)?;
+                    viz::write_grid(
+                        &dir.join(format!("{:?}.png", config.layout).to_lowercase()),
+                        &set.images,
+                        set.channels,
+                        set.height,
+                        set.width,
+                        ipc.clamp(1, 10),
+                        56,
+                    )?;
                     set
                 }
                 _ => TrainingSet::random_subset(ds, ipc, config.coreset_seed),
@@ -190,43 +184,24 @@ pub fn run_grid<B: TrainBackend>(
                 None
             };
             let prep_seconds = prep_start.elapsed().as_secs_f64();
-            let mut runs: Vec<StudentReport> = Vec::new();
-            for seed in 0..config.student_seeds as u64 {
-                let run_dir = out.join("runs").join(format!("{name}-seed{seed}"));
-                let path = run_dir.join("report.json");
-                let student_config = StudentConfig {
-                    model: ClassifierConfig::new(config.arch, ds.channels, ds.num_classes(), [ds.height, ds.width]).with_norm(config.norm),
-                    epochs,
-                    batch_size: student::rded_batch_size(ipc, ds.num_classes(), set.len()),
-                    lr: 1e-3,
-                    weight_decay: 0.01,
-                    temperature: config.temperature,
-                    augment: augment.clone(),
-                    seed,
-                    eval_every: (epochs / 10).max(1),
-                };
-                // A finished run is reused only if it trained exactly this configuration on
-                // exactly this set with the same kind of labels.
-                if let Ok(r) = fsio::read_json::<StudentReport>(&path) {
-                    let source = if method == Method::RandomHard { LabelSource::Hard } else { config.labels };
-                    if same_json(&r.config, &student_config) && r.set == set.description && r.labels == source {
-                        runs.push(r);
-                        continue;
-                    }
-                }
+            let model = ClassifierConfig::new(config.arch, ds.channels, ds.num_classes(), [ds.height, ds.width]).with_norm(config.norm);
+            let batch = student::rded_batch_size(ipc, ds.num_classes(), set.len());
+            let student_config = |seed| StudentConfig::rded(model.clone(), epochs, batch, config.temperature, augment.clone(), seed);
+            let source = if method == Method::RandomHard { LabelSource::Hard } else { config.labels };
+            // A finished run is reused only if it trained exactly this configuration on exactly
+            // this set with the same kind of labels.
+            let reusable =
+                |r: &StudentReport, seed| same_json(&r.config, &student_config(seed)) && r.set == set.description && r.labels == source;
+            let mut train = |seed| {
                 let labels = match (&stored, method) {
                     (_, Method::RandomHard) => Labels::Hard,
                     (Some(s), _) => Labels::Stored(s),
                     (None, _) => Labels::Online(&teacher),
                 };
-                let r = student::train_student::<B>(&student_config, &set, labels, &norm, ds, device)?;
-                eprintln!("{name} seed {seed}: final test accuracy {:.2}% ({:.0} s)", r.final_accuracy, r.seconds);
-                std::fs::create_dir_all(&run_dir).map_err(|e| DaceError::io(&run_dir, e))?;
-                fsio::write_json(&path, &r)?;
-                runs.push(r);
-            }
-            let finals: Vec<f64> = runs.iter().map(|r| r.final_accuracy).collect();
-            let bests: Vec<f64> = runs.iter().map(|r| r.best_accuracy).collect();
+                student::train_student::<B>(&student_config(seed), &set, labels, &norm, ds, device)
+            };
+            let runs = student_runs(out, &name, config.student_seeds, &reusable, &mut train)?;
+            let acc = CellAccuracy::of(&runs);
             report.cells.retain(|c| c.name != name);
             report.cells.push(CellResult {
                 name,
@@ -236,10 +211,10 @@ pub fn run_grid<B: TrainBackend>(
                 factor,
                 epochs,
                 train_images: set.len(),
-                final_stats: MeanStd::of(&finals),
-                best_stats: MeanStd::of(&bests),
-                final_accuracy: finals,
-                best_accuracy: bests,
+                final_stats: acc.final_stats,
+                best_stats: acc.best_stats,
+                final_accuracy: acc.finals,
+                best_accuracy: acc.bests,
                 student_seconds: runs.iter().map(|r| r.seconds).sum(),
                 prep_seconds,
             });
@@ -249,11 +224,6 @@ pub fn run_grid<B: TrainBackend>(
     report.finished = true;
     write_outputs(&report, &runs_dir(out), out)?;
     Ok(report)
-}
-
-/// Equal once serialised: configs whose types do not implement `PartialEq`.
-fn same_json<A: Serialize, B: Serialize>(a: &A, b: &B) -> bool {
-    matches!((serde_json::to_value(a), serde_json::to_value(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 fn runs_dir(out: &Path) -> PathBuf {
@@ -278,7 +248,8 @@ pub fn write_outputs(report: &GridReport, runs: &Path, out: &Path) -> Result<()>
         }
         for m in [Method::RandomSoft, Method::RandomHard] {
             if let Some(s) = report.cells.iter().find(|c| c.method == m && c.ipc == ipc).and_then(|c| c.final_stats) {
-                let (lo, hi) = (*report.config.factors.iter().min().unwrap_or(&1) as f64, *report.config.factors.iter().max().unwrap_or(&1) as f64);
+                let (lo, hi) =
+                    (*report.config.factors.iter().min().unwrap_or(&1) as f64, *report.config.factors.iter().max().unwrap_or(&1) as f64);
                 series.push(Series { name: format!("{} IPC {ipc}", m.label(1)), points: vec![(lo, s.mean), (hi, s.mean)], dashed: true });
             }
         }

@@ -17,7 +17,12 @@ use super::pool_cpu;
 /// Ops the models need beyond burn's, on every backend dace runs on.
 pub trait DaceBackend: Backend {
     /// 2-D convolution (`weight [C_out, C_in / groups, kh, kw]`), differentiable on autodiff.
-    fn dace_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self>;
+    fn dace_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self>;
 
     /// Affine instance norm of `x` `[N, C, H, W]` with `gamma`, `beta` `[C]`.
     fn instance_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
@@ -57,7 +62,12 @@ pub trait KernelOps: Backend {
     }
 
     /// Convolution forward; burn's own kernel by default.
-    fn conv2d_fwd(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self> {
+    fn conv2d_fwd(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
         <Self as ModuleOps<Self>>::conv2d(x, weight, bias, options)
     }
     /// Convolution backward: `(dx, dweight, dbias)`; burn's own kernels by default.
@@ -76,11 +86,23 @@ pub trait KernelOps: Backend {
         generic::instance_norm_fwd::<Self>(x, gamma, beta, eps)
     }
     /// `(dx, dgamma, dbeta)`
-    fn instance_norm_bwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
+    fn instance_norm_bwd(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
         generic::norm_bwd::<Self>(x, gamma, mean, rstd, dy, false)
     }
     /// `(y, mean [N*G], rstd [N*G])`
-    fn group_norm_fwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f64) -> [FloatTensor<Self>; 3] {
+    fn group_norm_fwd(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 3] {
         generic::group_norm_fwd::<Self>(x, gamma, beta, groups, eps)
     }
     /// `(dx, dgamma, dbeta)`
@@ -98,7 +120,13 @@ pub trait KernelOps: Backend {
     fn batch_norm_fwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 4] {
         generic::batch_norm_fwd::<Self>(x, gamma, beta, eps)
     }
-    fn batch_norm_bwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
+    fn batch_norm_bwd(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
         generic::norm_bwd::<Self>(x, gamma, mean, rstd, dy, true)
     }
 
@@ -179,11 +207,8 @@ fn backward_norm<B: KernelOps>(ops: Ops<NormState<B>, 3>, grads: &mut Gradients,
     let [node_x, node_gamma, node_beta] = ops.parents;
     let dy = grads.consume::<B>(&ops.node);
     let [x, gamma, mean, rstd] = ops.state;
-    let [dx, dgamma, dbeta] = if batch {
-        B::batch_norm_bwd(x, gamma, mean, rstd, dy)
-    } else {
-        B::instance_norm_bwd(x, gamma, mean, rstd, dy)
-    };
+    let [dx, dgamma, dbeta] =
+        if batch { B::batch_norm_bwd(x, gamma, mean, rstd, dy) } else { B::instance_norm_bwd(x, gamma, mean, rstd, dy) };
     for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
         if let Some(node) = node {
             grads.register::<B>(node.id, grad);
@@ -272,17 +297,20 @@ impl<B: KernelOps> Backward<B, 2> for ConvNoBiasBackward {
 }
 
 impl<B: KernelOps + DaceBackend, C: CheckpointStrategy> DaceBackend for Autodiff<B, C> {
-    fn dace_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self> {
+    fn dace_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
         let y = B::conv2d_fwd(x.primitive.clone(), weight.primitive.clone(), bias.as_ref().map(|b| b.primitive.clone()), options.clone());
         match bias {
-            Some(bias) => match ConvBackward
-                .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive, Some(bias.primitive), options), y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            },
+            Some(bias) => {
+                match ConvBackward.prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()]).compute_bound().stateful() {
+                    OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive, Some(bias.primitive), options), y),
+                    OpsKind::UnTracked(prep) => prep.finish(y),
+                }
+            }
             None => match ConvNoBiasBackward.prepare::<C>([x.node.clone(), weight.node.clone()]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive, None, options), y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
@@ -292,11 +320,7 @@ impl<B: KernelOps + DaceBackend, C: CheckpointStrategy> DaceBackend for Autodiff
 
     fn instance_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         let [y, mean, rstd] = B::instance_norm_fwd(x.primitive.clone(), gamma.primitive.clone(), beta.primitive.clone(), eps);
-        match InstanceNormBackward
-            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
+        match InstanceNormBackward.prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish([x.primitive, gamma.primitive, mean, rstd], y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
@@ -304,23 +328,20 @@ impl<B: KernelOps + DaceBackend, C: CheckpointStrategy> DaceBackend for Autodiff
 
     fn group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f64) -> FloatTensor<Self> {
         let [y, mean, rstd] = B::group_norm_fwd(x.primitive.clone(), gamma.primitive.clone(), beta.primitive.clone(), groups, eps);
-        match GroupNormBackward
-            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
+        match GroupNormBackward.prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(([x.primitive, gamma.primitive, mean, rstd], groups), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 
-    fn batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    fn batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [y, mean, rstd, var] = B::batch_norm_fwd(x.primitive.clone(), gamma.primitive.clone(), beta.primitive.clone(), eps);
-        let y = match BatchNormBackward
-            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
+        let y = match BatchNormBackward.prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish([x.primitive, gamma.primitive, mean.clone(), rstd], y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
@@ -346,7 +367,12 @@ impl KernelOps for burn::backend::Flex {
         let y = norm_cpu::channel_affine(flex::slice(&xs), flex::slice(&ss), flex::slice(&bs), c, h * w);
         flex::tensor(y, vec![n, c, h, w])
     }
-    fn conv2d_fwd(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, options: ConvOptions<2>) -> FloatTensor<Self> {
+    fn conv2d_fwd(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
         let Some(g) = flex::conv_geometry(&x, &weight, &options) else {
             return <Self as ModuleOps<Self>>::conv2d(x, weight, bias, options);
         };
@@ -389,7 +415,13 @@ impl KernelOps for burn::backend::Flex {
         [flex::tensor(y, vec![n, c, h, w]), mean, rstd]
     }
 
-    fn instance_norm_bwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
+    fn instance_norm_bwd(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
         let Some([_, c, h, w]) = flex::dims4_f32(&x) else {
             return generic::norm_bwd::<Self>(x, gamma, mean, rstd, dy, false);
         };
@@ -399,7 +431,13 @@ impl KernelOps for burn::backend::Flex {
         [flex::tensor(dx, x.layout().shape().to_vec()), flex::tensor(dgamma, vec![c]), flex::tensor(dbeta, vec![c])]
     }
 
-    fn group_norm_fwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f64) -> [FloatTensor<Self>; 3] {
+    fn group_norm_fwd(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+    ) -> [FloatTensor<Self>; 3] {
         let Some([n, c, h, w]) = flex::dims4_f32(&x).filter(|d| groups > 0 && d[1].is_multiple_of(groups) && d[2] * d[3] > 0) else {
             return generic::group_norm_fwd::<Self>(x, gamma, beta, groups, eps);
         };
@@ -423,7 +461,8 @@ impl KernelOps for burn::backend::Flex {
         };
         let (xs, gs, dys) = (flex::contiguous(&x), flex::contiguous(&gamma), flex::contiguous(&dy));
         let stats = flex::stats_from(&mean, &rstd);
-        let (dx, dgamma, dbeta) = norm_cpu::group_norm_backward(flex::slice(&xs), flex::slice(&gs), &stats, flex::slice(&dys), c, groups, h * w);
+        let (dx, dgamma, dbeta) =
+            norm_cpu::group_norm_backward(flex::slice(&xs), flex::slice(&gs), &stats, flex::slice(&dys), c, groups, h * w);
         [flex::tensor(dx, vec![n, c, h, w]), flex::tensor(dgamma, vec![c]), flex::tensor(dbeta, vec![c])]
     }
 
@@ -438,7 +477,13 @@ impl KernelOps for burn::backend::Flex {
         [flex::tensor(y, vec![n, c, h, w]), mean, rstd, flex::tensor(var, vec![c])]
     }
 
-    fn batch_norm_bwd(x: FloatTensor<Self>, gamma: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> [FloatTensor<Self>; 3] {
+    fn batch_norm_bwd(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
         let Some([n, c, h, w]) = flex::dims4_f32(&x) else {
             return generic::norm_bwd::<Self>(x, gamma, mean, rstd, dy, true);
         };
@@ -479,7 +524,11 @@ mod flex {
     }
 
     pub fn contiguous(t: &FlexTensor) -> FlexTensor {
-        if t.is_contiguous() && t.layout().start_offset() == 0 { t.clone() } else { t.to_contiguous() }
+        if t.is_contiguous() && t.layout().start_offset() == 0 {
+            t.clone()
+        } else {
+            t.to_contiguous()
+        }
     }
 
     pub fn slice(t: &FlexTensor) -> &[f32] {
@@ -494,7 +543,11 @@ mod flex {
     pub fn conv_geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<ConvGeometry> {
         let [n, c, h, w] = dims4_f32(x)?;
         let [co, ci, kh, kw] = dims4_f32(weight)?;
-        let ok = options.groups == 1 && options.dilation == [1, 1] && ci == c && h + 2 * options.padding[0] >= kh && w + 2 * options.padding[1] >= kw;
+        let ok = options.groups == 1
+            && options.dilation == [1, 1]
+            && ci == c
+            && h + 2 * options.padding[0] >= kh
+            && w + 2 * options.padding[1] >= kw;
         ok.then_some(ConvGeometry {
             batch: n,
             in_channels: c,
@@ -509,10 +562,7 @@ mod flex {
 
     pub fn stats_tensors(stats: &[Stats]) -> [FlexTensor; 2] {
         let n = stats.len();
-        [
-            tensor(stats.iter().map(|s| s.mean).collect(), vec![n]),
-            tensor(stats.iter().map(|s| s.rstd).collect(), vec![n]),
-        ]
+        [tensor(stats.iter().map(|s| s.mean).collect(), vec![n]), tensor(stats.iter().map(|s| s.rstd).collect(), vec![n])]
     }
 
     pub fn stats_from(mean: &FlexTensor, rstd: &FlexTensor) -> Vec<Stats> {
@@ -560,7 +610,13 @@ pub mod generic {
     }
 
     /// Group norm: statistics over `[N, G, C/G * H * W]`, affine per channel.
-    pub fn group_norm_fwd<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, groups: usize, eps: f64) -> [FloatTensor<B>; 3] {
+    pub fn group_norm_fwd<B: Backend>(
+        x: FloatTensor<B>,
+        gamma: FloatTensor<B>,
+        beta: FloatTensor<B>,
+        groups: usize,
+        eps: f64,
+    ) -> [FloatTensor<B>; 3] {
         let (x, gamma, dims) = shaped::<B>(x, gamma);
         let [n, c, h, w] = dims;
         assert!(groups > 0 && c % groups == 0, "group norm: {c} channels in {groups} groups");
@@ -630,7 +686,14 @@ pub mod generic {
 
     /// Shared backward: per-group sums of `dy` and `dy * xhat` over the plane (instance) or over
     /// batch and plane (batch norm).
-    pub fn norm_bwd<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, mean: FloatTensor<B>, rstd: FloatTensor<B>, dy: FloatTensor<B>, batch: bool) -> [FloatTensor<B>; 3] {
+    pub fn norm_bwd<B: Backend>(
+        x: FloatTensor<B>,
+        gamma: FloatTensor<B>,
+        mean: FloatTensor<B>,
+        rstd: FloatTensor<B>,
+        dy: FloatTensor<B>,
+        batch: bool,
+    ) -> [FloatTensor<B>; 3] {
         let (x, gamma, dims) = shaped::<B>(x, gamma);
         let [n, c, h, w] = dims;
         let dy: Tensor<B, 3> = t::<B, 4>(dy).reshape([n, c, h * w]);

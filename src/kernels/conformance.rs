@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::diffusion::{self, DiffusionKernels};
 use super::diffusion_ref::NoiseKey;
 use crate::device::CpuBackend;
-use crate::prior::scheduler::{NoiseCoeffs, StepCoeffs};
+use crate::kernels::coeffs::{NoiseCoeffs, StepCoeffs};
 use crate::rng::{SeedRng, Stream};
 
 /// The bound of issue 5: max abs error per element against the CPU reference.
@@ -86,7 +86,8 @@ fn run_case<B: DiffusionKernels>(case: Case, device: &B::Device) -> Vec<Vec<f32>
 }
 
 /// Names of the outputs of [`run_case`].
-pub const KERNELS: [&str; 5] = ["scheduler_step (euler-a)", "scheduler_step (ddim, eta 0)", "scheduler_step (noise only)", "add_noise", "latent_lerp"];
+pub const KERNELS: [&str; 5] =
+    ["scheduler_step (euler-a)", "scheduler_step (ddim, eta 0)", "scheduler_step (noise only)", "add_noise", "latent_lerp"];
 
 /// Max abs difference of two equally long vectors.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -103,7 +104,13 @@ pub fn check<B: DiffusionKernels>(cases: &[Case], device: &B::Device) -> Vec<Con
     for &case in cases {
         let ours = run_case::<B>(case, device);
         let reference = run_case::<CpuBackend>(case, &cpu);
-        let row = |kernel: &str, max_abs_err| ConformanceRow { kernel: kernel.into(), batch: case.batch, len: case.len, seed: case.seed, max_abs_err };
+        let row = |kernel: &str, max_abs_err| ConformanceRow {
+            kernel: kernel.into(),
+            batch: case.batch,
+            len: case.len,
+            seed: case.seed,
+            max_abs_err,
+        };
         for (k, (a, b)) in ours.iter().zip(&reference).enumerate() {
             rows.push(row(KERNELS[k], max_abs_diff(a, b)));
         }

@@ -25,10 +25,7 @@ pub struct ConvGeometry {
 impl ConvGeometry {
     pub fn out_size(&self) -> [usize; 2] {
         let o = |i: usize, k: usize, s: usize, p: usize| (i + 2 * p - k) / s + 1;
-        [
-            o(self.height, self.kernel[0], self.stride[0], self.padding[0]),
-            o(self.width, self.kernel[1], self.stride[1], self.padding[1]),
-        ]
+        [o(self.height, self.kernel[0], self.stride[0], self.padding[0]), o(self.width, self.kernel[1], self.stride[1], self.padding[1])]
     }
     fn patch_len(&self) -> usize {
         self.in_channels * self.kernel[0] * self.kernel[1]
@@ -191,7 +188,11 @@ fn group_size(g: &ConvGeometry) -> usize {
 /// Inner GEMMs run single-threaded when the groups alone fill the thread pool.
 fn inner_parallelism(groups: usize) -> Parallelism {
     let threads = rayon::current_num_threads();
-    if groups >= threads { Parallelism::None } else { Parallelism::Rayon(threads) }
+    if groups >= threads {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(threads)
+    }
 }
 
 /// `[G images][rows][plane]` -> `[rows][G * plane]` (or back with `to_images`).

@@ -11,7 +11,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{TensorMetadata, TensorPrimitive};
 
 use super::diffusion_ref::{self as reference, NoiseKey};
-use crate::prior::scheduler::{NoiseCoeffs, StepCoeffs};
+use crate::kernels::coeffs::{NoiseCoeffs, StepCoeffs};
 
 /// Backends that run the diffusion kernels.
 pub trait DiffusionKernels: Backend {
@@ -24,14 +24,16 @@ pub trait DiffusionKernels: Backend {
 }
 
 fn check(what: &str, dims: &[usize], keys: usize) {
-    assert!(
-        !dims.is_empty() && dims[0] == keys && keys > 0,
-        "{what}: {keys} noise keys for a batch of shape {dims:?}"
-    );
+    assert!(!dims.is_empty() && dims[0] == keys && keys > 0, "{what}: {keys} noise keys for a batch of shape {dims:?}");
 }
 
 /// One denoising step (Euler ancestral or DDIM in the [`StepCoeffs`] form) of a batch of latents.
-pub fn scheduler_step<B: DiffusionKernels, const D: usize>(x: Tensor<B, D>, eps: Tensor<B, D>, c: StepCoeffs, keys: &[NoiseKey]) -> Tensor<B, D> {
+pub fn scheduler_step<B: DiffusionKernels, const D: usize>(
+    x: Tensor<B, D>,
+    eps: Tensor<B, D>,
+    c: StepCoeffs,
+    keys: &[NoiseKey],
+) -> Tensor<B, D> {
     check("scheduler_step", &x.dims(), keys.len());
     assert_eq!(x.dims(), eps.dims(), "scheduler_step: x and eps differ in shape");
     let p = B::scheduler_step(x.into_primitive().tensor(), eps.into_primitive().tensor(), c, keys);
@@ -45,7 +47,13 @@ pub fn add_noise<B: DiffusionKernels, const D: usize>(z0: Tensor<B, D>, c: Noise
 }
 
 /// Latent mixup fused with forward noising, batched over pairs.
-pub fn latent_lerp<B: DiffusionKernels, const D: usize>(z1: Tensor<B, D>, z2: Tensor<B, D>, gamma: &[f32], c: NoiseCoeffs, keys: &[NoiseKey]) -> Tensor<B, D> {
+pub fn latent_lerp<B: DiffusionKernels, const D: usize>(
+    z1: Tensor<B, D>,
+    z2: Tensor<B, D>,
+    gamma: &[f32],
+    c: NoiseCoeffs,
+    keys: &[NoiseKey],
+) -> Tensor<B, D> {
     check("latent_lerp", &z1.dims(), keys.len());
     assert_eq!(z1.dims(), z2.dims(), "latent_lerp: z1 and z2 differ in shape");
     assert_eq!(gamma.len(), keys.len(), "latent_lerp: one gamma per pair");
@@ -118,7 +126,7 @@ mod cube {
     use burn::tensor::ops::FloatTensor;
 
     use super::reference::{self, NoiseKey};
-    use crate::prior::scheduler::{NoiseCoeffs, StepCoeffs};
+    use crate::kernels::coeffs::{NoiseCoeffs, StepCoeffs};
 
     /// A kernel given as finished source text (WGSL for wgpu, CUDA C++ for cuda), entry `entry`.
     pub struct RawKernel {
@@ -133,11 +141,18 @@ mod cube {
     const CUBE_DIM: CubeDim = CubeDim { x: reference::WORKGROUP_SIZE as u32, y: 1, z: 1 };
 
     impl<C: Compiler> CubeTask<C> for RawKernel {
-        fn compile(&self, compiler: &mut C, options: &C::CompilationOptions, mode: ExecutionMode, addr: StorageType) -> Result<CompiledKernel<C>, CompilationError> {
+        fn compile(
+            &self,
+            compiler: &mut C,
+            options: &C::CompilationOptions,
+            mode: ExecutionMode,
+            addr: StorageType,
+        ) -> Result<CompiledKernel<C>, CompilationError> {
             // An empty kernel's representation: no shared memory, like dace's kernels. Only its
             // metadata is used; the source compiled and launched is `self.source`.
             let repr = if self.needs_repr {
-                let empty = burn_cubecl::cubecl::prelude::KernelBuilder::default().build(burn_cubecl::cubecl::KernelSettings::default().cube_dim(CUBE_DIM));
+                let empty = burn_cubecl::cubecl::prelude::KernelBuilder::default()
+                    .build(burn_cubecl::cubecl::KernelSettings::default().cube_dim(CUBE_DIM));
                 Some(compiler.compile(empty, options, mode, addr)?)
             } else {
                 None
@@ -173,7 +188,13 @@ mod cube {
     /// Launches `kernel` with `inputs` (made contiguous), then `extra` host buffers (keys, gammas),
     /// then a fresh f32 output shaped like `inputs[0]`, then the parameter block; one thread per
     /// four elements of each of `batch` latents.
-    pub fn launch<R: CubeRuntime>(kernel: RawKernel, inputs: Vec<CubeTensor<R>>, extra: Vec<Vec<u8>>, params: &[u32], batch: usize) -> CubeTensor<R> {
+    pub fn launch<R: CubeRuntime>(
+        kernel: RawKernel,
+        inputs: Vec<CubeTensor<R>>,
+        extra: Vec<Vec<u8>>,
+        params: &[u32],
+        batch: usize,
+    ) -> CubeTensor<R> {
         let inputs: Vec<CubeTensor<R>> = inputs.into_iter().map(into_contiguous).collect();
         let first = &inputs[0];
         assert!(inputs.iter().all(|t| t.dtype == DType::F32), "dace's diffusion kernels take f32 latents");
@@ -213,7 +234,12 @@ mod cube {
                         "latent_lerp" => ("wgsl/latent_lerp", include_str!("../../shaders/latent_lerp.wgsl")),
                         other => unreachable!("no shader {other}"),
                     };
-                    RawKernel { name, entry: "main", source: format!("{}\n{}", include_str!("../../shaders/philox.wgsl"), body), needs_repr: false }
+                    RawKernel {
+                        name,
+                        entry: "main",
+                        source: format!("{}\n{}", include_str!("../../shaders/philox.wgsl"), body),
+                        needs_repr: false,
+                    }
                 }
                 // NVRTC compiles one string: kernels/philox.cuh replaces the `#include`; entry
                 // points are `dace_<kernel>`.
@@ -238,18 +264,42 @@ mod cube {
                 fn scheduler_step(x: FloatTensor<Self>, eps: FloatTensor<Self>, c: StepCoeffs, keys: &[NoiseKey]) -> FloatTensor<Self> {
                     let batch = keys.len();
                     let len = (x.meta.shape().num_elements() / batch) as u32;
-                    launch($lang.kernel("scheduler_step"), vec![x, eps], vec![keys_bytes(keys)], &reference::step_params(c, len, batch as u32), batch)
+                    launch(
+                        $lang.kernel("scheduler_step"),
+                        vec![x, eps],
+                        vec![keys_bytes(keys)],
+                        &reference::step_params(c, len, batch as u32),
+                        batch,
+                    )
                 }
                 fn add_noise(z0: FloatTensor<Self>, c: NoiseCoeffs, keys: &[NoiseKey]) -> FloatTensor<Self> {
                     let batch = keys.len();
                     let len = (z0.meta.shape().num_elements() / batch) as u32;
-                    launch($lang.kernel("add_noise"), vec![z0], vec![keys_bytes(keys)], &reference::add_noise_params(c, len, batch as u32), batch)
+                    launch(
+                        $lang.kernel("add_noise"),
+                        vec![z0],
+                        vec![keys_bytes(keys)],
+                        &reference::add_noise_params(c, len, batch as u32),
+                        batch,
+                    )
                 }
-                fn latent_lerp(z1: FloatTensor<Self>, z2: FloatTensor<Self>, gamma: &[f32], c: NoiseCoeffs, keys: &[NoiseKey]) -> FloatTensor<Self> {
+                fn latent_lerp(
+                    z1: FloatTensor<Self>,
+                    z2: FloatTensor<Self>,
+                    gamma: &[f32],
+                    c: NoiseCoeffs,
+                    keys: &[NoiseKey],
+                ) -> FloatTensor<Self> {
                     let pairs = keys.len();
                     let len = (z1.meta.shape().num_elements() / pairs) as u32;
                     let gamma: Vec<u8> = gamma.iter().flat_map(|g| g.to_le_bytes()).collect();
-                    launch($lang.kernel("latent_lerp"), vec![z1, z2], vec![gamma, keys_bytes(keys)], &reference::lerp_params(c.a, c.b, len, pairs as u32), pairs)
+                    launch(
+                        $lang.kernel("latent_lerp"),
+                        vec![z1, z2],
+                        vec![gamma, keys_bytes(keys)],
+                        &reference::lerp_params(c.a, c.b, len, pairs as u32),
+                        pairs,
+                    )
                 }
             }
         };

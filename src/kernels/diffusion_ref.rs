@@ -12,7 +12,7 @@
 //! Arithmetic is f32 in a fixed order (`(ca*x + ce*eps) + cz*z` and so on); GPU compilers may fuse
 //! multiply-adds, so device results agree with these to a few ulp, and the normals to ~1e-6.
 
-use crate::prior::scheduler::{NoiseCoeffs, StepCoeffs};
+use crate::kernels::coeffs::{NoiseCoeffs, StepCoeffs};
 use crate::rng::philox::{box_muller, philox4x32_10};
 use crate::rng::SeedRng;
 
@@ -27,10 +27,7 @@ pub fn noise_key(rng: &SeedRng) -> NoiseKey {
 /// The four normals of block `b` of the stream `key` (elements `4b .. 4b+4`).
 #[inline]
 pub fn normals_block(key: NoiseKey, b: u64) -> [f32; 4] {
-    let w = philox4x32_10(
-        [b as u32, (b >> 32) as u32, key[2], key[3]],
-        [key[0], key[1]],
-    );
+    let w = philox4x32_10([b as u32, (b >> 32) as u32, key[2], key[3]], [key[0], key[1]]);
     let (c0, s0) = box_muller(w[0], w[1]);
     let (c1, s1) = box_muller(w[2], w[3]);
     [c0, s0, c1, s1]
@@ -49,11 +46,7 @@ fn for_each_group(len: usize, key: NoiseKey, with_noise: bool, mut f: impl FnMut
     let mut j = 0;
     let mut b = 0u64;
     while j < len {
-        let n = if with_noise {
-            normals_block(key, b)
-        } else {
-            [0.0; 4]
-        };
+        let n = if with_noise { normals_block(key, b) } else { [0.0; 4] };
         for (lane, &z) in n.iter().enumerate().take(len - j) {
             f(j + lane, z);
         }
@@ -65,55 +58,30 @@ fn for_each_group(len: usize, key: NoiseKey, with_noise: bool, mut f: impl FnMut
 /// Length of each of the `batch` latents packed in a buffer of `total` elements.
 fn latent_len(total: usize, batch: usize) -> usize {
     assert!(batch > 0, "no noise keys");
-    assert_eq!(
-        total % batch,
-        0,
-        "buffer of {total} elements is not {batch} latents"
-    );
+    assert_eq!(total % batch, 0, "buffer of {total} elements is not {batch} latents");
     total / batch
 }
 
 /// One denoising step of one latent: `out_i = (ca*x_i + ce*eps_i) + cz*z_i`, `z_i =
 /// normal_at(noise, i)`. No noise is drawn when `cz == 0` (deterministic DDIM, last Euler-a step).
-pub fn scheduler_step(
-    x: &[f32],
-    eps: &[f32],
-    coeffs: StepCoeffs,
-    noise: NoiseKey,
-    out: &mut [f32],
-) {
+pub fn scheduler_step(x: &[f32], eps: &[f32], coeffs: StepCoeffs, noise: NoiseKey, out: &mut [f32]) {
     scheduler_step_batched(x, eps, coeffs, &[noise], out)
 }
 
 /// [`scheduler_step`] over a batch of `keys.len()` latents stored back to back (latent `p` is
 /// `x[p*L .. (p+1)*L]`, `L = x.len() / keys.len()`), latent `p` drawing its noise from `keys[p]`.
-pub fn scheduler_step_batched(
-    x: &[f32],
-    eps: &[f32],
-    c: StepCoeffs,
-    keys: &[NoiseKey],
-    out: &mut [f32],
-) {
-    assert!(
-        x.len() == eps.len() && x.len() == out.len(),
-        "length mismatch"
-    );
+pub fn scheduler_step_batched(x: &[f32], eps: &[f32], c: StepCoeffs, keys: &[NoiseKey], out: &mut [f32]) {
+    assert!(x.len() == eps.len() && x.len() == out.len(), "length mismatch");
     let len = latent_len(x.len(), keys.len());
     for (p, &key) in keys.iter().enumerate() {
         let base = p * len;
-        let (x, eps, out) = (
-            &x[base..base + len],
-            &eps[base..base + len],
-            &mut out[base..base + len],
-        );
+        let (x, eps, out) = (&x[base..base + len], &eps[base..base + len], &mut out[base..base + len]);
         if c.cz == 0.0 {
             for j in 0..len {
                 out[j] = c.ca * x[j] + c.ce * eps[j];
             }
         } else {
-            for_each_group(len, key, true, |j, z| {
-                out[j] = c.ca * x[j] + c.ce * eps[j] + c.cz * z
-            });
+            for_each_group(len, key, true, |j, z| out[j] = c.ca * x[j] + c.ce * eps[j] + c.cz * z);
         }
     }
 }
@@ -139,32 +107,15 @@ pub fn add_noise_batched(z0: &[f32], c: NoiseCoeffs, keys: &[NoiseKey], out: &mu
 /// to back (`L = z1.len() / P` elements each):
 /// `out_p = (gamma_p * z1_p + (1 - gamma_p) * z2_p) * a + b * n_p`, `n_p` from `keys[p]`
 /// (no noise drawn when `b == 0`).
-pub fn latent_lerp(
-    z1: &[f32],
-    z2: &[f32],
-    gamma: &[f32],
-    a: f32,
-    b: f32,
-    keys: &[NoiseKey],
-    out: &mut [f32],
-) {
-    assert!(
-        z1.len() == z2.len() && z1.len() == out.len(),
-        "length mismatch"
-    );
+pub fn latent_lerp(z1: &[f32], z2: &[f32], gamma: &[f32], a: f32, b: f32, keys: &[NoiseKey], out: &mut [f32]) {
+    assert!(z1.len() == z2.len() && z1.len() == out.len(), "length mismatch");
     assert_eq!(gamma.len(), keys.len(), "one gamma and one key per pair");
     let len = latent_len(z1.len(), keys.len());
     for (p, &key) in keys.iter().enumerate() {
         let base = p * len;
-        let (z1, z2, out) = (
-            &z1[base..base + len],
-            &z2[base..base + len],
-            &mut out[base..base + len],
-        );
+        let (z1, z2, out) = (&z1[base..base + len], &z2[base..base + len], &mut out[base..base + len]);
         let (g, h) = (gamma[p], 1.0 - gamma[p]);
-        for_each_group(len, key, b != 0.0, |j, n| {
-            out[j] = (g * z1[j] + h * z2[j]) * a + b * n
-        });
+        for_each_group(len, key, b != 0.0, |j, n| out[j] = (g * z1[j] + h * z2[j]) * a + b * n);
     }
 }
 
@@ -187,16 +138,7 @@ pub fn workgroups(threads: usize) -> (u32, u32) {
 /// The 32-byte parameter block of `scheduler_step` (WGSL uniform / CUDA struct), as words:
 /// `[ca, ce, cz (f32 bits), latent_len, batch, 0, 0, 0]`.
 pub fn step_params(c: StepCoeffs, latent_len: u32, batch: u32) -> [u32; 8] {
-    [
-        c.ca.to_bits(),
-        c.ce.to_bits(),
-        c.cz.to_bits(),
-        latent_len,
-        batch,
-        0,
-        0,
-        0,
-    ]
+    [c.ca.to_bits(), c.ce.to_bits(), c.cz.to_bits(), latent_len, batch, 0, 0, 0]
 }
 
 /// The 16-byte parameter block of `add_noise`: `[a, b (f32 bits), latent_len, batch]`.

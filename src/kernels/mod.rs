@@ -6,6 +6,7 @@
 //! fused kernels where they pay (the CPU normalisation kernels of `norm_cpu`).
 
 mod backend;
+pub mod coeffs;
 pub mod conformance;
 pub mod conv_cpu;
 pub mod diffusion;
@@ -17,8 +18,8 @@ pub use backend::{generic, DaceBackend, KernelOps, TrainBackend};
 
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, InstanceNorm, PaddingConfig2d};
-use burn::tensor::ops::ConvOptions;
 use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, FloatDType, TensorPrimitive};
 
 fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
@@ -69,8 +70,9 @@ pub fn group_norm<B: DaceBackend>(norm: &burn::nn::GroupNorm<B>, x: Tensor<B, 4>
         // Half-precision activations: statistics over thousands of elements in f32, as PyTorch
         // computes them; the result goes back to the activations' type.
         let f32 = |t: Tensor<B, 1>| t.cast(FloatDType::F32);
-        let y: Tensor<B, 4> = tensor(B::group_norm(prim(x.cast(FloatDType::F32)), prim(f32(gamma)), prim(f32(beta)), norm.num_groups, norm.epsilon));
-        return y.cast(crate::prior::unet::float_dtype(dtype));
+        let y: Tensor<B, 4> =
+            tensor(B::group_norm(prim(x.cast(FloatDType::F32)), prim(f32(gamma)), prim(f32(beta)), norm.num_groups, norm.epsilon));
+        return y.cast(float_dtype(dtype));
     }
     tensor(B::group_norm(prim(x), prim(gamma), prim(beta), norm.num_groups, norm.epsilon))
 }
@@ -92,4 +94,14 @@ pub fn batch_norm<B: DaceBackend>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tenso
     norm.running_mean.update(running_mean.detach());
     norm.running_var.update(running_var.detach());
     tensor(y)
+}
+
+/// The float type of a tensor's [`DType`] (f32 for anything that is not a float type).
+pub fn float_dtype(dtype: DType) -> FloatDType {
+    match dtype {
+        DType::F64 => FloatDType::F64,
+        DType::F16 => FloatDType::F16,
+        DType::BF16 => FloatDType::BF16,
+        _ => FloatDType::F32,
+    }
 }

@@ -134,31 +134,27 @@ pub fn group_norm_forward(
         return Vec::new();
     }
     let mut out = vec![Stats::default(); x.len() / len];
-    y.par_chunks_mut(len)
-        .zip(x.par_chunks(len))
-        .zip(out.par_iter_mut())
-        .enumerate()
-        .for_each(|(i, ((y, x), st))| {
-            let s = group_stats(x, eps);
-            let c0 = (i % groups) * per_group;
-            // `x * scale + shift` folds the mean into the shift, unless that would cancel.
-            let centre = off_centre(s.mean as f64, 1.0 / (s.rstd as f64 * s.rstd as f64));
-            let k = if centre { s.mean } else { 0.0 };
-            for (j, (y, x)) in y.chunks_mut(plane).zip(x.chunks(plane)).enumerate() {
-                let (g, b) = (gamma[c0 + j], beta[c0 + j]);
-                let (scale, shift) = (g * s.rstd, b - g * s.rstd * (s.mean - k));
-                if centre {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = (x - k) * scale + shift;
-                    }
-                } else {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = x * scale + shift;
-                    }
+    y.par_chunks_mut(len).zip(x.par_chunks(len)).zip(out.par_iter_mut()).enumerate().for_each(|(i, ((y, x), st))| {
+        let s = group_stats(x, eps);
+        let c0 = (i % groups) * per_group;
+        // `x * scale + shift` folds the mean into the shift, unless that would cancel.
+        let centre = off_centre(s.mean as f64, 1.0 / (s.rstd as f64 * s.rstd as f64));
+        let k = if centre { s.mean } else { 0.0 };
+        for (j, (y, x)) in y.chunks_mut(plane).zip(x.chunks(plane)).enumerate() {
+            let (g, b) = (gamma[c0 + j], beta[c0 + j]);
+            let (scale, shift) = (g * s.rstd, b - g * s.rstd * (s.mean - k));
+            if centre {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = (x - k) * scale + shift;
+                }
+            } else {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x * scale + shift;
                 }
             }
-            *st = s;
-        });
+        }
+        *st = s;
+    });
     out
 }
 
@@ -224,15 +220,7 @@ pub fn group_norm_backward(
 
 /// Instance norm forward: `y = gamma[c] * (x - mean[n,c]) * rstd[n,c] + beta[c]`.
 /// Returns per-(n, c) statistics for the backward pass.
-pub fn instance_norm_forward(
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    channels: usize,
-    plane: usize,
-    eps: f64,
-    y: &mut [f32],
-) -> Vec<Stats> {
+pub fn instance_norm_forward(x: &[f32], gamma: &[f32], beta: &[f32], channels: usize, plane: usize, eps: f64, y: &mut [f32]) -> Vec<Stats> {
     group_norm_forward(x, gamma, beta, channels, channels, plane, eps, y)
 }
 
@@ -308,18 +296,16 @@ pub fn batch_norm_backward(
         .collect();
     let m = (batch * plane) as f32;
     let mut dx = vec![0f32; x.len()];
-    dx.par_chunks_mut(plane).zip(x.par_chunks(plane).zip(dy.par_chunks(plane))).enumerate().for_each(
-        |(i, (dx, (x, dy)))| {
-            let c = i % channels;
-            let st = stats[c];
-            let (sdy, sdyx) = sums[c];
-            let k = gamma[c] * st.rstd / m;
-            for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                let xhat = (x - st.mean) * st.rstd;
-                *dx = k * (m * g - sdy - xhat * sdyx);
-            }
-        },
-    );
+    dx.par_chunks_mut(plane).zip(x.par_chunks(plane).zip(dy.par_chunks(plane))).enumerate().for_each(|(i, (dx, (x, dy)))| {
+        let c = i % channels;
+        let st = stats[c];
+        let (sdy, sdyx) = sums[c];
+        let k = gamma[c] * st.rstd / m;
+        for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+            let xhat = (x - st.mean) * st.rstd;
+            *dx = k * (m * g - sdy - xhat * sdyx);
+        }
+    });
     let dbeta = sums.iter().map(|s| s.0).collect();
     let dgamma = sums.iter().map(|s| s.1).collect();
     (dx, dgamma, dbeta)

@@ -3,8 +3,8 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, InstanceNorm, InstanceNormConfig, Linear, LinearConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::{BatchNorm, BatchNormConfig, InstanceNorm, InstanceNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,8 @@ use crate::kernels::{self, DaceBackend};
 
 /// Normalisation after each convolution. Instance norm (affine) is the DC/DM/MTT convention,
 /// batch norm is RDED's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum NormKind {
     Instance,
@@ -63,16 +64,12 @@ impl ConvNetConfig {
             .map(|i| {
                 let in_ch = if i == 0 { self.in_channels } else { self.width };
                 let norm = match self.norm {
-                    NormKind::Instance => Some(Norm::Instance(
-                        InstanceNormConfig::new(self.width).init(device),
-                    )),
+                    NormKind::Instance => Some(Norm::Instance(InstanceNormConfig::new(self.width).init(device))),
                     NormKind::Batch => Some(Norm::Batch(BatchNormConfig::new(self.width).init(device))),
                     NormKind::None => None,
                 };
                 ConvBlock {
-                    conv: Conv2dConfig::new([in_ch, self.width], [3, 3])
-                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                        .init(device),
+                    conv: Conv2dConfig::new([in_ch, self.width], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device),
                     norm,
                     pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
                 }

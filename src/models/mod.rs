@@ -15,7 +15,8 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Architectures selectable from the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Arch {
     /// ConvNet-3: the dataset-distillation standard for 28-32 px images.
@@ -31,13 +32,7 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub const ALL: [Arch; 5] = [
-        Arch::Convnet3,
-        Arch::Convnet4,
-        Arch::Convnet5,
-        Arch::Resnet18,
-        Arch::Resnet18Imagenet,
-    ];
+    pub const ALL: [Arch; 5] = [Arch::Convnet3, Arch::Convnet4, Arch::Convnet5, Arch::Resnet18, Arch::Resnet18Imagenet];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -67,19 +62,10 @@ impl ClassifierConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Classifier<B> {
         let convnet = |depth| {
             Classifier::ConvNet(
-                ConvNetConfig::new(self.in_channels, self.num_classes, self.image_size)
-                    .with_depth(depth)
-                    .with_norm(self.norm)
-                    .init(device),
+                ConvNetConfig::new(self.in_channels, self.num_classes, self.image_size).with_depth(depth).with_norm(self.norm).init(device),
             )
         };
-        let resnet = |stem| {
-            Classifier::ResNet(
-                ResNetConfig::new(self.in_channels, self.num_classes)
-                    .with_stem(stem)
-                    .init(device),
-            )
-        };
+        let resnet = |stem| Classifier::ResNet(ResNetConfig::new(self.in_channels, self.num_classes).with_stem(stem).init(device));
         let model = match self.arch {
             Arch::Convnet3 => convnet(3),
             Arch::Convnet4 => convnet(4),

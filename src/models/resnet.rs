@@ -27,14 +27,7 @@ pub struct ResNetConfig {
     pub blocks: [usize; 4],
 }
 
-
-fn conv_bn<B: Backend>(
-    in_ch: usize,
-    out_ch: usize,
-    kernel: usize,
-    stride: usize,
-    device: &B::Device,
-) -> (Conv2d<B>, BatchNorm<B>) {
+fn conv_bn<B: Backend>(in_ch: usize, out_ch: usize, kernel: usize, stride: usize, device: &B::Device) -> (Conv2d<B>, BatchNorm<B>) {
     let pad = kernel / 2;
     let conv = Conv2dConfig::new([in_ch, out_ch], [kernel, kernel])
         .with_stride([stride, stride])
@@ -70,7 +63,6 @@ impl<B: Backend> BasicBlock<B> {
         });
         BasicBlock { conv1, bn1, conv2, bn2, downsample }
     }
-
 }
 
 impl<B: DaceBackend> BasicBlock<B> {
@@ -104,10 +96,7 @@ impl ResNetConfig {
             }
             ResNetStem::Imagenet => {
                 let (c, b) = conv_bn(self.in_channels, 64, 7, 2, device);
-                let pool = MaxPool2dConfig::new([3, 3])
-                    .with_strides([2, 2])
-                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                    .init();
+                let pool = MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init();
                 (c, b, Some(pool))
             }
         };

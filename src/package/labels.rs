@@ -76,7 +76,7 @@ impl LabelEncoding {
     /// Decodes `bytes` (a whole number of rows) to logits; errors name the row.
     pub fn decode(self, bytes: &[u8], classes: usize) -> Result<Vec<f32>, String> {
         let rb = self.row_bytes(classes);
-        if classes == 0 || bytes.len() % rb != 0 {
+        if classes == 0 || !bytes.len().is_multiple_of(rb) {
             return Err(format!("{} bytes is not a whole number of {rb}-byte label rows", bytes.len()));
         }
         let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();

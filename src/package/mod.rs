@@ -13,6 +13,8 @@
 //! sees half of one; every file's size and sha256 are checked on load.
 
 pub mod labels;
+pub mod manifest;
+pub mod settings;
 
 use std::path::Path;
 
@@ -20,69 +22,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use labels::LabelEncoding;
+pub use manifest::{FileEntry, Manifest, PriorRef, TeacherRef, FORMAT, RNG_SCHEME};
+pub use settings::{AugmentConfig, ExpandConfig, Mode, PackageSettings, SchedulerKind, UNetDType, Variant};
 
 use crate::error::{DaceError, Result};
-use crate::expand::ExpandConfig;
 use crate::fsio;
-use crate::student::AugmentConfig;
-use crate::train::Normalization;
+use manifest::short;
 
-pub const FORMAT: &str = "dace-package/1";
-/// The RNG scheme of docs/FORMAT.md the seeds are interpreted with.
-pub const RNG_SCHEME: u32 = 1;
 pub const MANIFEST: &str = "manifest.json";
 pub const PATCHES: &str = "patches.bin";
 pub const LABELS: &str = "labels.bin";
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FileEntry {
-    pub bytes: u64,
-    pub sha256: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PriorRef {
-    /// `prior::bundle::fingerprint` of the prior the expansions were made with.
-    pub fingerprint: String,
-    pub dataset: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TeacherRef {
-    pub fingerprint: String,
-    pub arch: String,
-    pub test_accuracy: Option<f64>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format: String,
-    pub rng_scheme: u32,
-    pub dataset: String,
-    pub classes: Vec<String>,
-    pub channels: usize,
-    /// Size of the regenerated images `[h, w]`.
-    pub image_size: [usize; 2],
-    pub patch_size: [usize; 2],
-    pub ipc: usize,
-    pub factor: usize,
-    /// Class of each patch, in file order.
-    pub items: Vec<u32>,
-    /// Input normalisation of the student (the teacher's).
-    pub normalization: Normalization,
-    /// `None` only for the `rded` variant (plain upsampling, no prior).
-    pub prior: Option<PriorRef>,
-    pub expansion: ExpandConfig,
-    /// Expansion batch size used for the labels (regenerate with the same for bit-identical floats).
-    pub batch: usize,
-    /// The seeded augmentation applied to each expansion before the teacher labelled it.
-    pub augment: AugmentConfig,
-    /// `seeds[s]` regenerates row block `s` of the labels (and is epoch `s` of the student).
-    pub seeds: Vec<u64>,
-    pub labels: LabelEncoding,
-    pub teacher: TeacherRef,
-    pub files: std::collections::BTreeMap<String, FileEntry>,
-}
 
 /// A package in memory: manifest, patches, and the decoded logits `[seed][item][class]`.
 #[derive(Clone, Debug)]
@@ -111,72 +60,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
-impl Manifest {
-    pub fn patch_len(&self) -> usize {
-        self.channels * self.patch_size[0] * self.patch_size[1]
-    }
-
-    pub fn image_len(&self) -> usize {
-        self.channels * self.image_size[0] * self.image_size[1]
-    }
-
-    pub fn num_classes(&self) -> usize {
-        self.classes.len()
-    }
-
-    /// A short description ("fashion-mnist ipc 1 r 2 sr-aug (rho 0.8), 300 seeds").
-    pub fn description(&self) -> String {
-        format!("{} ipc {} r {} {}, {} seeds", self.dataset, self.ipc, self.factor, self.expansion.name(), self.seeds.len())
-    }
-
-    /// Refuses a prior other than the one the package was made with.
-    pub fn check_prior(&self, fingerprint: Option<&str>) -> Result<()> {
-        match (&self.prior, fingerprint) {
-            (None, _) => Ok(()),
-            (Some(p), Some(f)) if p.fingerprint == f => Ok(()),
-            (Some(p), Some(f)) => Err(DaceError::Invalid(format!(
-                "the package was made with prior {} (of `{}`), this prior is {}: regeneration would not match the stored labels",
-                short(&p.fingerprint),
-                p.dataset,
-                short(f)
-            ))),
-            (Some(p), None) => Err(DaceError::Invalid(format!(
-                "the package needs its prior ({} of `{}`) to regenerate its images: pass --prior",
-                short(&p.fingerprint),
-                p.dataset
-            ))),
-        }
-    }
-
-    fn check_shapes(&self, path: &Path) -> Result<()> {
-        let bad = |why: String| Err(DaceError::bad_file(path, why));
-        if self.format != FORMAT {
-            return bad(format!("package format `{}`, this dace reads `{FORMAT}`", self.format));
-        }
-        if self.rng_scheme != RNG_SCHEME {
-            return bad(format!("RNG scheme {}, this dace implements scheme {RNG_SCHEME}", self.rng_scheme));
-        }
-        let r = self.factor.max(1);
-        if self.patch_size != [self.image_size[0] / r, self.image_size[1] / r] || self.patch_len() == 0 {
-            return bad(format!("patch size {:?} is not image size {:?} / r = {r}", self.patch_size, self.image_size));
-        }
-        if self.classes.is_empty() || self.items.iter().any(|&k| k as usize >= self.classes.len()) {
-            return bad("a patch's class is outside the class list".into());
-        }
-        if self.seeds.is_empty() || self.items.is_empty() {
-            return bad("no seeds or no patches".into());
-        }
-        if self.normalization.mean.len() != self.channels || self.normalization.std.len() != self.channels {
-            return bad(format!("normalisation is not per channel ({} channels)", self.channels));
-        }
-        Ok(())
-    }
-}
-
-fn short(fingerprint: &str) -> &str {
-    &fingerprint[..fingerprint.len().min(12)]
-}
-
 impl Package {
     pub fn num_items(&self) -> usize {
         self.manifest.items.len()
@@ -195,8 +78,15 @@ impl Package {
     /// Returns the sizes.
     pub fn save(&mut self, dir: &Path, full_dataset_images: usize) -> Result<SizeReport> {
         let m = &self.manifest;
+        m.validate()
+            .map_err(|why| DaceError::bad_file(dir.join(MANIFEST), format!("refusing to write a contradictory manifest: {why}")))?;
         if self.patches.len() != m.items.len() * m.patch_len() {
-            return Err(DaceError::Invalid(format!("{} patch bytes for {} patches of {}", self.patches.len(), m.items.len(), m.patch_len())));
+            return Err(DaceError::Invalid(format!(
+                "{} patch bytes for {} patches of {}",
+                self.patches.len(),
+                m.items.len(),
+                m.patch_len()
+            )));
         }
         if self.logits.len() != m.seeds.len() * m.items.len() * m.num_classes() {
             return Err(DaceError::Invalid("logits do not cover every (seed, patch)".into()));
@@ -249,9 +139,9 @@ impl Package {
     /// only names them in errors.
     pub fn from_files(dir: &Path, read: &dyn Fn(&str) -> Result<Vec<u8>>) -> Result<Package> {
         let mpath = dir.join(MANIFEST);
-        let manifest: Manifest = serde_json::from_slice(&read(MANIFEST)?)
-            .map_err(|e| DaceError::bad_file(&mpath, format!("invalid JSON: {e}")))?;
-        manifest.check_shapes(&mpath)?;
+        let manifest: Manifest =
+            serde_json::from_slice(&read(MANIFEST)?).map_err(|e| DaceError::bad_file(&mpath, format!("invalid JSON: {e}")))?;
+        manifest.validate().map_err(|why| DaceError::bad_file(&mpath, why))?;
         let read_checked = |name: &str| -> Result<Vec<u8>> {
             let path = dir.join(name);
             let Some(entry) = manifest.files.get(name) else {
@@ -259,11 +149,17 @@ impl Package {
             };
             let bytes = read(name)?;
             if bytes.len() as u64 != entry.bytes {
-                return Err(DaceError::bad_file(&path, format!("{} bytes, the manifest says {} (truncated or replaced)", bytes.len(), entry.bytes)));
+                return Err(DaceError::bad_file(
+                    &path,
+                    format!("{} bytes, the manifest says {} (truncated or replaced)", bytes.len(), entry.bytes),
+                ));
             }
             let sha = sha256_hex(&bytes);
             if sha != entry.sha256 {
-                return Err(DaceError::bad_file(&path, format!("sha256 {} does not match the manifest's {} (corrupted)", short(&sha), short(&entry.sha256))));
+                return Err(DaceError::bad_file(
+                    &path,
+                    format!("sha256 {} does not match the manifest's {} (corrupted)", short(&sha), short(&entry.sha256)),
+                ));
             }
             Ok(bytes)
         };
@@ -278,30 +174,12 @@ impl Package {
         }
         let rows = m.seeds.len() * m.items.len();
         if label_bytes.len() != rows * m.labels.row_bytes(m.num_classes()) {
-            return Err(DaceError::bad_file(dir.join(LABELS), format!("{} bytes, expected {rows} rows of {}", label_bytes.len(), m.labels)));
+            return Err(DaceError::bad_file(
+                dir.join(LABELS),
+                format!("{} bytes, expected {rows} rows of {}", label_bytes.len(), m.labels),
+            ));
         }
         let logits = m.labels.decode(&label_bytes, m.num_classes()).map_err(|e| DaceError::bad_file(dir.join(LABELS), e))?;
         Ok(Package { manifest, patches, logits })
-    }
-}
-
-impl Package {
-    /// The package's labels in the student's form, bound to `set` (its [`crate::expand::distill::patch_set`]).
-    pub fn stored_labels(&self, set: &crate::student::TrainingSet) -> crate::student::StoredLabels {
-        use crate::student::labels::{LabelsMeta, StoredLabels};
-        let m = &self.manifest;
-        StoredLabels {
-            meta: LabelsMeta {
-                format: crate::student::labels::FORMAT.into(),
-                items: m.items.len(),
-                classes: m.num_classes(),
-                seeds: m.seeds.clone(),
-                augment: m.augment.clone(),
-                set: set.description.clone(),
-                set_fingerprint: set.fingerprint(),
-                teacher: m.teacher.fingerprint.clone(),
-            },
-            logits: self.logits.clone(),
-        }
     }
 }

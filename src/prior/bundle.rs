@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::config::{UNetConfig, VaeConfig};
-use super::weights::{self, CONFIG_FILE, WEIGHTS_FILE};
 use super::pipeline::Cond;
+use super::weights::{self, CONFIG_FILE, WEIGHTS_FILE};
 use super::{AutoencoderKL, TextTime, UNet2DConditionModel};
 use crate::error::{DaceError, Result};
 use crate::fsio;
@@ -32,6 +32,31 @@ const FORMAT: &str = "dace-prior/1";
 const COMPONENTS: [&str; 3] = ["vae", "unet", "class_embedder"];
 
 /// `model_index.json`.
+/// The two pipeline families dace imports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PipelineKind {
+    /// One CLIP text encoder; context = its last hidden state (SD 1.x, SD 2.x, SD-Turbo).
+    StableDiffusion,
+    /// Two encoders; context = both penultimate states concatenated, pooled embedding and time
+    /// ids through the UNet's added embedding (SDXL, SDXL-Turbo).
+    StableDiffusionXl,
+}
+
+/// Where an imported prior came from (stored in its `model_index.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImportRecord {
+    pub source: String,
+    pub pipeline: String,
+    pub kind: PipelineKind,
+    pub prompt: String,
+    pub prompts: Vec<String>,
+    /// The weights files used, relative to the source directory.
+    pub weights: Vec<String>,
+    pub tokenizers: Vec<String>,
+    pub null_prompt: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PriorIndex {
     #[serde(rename = "_class_name")]
@@ -43,7 +68,7 @@ pub struct PriorIndex {
     pub image_shape: [usize; 3],
     /// Set for a prior imported from a diffusers checkpoint (`dace prior import`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub imported: Option<super::import::ImportRecord>,
+    pub imported: Option<ImportRecord>,
 }
 
 impl PriorIndex {
@@ -96,14 +121,7 @@ pub struct ClassEmbedder<B: Backend> {
 
 impl ClassEmbedderConfig {
     pub fn new(num_classes: usize, embedding_dim: usize) -> Self {
-        ClassEmbedderConfig {
-            class_name: "ClassEmbedder".into(),
-            num_classes,
-            embedding_dim,
-            tokens: 1,
-            pooled_dim: None,
-            time_ids: None,
-        }
+        ClassEmbedderConfig { class_name: "ClassEmbedder".into(), num_classes, embedding_dim, tokens: 1, pooled_dim: None, time_ids: None }
     }
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> ClassEmbedder<B> {

@@ -100,8 +100,12 @@ impl ClipTextConfig {
             num_attention_heads: num("num_attention_heads", take("num_attention_heads", None)?)?,
             max_position_embeddings: num("max_position_embeddings", take("max_position_embeddings", Some(77.into()))?)?,
             hidden_act,
-            layer_norm_eps: take("layer_norm_eps", Some(1e-5.into()))?.as_f64().ok_or_else(|| bad("layer_norm_eps", "expected a number".into()))?,
-            eos_token_id: take("eos_token_id", Some(2.into()))?.as_i64().ok_or_else(|| bad("eos_token_id", "expected an integer".into()))?,
+            layer_norm_eps: take("layer_norm_eps", Some(1e-5.into()))?
+                .as_f64()
+                .ok_or_else(|| bad("layer_norm_eps", "expected a number".into()))?,
+            eos_token_id: take("eos_token_id", Some(2.into()))?
+                .as_i64()
+                .ok_or_else(|| bad("eos_token_id", "expected an integer".into()))?,
             projection_dim: match (projection, architectures_with_projection) {
                 (Some(v), true) => Some(num("projection_dim", v)?),
                 _ => None,
@@ -113,8 +117,11 @@ impl ClipTextConfig {
         if let Some(key) = map.keys().next() {
             return Err(bad(key, format!("unsupported key (value {})", map[key])));
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
-            return Err(bad("num_attention_heads", format!("{} heads do not divide hidden size {}", config.num_attention_heads, config.hidden_size)));
+        if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
+            return Err(bad(
+                "num_attention_heads",
+                format!("{} heads do not divide hidden size {}", config.num_attention_heads, config.hidden_size),
+            ));
         }
         Ok(config)
     }
@@ -125,9 +132,19 @@ impl ClipTextConfig {
         let lin = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
         let layers = (0..self.num_hidden_layers)
             .map(|_| ClipLayer {
-                self_attn: ClipAttention { q_proj: lin(h, h), k_proj: lin(h, h), v_proj: lin(h, h), out_proj: lin(h, h), heads: self.num_attention_heads },
+                self_attn: ClipAttention {
+                    q_proj: lin(h, h),
+                    k_proj: lin(h, h),
+                    v_proj: lin(h, h),
+                    out_proj: lin(h, h),
+                    heads: self.num_attention_heads,
+                },
                 layer_norm1: ln(),
-                mlp: ClipMlp { fc1: lin(h, self.intermediate_size), fc2: lin(self.intermediate_size, h), quick: self.hidden_act == ClipActivation::QuickGelu },
+                mlp: ClipMlp {
+                    fc1: lin(h, self.intermediate_size),
+                    fc2: lin(self.intermediate_size, h),
+                    quick: self.hidden_act == ClipActivation::QuickGelu,
+                },
                 layer_norm2: ln(),
             })
             .collect();
@@ -171,7 +188,14 @@ impl<B: Backend> ClipAttention<B> {
         let d = h / self.heads;
         let split = |t: Tensor<B, 3>| t.reshape([b, n, self.heads, d]).swap_dims(1, 2);
         let options = AttentionModuleOptions { is_causal: true, ..Default::default() };
-        let o = attention(split(self.q_proj.forward(x.clone())), split(self.k_proj.forward(x.clone())), split(self.v_proj.forward(x)), None, None, options);
+        let o = attention(
+            split(self.q_proj.forward(x.clone())),
+            split(self.k_proj.forward(x.clone())),
+            split(self.v_proj.forward(x)),
+            None,
+            None,
+            options,
+        );
         self.out_proj.forward(o.swap_dims(1, 2).reshape([b, n, h]))
     }
 }

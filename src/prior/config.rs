@@ -98,7 +98,7 @@ fn check_per_block(keys: &Keys, key: &str, values: &[usize], blocks: usize) -> R
     if values.len() != blocks {
         return Err(keys.bad(key, format!("{} values for {blocks} blocks", values.len())));
     }
-    if values.iter().any(|&v| v == 0) {
+    if values.contains(&0) {
         return Err(keys.bad(key, "values must be positive"));
     }
     Ok(())

@@ -15,13 +15,12 @@ use super::bundle::Prior;
 use super::pipeline::{self, NoiseId};
 use super::scheduler::{img2img_plan, Sampler, ScheduleConfig};
 use super::train::{sample_classes, to_u8, vae_test_psnr, write_images};
-use crate::coreset::crop::resize_u8;
+use crate::data::transform::{resize_bilinear, resize_u8};
 use crate::data::{Dataset, Split};
 use crate::error::{DaceError, Result};
 use crate::kernels::diffusion::DiffusionKernels;
 use crate::kernels::DaceBackend;
 use crate::models::Classifier;
-use crate::student::augment::resize_bilinear;
 use crate::train::checkpoint::ModelMeta;
 use crate::train::eval::predict;
 use crate::train::ImageBatcher;
@@ -127,8 +126,17 @@ pub fn evaluate_prior<B: DaceBackend + DiffusionKernels>(
     let bar = crate::train::progress::bar(wanted.len().div_ceil(per_batch) as u64, "samples");
     for (b, chunk) in wanted.chunks(per_batch).enumerate() {
         let x = sample_classes(
-            &prior.vae, &prior.unet, &prior.classes, chunk, prior.latent_shape(), scale, cfg.sample_steps,
-            cfg.guidance, cfg.seed, (b * per_batch) as u64, device,
+            &prior.vae,
+            &prior.unet,
+            &prior.classes,
+            chunk,
+            prior.latent_shape(),
+            scale,
+            cfg.sample_steps,
+            cfg.guidance,
+            cfg.seed,
+            (b * per_batch) as u64,
+            device,
         );
         split.images.extend(to_u8(x));
         split.labels.extend(chunk.iter().map(|&k| k as u32));
@@ -164,12 +172,9 @@ pub fn evaluate_prior<B: DaceBackend + DiffusionKernels>(
     grids.push(path);
 
     // img2img from upsampled patches: per class, the first test image of that class.
-    let firsts: Vec<usize> = (0..n_classes)
-        .map(|k| ds.test.labels.iter().position(|&l| l as usize == k).unwrap_or(0))
-        .collect();
+    let firsts: Vec<usize> = (0..n_classes).map(|k| ds.test.labels.iter().position(|&l| l as usize == k).unwrap_or(0)).collect();
     let sched = ScheduleConfig::default();
-    let originals: Vec<f32> =
-        firsts.iter().flat_map(|&i| ds.image(&ds.test, i).iter().map(|&p| p as f32 / 127.5 - 1.0)).collect();
+    let originals: Vec<f32> = firsts.iter().flat_map(|&i| ds.image(&ds.test, i).iter().map(|&p| p as f32 / 127.5 - 1.0)).collect();
     let ctx = prior.cond(&(0..n_classes).collect::<Vec<_>>(), device);
     for &r in &cfg.factors {
         let up = plain_upsample(ds, &ds.test, &firsts, r);

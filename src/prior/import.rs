@@ -15,10 +15,10 @@ use std::time::Instant;
 use burn::module::Param;
 use burn::nn::Embedding;
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
-use super::bundle::{self, ClassEmbedder, ClassEmbedderConfig, Prior, PriorIndex};
+use super::bundle::{self, ClassEmbedder, ClassEmbedderConfig, ImportRecord, PipelineKind, Prior, PriorIndex};
 use super::clip::{self, ClipTextConfig};
 use super::config::{UNetConfig, VaeConfig};
 use super::tokenizer::ClipTokenizer;
@@ -26,17 +26,6 @@ use super::weights::{CONFIG_FILE, WEIGHTS_FILE};
 use crate::error::{DaceError, Result};
 use crate::fsio;
 use crate::kernels::DaceBackend;
-
-/// The two pipeline families dace imports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PipelineKind {
-    /// One CLIP text encoder; context = its last hidden state (SD 1.x, SD 2.x, SD-Turbo).
-    StableDiffusion,
-    /// Two encoders; context = both penultimate states concatenated, pooled embedding and time
-    /// ids through the UNet's added embedding (SDXL, SDXL-Turbo).
-    StableDiffusionXl,
-}
 
 const SD_PIPELINES: [&str; 2] = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"];
 const SDXL_PIPELINES: [&str; 2] = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"];
@@ -221,20 +210,6 @@ pub struct ImportOptions {
     pub resolution: usize,
 }
 
-/// Where an imported prior came from (stored in its `model_index.json`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ImportRecord {
-    pub source: String,
-    pub pipeline: String,
-    pub kind: PipelineKind,
-    pub prompt: String,
-    pub prompts: Vec<String>,
-    /// The weights files used, relative to the source directory.
-    pub weights: Vec<String>,
-    pub tokenizers: Vec<String>,
-    pub null_prompt: String,
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct ImportReport {
     pub command: &'static str,
@@ -275,7 +250,7 @@ pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, d
     if !opts.prompt.contains("{class}") {
         return Err(DaceError::Invalid(format!("prompt template {:?} has no `{{class}}`", opts.prompt)));
     }
-    if opts.resolution == 0 || opts.resolution % vae_cfg.downscale() != 0 {
+    if opts.resolution == 0 || !opts.resolution.is_multiple_of(vae_cfg.downscale()) {
         return Err(DaceError::Invalid(format!(
             "resolution {} is not a multiple of the VAE's downscale {}",
             opts.resolution,
@@ -283,8 +258,12 @@ pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, d
         )));
     }
     match (ckpt.kind, unet_cfg.text_time()) {
-        (PipelineKind::StableDiffusionXl, None) => return Err(bad(&unet_cfg_path, "an SDXL pipeline's UNet needs addition_embed_type \"text_time\"")),
-        (PipelineKind::StableDiffusion, Some(_)) => return Err(bad(&unet_cfg_path, "addition_embed_type \"text_time\" in a non-SDXL pipeline")),
+        (PipelineKind::StableDiffusionXl, None) => {
+            return Err(bad(&unet_cfg_path, "an SDXL pipeline's UNet needs addition_embed_type \"text_time\""))
+        }
+        (PipelineKind::StableDiffusion, Some(_)) => {
+            return Err(bad(&unet_cfg_path, "addition_embed_type \"text_time\" in a non-SDXL pipeline"))
+        }
         _ => {}
     }
     if vae_cfg.in_channels != 3 {
@@ -299,7 +278,10 @@ pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, d
     let embeds = encode_prompts::<B>(&ckpt, &prompts, device)?;
     let [_, tokens, dim] = embeds.context.dims();
     if dim != unet_cfg.cross_attention_dim {
-        return Err(bad(&unet_cfg_path, format!("`cross_attention_dim` is {}, the text encoders give width {dim}", unet_cfg.cross_attention_dim)));
+        return Err(bad(
+            &unet_cfg_path,
+            format!("`cross_attention_dim` is {}, the text encoders give width {dim}", unet_cfg.cross_attention_dim),
+        ));
     }
     let n = opts.classes.len();
     let mut context = embeds.context.reshape([prompts.len(), tokens * dim]);
@@ -322,10 +304,8 @@ pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, d
 
     let vae_weights = ckpt.weights_file("vae", "diffusion_pytorch_model")?;
     let unet_weights = ckpt.weights_file("unet", "diffusion_pytorch_model")?;
-    let mut weights: Vec<String> = vec![vae_weights.clone(), unet_weights.clone()]
-        .iter()
-        .map(|p| p.strip_prefix(source).unwrap_or(p).display().to_string())
-        .collect();
+    let mut weights: Vec<String> =
+        [vae_weights.clone(), unet_weights.clone()].iter().map(|p| p.strip_prefix(source).unwrap_or(p).display().to_string()).collect();
     for (_, enc) in ckpt.encoders() {
         let name = enc.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
         let file = ckpt.weights_file(&name, "model")?;

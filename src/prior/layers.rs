@@ -11,9 +11,7 @@ use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOpti
 use crate::kernels::{self, DaceBackend};
 
 pub fn conv3x3<B: Backend>(c_in: usize, c_out: usize, device: &B::Device) -> Conv2d<B> {
-    Conv2dConfig::new([c_in, c_out], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
+    Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)
 }
 
 pub fn conv1x1<B: Backend>(c_in: usize, c_out: usize, device: &B::Device) -> Conv2d<B> {
@@ -167,10 +165,7 @@ pub struct FeedForward<B: Backend> {
 impl<B: Backend> FeedForward<B> {
     pub fn new(dim: usize, device: &B::Device) -> Self {
         let inner = 4 * dim;
-        FeedForward {
-            geglu: LinearConfig::new(dim, 2 * inner).init(device),
-            out: LinearConfig::new(inner, dim).init(device),
-        }
+        FeedForward { geglu: LinearConfig::new(dim, 2 * inner).init(device), out: LinearConfig::new(inner, dim).init(device) }
     }
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -229,15 +224,7 @@ pub struct Transformer2D<B: Backend> {
 }
 
 impl<B: Backend> Transformer2D<B> {
-    pub fn new(
-        channels: usize,
-        heads: usize,
-        layers: usize,
-        context_dim: usize,
-        groups: usize,
-        linear: bool,
-        device: &B::Device,
-    ) -> Self {
+    pub fn new(channels: usize, heads: usize, layers: usize, context_dim: usize, groups: usize, linear: bool, device: &B::Device) -> Self {
         let proj = || {
             if linear {
                 Projection::Linear(LinearConfig::new(channels, channels).init(device))
@@ -358,10 +345,7 @@ pub struct TimestepMlp<B: Backend> {
 
 impl<B: Backend> TimestepMlp<B> {
     pub fn new(c_in: usize, dim: usize, device: &B::Device) -> Self {
-        TimestepMlp {
-            linear_1: LinearConfig::new(c_in, dim).init(device),
-            linear_2: LinearConfig::new(dim, dim).init(device),
-        }
+        TimestepMlp { linear_1: LinearConfig::new(c_in, dim).init(device), linear_2: LinearConfig::new(dim, dim).init(device) }
     }
 
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {

@@ -1,5 +1,5 @@
-//! The diffusion prior: what turns a coreset patch into new training images (../shared/NOTES.md
-//! §1, §4).
+//! The diffusion prior: what turns a coreset patch into new training images (the paper's §3.2,
+//! in diffusers' layout and semantics).
 //!
 //! - [`config`]: diffusers `config.json` files, refusing features dace does not implement;
 //! - [`layers`], [`vae`], [`unet`]: `AutoencoderKL` and `UNet2DConditionModel` in burn, named

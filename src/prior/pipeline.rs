@@ -1,4 +1,4 @@
-//! img2img with dace's portable noise: the expansion of one batch of patches (NOTES §4).
+//! img2img with dace's portable noise: the expansion of one batch of patches (diffusers' img2img semantics).
 //!
 //! diffusers' `StableDiffusionImg2ImgPipeline` without guidance, with every random draw taken
 //! from the named stream of its (seed, item) (docs/FORMAT.md), so any device regenerates the
@@ -7,8 +7,9 @@
 
 use burn::prelude::*;
 
-use super::scheduler::{DenoiseStep, NoiseCoeffs};
+use super::scheduler::DenoiseStep;
 use super::{AutoencoderKL, TextTime, UNet2DConditionModel};
+use crate::kernels::coeffs::NoiseCoeffs;
 use crate::kernels::diffusion::{add_noise, scheduler_step, DiffusionKernels};
 use crate::kernels::diffusion_ref::{noise_key, NoiseKey};
 use crate::kernels::DaceBackend;

@@ -1,6 +1,6 @@
 //! Step coefficients of the two samplers dace denoises with: Euler ancestral (SD-Turbo /
-//! SDXL-Turbo) and DDIM. Pure, `std`-only functions of small config structs; diffusers' semantics
-//! (../shared/NOTES.md §4), checked against diffusers itself by the fixture
+//! SDXL-Turbo) and DDIM. Pure, `std`-only functions of small config structs; diffusers' semantics,
+//! checked against diffusers itself by the fixture
 //! `tests/fixtures/schedulers.json` (made by `tests/fixtures/make_scheduler_fixture.py`).
 //!
 //! Both samplers reduce every denoising step to one element-wise update
@@ -9,7 +9,7 @@
 //! x_next = ca * x + ce * eps + cz * z        z ~ N(0, 1), fresh per step
 //! ```
 //!
-//! ([`StepCoeffs`]), so one fused kernel (`scheduler_step`, see `docs/FORMAT.md`) serves both.
+//! ([`StepCoeffs`], defined with the kernels that take them), so one fused kernel (`scheduler_step`, see `docs/FORMAT.md`) serves both.
 //! The model is evaluated on `c_in * x` ([`DenoiseStep::c_in`]) at `timestep`, and predicts `eps`.
 //! Forward noising (img2img start, `add_noise`) is `a * z0 + b * n` ([`NoiseCoeffs`]).
 //!
@@ -24,6 +24,8 @@
 //! no thresholding, any `eta`, and either `set_alpha_to_one`. Not supported: "linspace" spacing
 //! (fractional timesteps), Karras sigmas, v-prediction, zero-SNR rescaling.
 
+use crate::kernels::coeffs::{NoiseCoeffs, StepCoeffs};
+
 /// Training steps of the Stable Diffusion family (`num_train_timesteps`).
 pub const TRAIN_STEPS: usize = 1000;
 /// `beta_start` of the scaled-linear schedule of SD 1/2, SDXL and their Turbo variants.
@@ -31,67 +33,12 @@ pub const BETA_START: f64 = 0.00085;
 /// `beta_end` of the same schedule.
 pub const BETA_END: f64 = 0.012;
 
-/// One denoising update in the common form `x_next = ca * x + ce * eps + cz * z`, with `z` a fresh
-/// standard normal per element (the kernels skip drawing it when `cz == 0`).
-///
-/// * Euler ancestral: `ca = 1`, `ce = sigma_down - sigma`, `cz = sigma_up` (eps is predicted from
-///   the scaled input `c_in * x`, but the update is applied to the unscaled `x`).
-/// * DDIM: `ca = sqrt(abar_p / abar_t)`,
-///   `ce = sqrt(1 - abar_p - s^2) - sqrt(abar_p) * sqrt(1 - abar_t) / sqrt(abar_t)`, `cz = s`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepCoeffs {
-    pub ca: f32,
-    pub ce: f32,
-    pub cz: f32,
-}
-
-impl StepCoeffs {
-    /// Rounds f64 coefficients to the f32 the kernels use.
-    pub fn from_f64(ca: f64, ce: f64, cz: f64) -> Self {
-        StepCoeffs {
-            ca: ca as f32,
-            ce: ce as f32,
-            cz: cz as f32,
-        }
-    }
-
-    /// The update for one element, in the kernels' order of operations: `(ca*x + ce*eps) + cz*z`.
-    #[inline]
-    pub fn apply(&self, x: f32, eps: f32, z: f32) -> f32 {
-        self.ca * x + self.ce * eps + self.cz * z
-    }
-}
-
-/// Forward noising `out = a * z0 + b * n`, `n ~ N(0, 1)`.
-///
-/// * Euler ancestral: `a = 1`, `b = sigma_t` (diffusers' `EulerAncestralDiscreteScheduler.add_noise`;
-///   the first model input is then scaled by `c_in = 1/sqrt(sigma^2 + 1)`).
-/// * DDIM: `a = sqrt(abar_t)`, `b = sqrt(1 - abar_t)`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct NoiseCoeffs {
-    pub a: f32,
-    pub b: f32,
-}
-
-impl NoiseCoeffs {
-    pub fn from_f64(a: f64, b: f64) -> Self {
-        NoiseCoeffs {
-            a: a as f32,
-            b: b as f32,
-        }
-    }
-}
-
 /// `beta_i = linspace(sqrt(beta_start), sqrt(beta_end), train_steps)_i ^ 2` ("scaled_linear").
 pub fn betas_scaled_linear(train_steps: usize, beta_start: f64, beta_end: f64) -> Vec<f64> {
     let (lo, hi) = (beta_start.sqrt(), beta_end.sqrt());
     (0..train_steps)
         .map(|i| {
-            let r = if train_steps > 1 {
-                lo + (hi - lo) * (i as f64 / (train_steps - 1) as f64)
-            } else {
-                lo
-            };
+            let r = if train_steps > 1 { lo + (hi - lo) * (i as f64 / (train_steps - 1) as f64) } else { lo };
             r * r
         })
         .collect()
@@ -136,22 +83,14 @@ pub fn timesteps(train_steps: usize, num_steps: usize, spacing: Spacing) -> Vec<
 /// `v_i = T + i * (v_1 - T)`), then rounds half to even. For 62 values of N <= 1000 (N = 61,
 /// 103, 121, ...) numpy's `arange` yields N + 1 values and diffusers ends with a bogus timestep
 /// -1; this returns the first N, which equal diffusers' first N.
-pub fn timesteps_with_offset(
-    train_steps: usize,
-    num_steps: usize,
-    spacing: Spacing,
-    steps_offset: usize,
-) -> Vec<usize> {
+pub fn timesteps_with_offset(train_steps: usize, num_steps: usize, spacing: Spacing, steps_offset: usize) -> Vec<usize> {
     if num_steps == 0 {
         return Vec::new();
     }
     match spacing {
         Spacing::Leading => {
             let ratio = train_steps / num_steps;
-            (0..num_steps)
-                .rev()
-                .map(|i| i * ratio + steps_offset)
-                .collect()
+            (0..num_steps).rev().map(|i| i * ratio + steps_offset).collect()
         }
         Spacing::Trailing => {
             let start = train_steps as f64;
@@ -204,32 +143,18 @@ pub struct ScheduleConfig {
 impl Default for ScheduleConfig {
     /// SD-Turbo / SDXL-Turbo: scaled-linear 0.00085..0.012 over 1000 steps, trailing spacing.
     fn default() -> Self {
-        ScheduleConfig {
-            train_steps: TRAIN_STEPS,
-            beta_start: BETA_START,
-            beta_end: BETA_END,
-            spacing: Spacing::Trailing,
-            steps_offset: 0,
-        }
+        ScheduleConfig { train_steps: TRAIN_STEPS, beta_start: BETA_START, beta_end: BETA_END, spacing: Spacing::Trailing, steps_offset: 0 }
     }
 }
 
 impl ScheduleConfig {
     /// Stable Diffusion 1.x/2.x defaults: leading spacing with `steps_offset = 1`.
     pub fn stable_diffusion() -> Self {
-        ScheduleConfig {
-            spacing: Spacing::Leading,
-            steps_offset: 1,
-            ..Self::default()
-        }
+        ScheduleConfig { spacing: Spacing::Leading, steps_offset: 1, ..Self::default() }
     }
 
     pub fn alphas_cumprod(&self) -> Vec<f64> {
-        alphas_cumprod(&betas_scaled_linear(
-            self.train_steps,
-            self.beta_start,
-            self.beta_end,
-        ))
+        alphas_cumprod(&betas_scaled_linear(self.train_steps, self.beta_start, self.beta_end))
     }
 
     pub fn timesteps(&self, num_steps: usize) -> Vec<usize> {
@@ -240,16 +165,12 @@ impl ScheduleConfig {
     /// every timestep (offset included) `< train_steps`.
     pub fn validate(&self, num_steps: usize) -> Result<(), String> {
         if num_steps == 0 || num_steps > self.train_steps {
-            return Err(format!(
-                "num_steps must be in 1..={}, got {num_steps}",
-                self.train_steps
-            ));
+            return Err(format!("num_steps must be in 1..={}, got {num_steps}", self.train_steps));
         }
         match self.timesteps(num_steps).first() {
-            Some(&t) if t >= self.train_steps => Err(format!(
-                "timestep {t} (steps_offset {}) is outside 0..{}",
-                self.steps_offset, self.train_steps
-            )),
+            Some(&t) if t >= self.train_steps => {
+                Err(format!("timestep {t} (steps_offset {}) is outside 0..{}", self.steps_offset, self.train_steps))
+            }
             _ => Ok(()),
         }
     }
@@ -262,11 +183,7 @@ pub fn sigma_from_abar(abar: f64) -> f64 {
 
 /// Euler-ancestral sigmas at `timesteps`, with `0` appended (`timesteps.len() + 1` values).
 pub fn euler_a_sigmas(abar: &[f64], timesteps: &[usize]) -> Vec<f64> {
-    timesteps
-        .iter()
-        .map(|&t| sigma_from_abar(abar[t]))
-        .chain(std::iter::once(0.0))
-        .collect()
+    timesteps.iter().map(|&t| sigma_from_abar(abar[t])).chain(std::iter::once(0.0)).collect()
 }
 
 /// Standard deviation of pure-noise initial latents (diffusers' `init_noise_sigma`): `sigma_max`
@@ -297,20 +214,9 @@ pub struct EulerAStep {
 impl EulerAStep {
     pub fn new(timestep: usize, sigma: f64, sigma_next: f64) -> Self {
         let (s2, n2) = (sigma * sigma, sigma_next * sigma_next);
-        let sigma_up = if s2 > 0.0 {
-            (n2 * (s2 - n2) / s2).max(0.0).sqrt()
-        } else {
-            0.0
-        };
+        let sigma_up = if s2 > 0.0 { (n2 * (s2 - n2) / s2).max(0.0).sqrt() } else { 0.0 };
         let sigma_down = (n2 - sigma_up * sigma_up).max(0.0).sqrt();
-        EulerAStep {
-            timestep,
-            sigma,
-            sigma_next,
-            sigma_up,
-            sigma_down,
-            c_in: 1.0 / (s2 + 1.0).sqrt(),
-        }
+        EulerAStep { timestep, sigma, sigma_next, sigma_up, sigma_down, c_in: 1.0 / (s2 + 1.0).sqrt() }
     }
 
     /// `x_next = x + eps * (sigma_down - sigma) + sigma_up * z`.
@@ -328,11 +234,7 @@ impl EulerAStep {
 /// img2img run uses `steps[img2img_start(..)..]`, which is what diffusers computes too).
 pub fn euler_a_steps(abar: &[f64], timesteps: &[usize]) -> Vec<EulerAStep> {
     let sigmas = euler_a_sigmas(abar, timesteps);
-    timesteps
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| EulerAStep::new(t, sigmas[i], sigmas[i + 1]))
-        .collect()
+    timesteps.iter().enumerate().map(|(i, &t)| EulerAStep::new(t, sigmas[i], sigmas[i + 1])).collect()
 }
 
 /// DDIM options.
@@ -347,10 +249,7 @@ pub struct DdimConfig {
 
 impl Default for DdimConfig {
     fn default() -> Self {
-        DdimConfig {
-            eta: 0.0,
-            set_alpha_to_one: true,
-        }
+        DdimConfig { eta: 0.0, set_alpha_to_one: true }
     }
 }
 
@@ -374,12 +273,7 @@ pub struct DdimStep {
 }
 
 impl DdimStep {
-    pub fn new(
-        timestep: usize,
-        prev_timestep: Option<usize>,
-        abar: &[f64],
-        cfg: &DdimConfig,
-    ) -> Self {
+    pub fn new(timestep: usize, prev_timestep: Option<usize>, abar: &[f64], cfg: &DdimConfig) -> Self {
         let abar_t = abar[timestep];
         let abar_prev = match prev_timestep {
             Some(p) => abar[p],
@@ -387,13 +281,7 @@ impl DdimStep {
             None => abar[0],
         };
         let variance = ((1.0 - abar_prev) / (1.0 - abar_t)) * (1.0 - abar_t / abar_prev);
-        DdimStep {
-            timestep,
-            prev_timestep,
-            abar_t,
-            abar_prev,
-            std_dev: cfg.eta * variance.max(0.0).sqrt(),
-        }
+        DdimStep { timestep, prev_timestep, abar_t, abar_prev, std_dev: cfg.eta * variance.max(0.0).sqrt() }
     }
 
     /// From `x0 = (x - sqrt(1 - abar_t) eps) / sqrt(abar_t)` and
@@ -415,10 +303,7 @@ impl DdimStep {
 /// list, since the previous timestep depends on N).
 pub fn ddim_steps(abar: &[f64], timesteps: &[usize], cfg: &DdimConfig) -> Vec<DdimStep> {
     let n = timesteps.len();
-    timesteps
-        .iter()
-        .map(|&t| DdimStep::new(t, ddim_prev_timestep(t, abar.len(), n), abar, cfg))
-        .collect()
+    timesteps.iter().map(|&t| DdimStep::new(t, ddim_prev_timestep(t, abar.len(), n), abar, cfg)).collect()
 }
 
 /// Which sampler a plan uses.
@@ -463,13 +348,7 @@ pub fn plan(cfg: &ScheduleConfig, sampler: Sampler, num_steps: usize) -> Vec<Den
         Sampler::Ddim(d) => ddim_steps(&abar, &ts, &d)
             .iter()
             .enumerate()
-            .map(|(index, s)| DenoiseStep {
-                index,
-                timestep: s.timestep,
-                c_in: 1.0,
-                coeffs: s.coeffs(),
-                add_noise: s.add_noise(),
-            })
+            .map(|(index, s)| DenoiseStep { index, timestep: s.timestep, c_in: 1.0, coeffs: s.coeffs(), add_noise: s.add_noise() })
             .collect(),
     }
 }
@@ -480,10 +359,7 @@ pub fn init_noise_sigma(cfg: &ScheduleConfig, sampler: Sampler, num_steps: usize
     match sampler {
         Sampler::EulerAncestral => {
             let abar = cfg.alphas_cumprod();
-            euler_a_init_noise_sigma(
-                &euler_a_sigmas(&abar, &cfg.timesteps(num_steps)),
-                cfg.spacing,
-            )
+            euler_a_init_noise_sigma(&euler_a_sigmas(&abar, &cfg.timesteps(num_steps)), cfg.spacing)
         }
         Sampler::Ddim(_) => 1.0,
     }
@@ -491,12 +367,7 @@ pub fn init_noise_sigma(cfg: &ScheduleConfig, sampler: Sampler, num_steps: usize
 
 /// An img2img run: noise the clean latent with `add_noise` (= `steps[0].add_noise`), then apply
 /// `steps` in order. `None` when `strength` is too small for any step to run.
-pub fn img2img_plan(
-    cfg: &ScheduleConfig,
-    sampler: Sampler,
-    num_steps: usize,
-    strength: f64,
-) -> Option<Vec<DenoiseStep>> {
+pub fn img2img_plan(cfg: &ScheduleConfig, sampler: Sampler, num_steps: usize, strength: f64) -> Option<Vec<DenoiseStep>> {
     let start = img2img_start(num_steps, strength);
     let steps = plan(cfg, sampler, num_steps);
     if start >= steps.len() {

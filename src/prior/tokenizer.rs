@@ -19,16 +19,15 @@ use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{
-    AddedToken, PaddingDirection, PaddingParams, PaddingStrategy, SplitDelimiterBehavior, Tokenizer,
-    TruncationDirection, TruncationParams, TruncationStrategy,
+    AddedToken, PaddingDirection, PaddingParams, PaddingStrategy, SplitDelimiterBehavior, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
 };
 
 use crate::error::{DaceError, Result};
 use crate::fsio;
 
 /// CLIP's word pattern (transformers 5.x puts the two special tokens first).
-const WORD_PATTERN: &str =
-    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const WORD_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// Special tokens and length, from `special_tokens_map.json` and `tokenizer_config.json`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +66,8 @@ impl ClipSpecialTokens {
                 continue;
             }
             let v: Value = fsio::read_json(&path)?;
-            for (key, slot) in [("bos_token", &mut s.bos), ("eos_token", &mut s.eos), ("unk_token", &mut s.unk), ("pad_token", &mut s.pad)] {
+            for (key, slot) in [("bos_token", &mut s.bos), ("eos_token", &mut s.eos), ("unk_token", &mut s.unk), ("pad_token", &mut s.pad)]
+            {
                 if let Some(text) = v.get(key).and_then(token_text) {
                     *slot = text;
                 }
@@ -115,8 +115,7 @@ impl ClipTokenizer {
         let merges_bytes = fsio::read(&merges_path)?;
         let vocab: HashMap<String, u32> =
             serde_json::from_slice(&vocab_bytes).map_err(|e| tk_err(&vocab_path, "not a token -> id JSON object", e))?;
-        let merges_text =
-            std::str::from_utf8(&merges_bytes).map_err(|e| tk_err(&merges_path, "not UTF-8", e))?;
+        let merges_text = std::str::from_utf8(&merges_bytes).map_err(|e| tk_err(&merges_path, "not UTF-8", e))?;
         let merges = parse_merges(&merges_path, merges_text)?;
         let special = ClipSpecialTokens::from_dir(dir)?;
         let id = |token: &str, what: &str| {
@@ -134,11 +133,9 @@ impl ClipTokenizer {
             .build()
             .map_err(|e| tk_err(&merges_path, "BPE", e))?;
         let mut inner = Tokenizer::new(bpe);
-        let whitespace = Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
-            .expect("constant regex");
+        let whitespace = Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ").expect("constant regex");
         inner.with_normalizer(Some(NormalizerSequence::new(vec![NFC.into(), whitespace.into(), Lowercase.into()])));
-        let words = Split::new(SplitPattern::Regex(WORD_PATTERN.into()), SplitDelimiterBehavior::Removed, true)
-            .expect("constant regex");
+        let words = Split::new(SplitPattern::Regex(WORD_PATTERN.into()), SplitDelimiterBehavior::Removed, true).expect("constant regex");
         // Python's ByteLevel(add_prefix_space=False) keeps trim_offsets and use_regex at True.
         inner.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![words.into(), ByteLevel::new(false, true, true).into()])));
         inner.with_post_processor(Some(
@@ -146,10 +143,8 @@ impl ClipTokenizer {
                 .trim_offsets(false)
                 .add_prefix_space(false),
         ));
-        let specials: Vec<AddedToken> = [&special.bos, &special.eos, &special.unk, &special.pad]
-            .into_iter()
-            .map(|t| AddedToken::from(t.clone(), true))
-            .collect();
+        let specials: Vec<AddedToken> =
+            [&special.bos, &special.eos, &special.unk, &special.pad].into_iter().map(|t| AddedToken::from(t.clone(), true)).collect();
         inner.add_special_tokens(&specials);
         inner
             .with_truncation(Some(TruncationParams {
@@ -179,10 +174,7 @@ impl ClipTokenizer {
 
     /// `max_length` ids: `<|startoftext|>`, the prompt's tokens, `<|endoftext|>`, padding.
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(prompt, true)
-            .map_err(|e| DaceError::Invalid(format!("tokenizing {prompt:?}: {e}")))?;
+        let enc = self.inner.encode(prompt, true).map_err(|e| DaceError::Invalid(format!("tokenizing {prompt:?}: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 }
@@ -202,4 +194,3 @@ fn parse_merges(path: &Path, text: &str) -> Result<Vec<(String, String)>> {
     }
     Ok(merges)
 }
-

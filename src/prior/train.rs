@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::prelude::*;
 use burn::record::Recorder;
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,7 @@ use crate::kernels::{DaceBackend, TrainBackend};
 use crate::rng::{SeedRng, Stream};
 use crate::train::checkpoint::WeightRecorder;
 use crate::train::progress;
+use crate::train::step::{optimizer_step, StepAt};
 use crate::viz;
 
 const STATE_FILE: &str = "train_state.json";
@@ -238,9 +239,8 @@ impl Paths {
 }
 
 fn save_optim<B: Backend, R: burn::record::Record<B>>(path: &Path, record: R) -> Result<()> {
-    let bytes = WeightRecorder::default()
-        .record(record, ())
-        .map_err(|e| DaceError::Invalid(format!("cannot serialise optimiser state: {e}")))?;
+    let bytes =
+        WeightRecorder::default().record(record, ()).map_err(|e| DaceError::Invalid(format!("cannot serialise optimiser state: {e}")))?;
     fsio::write_atomic(path, &bytes)
 }
 
@@ -258,13 +258,25 @@ pub struct Denoiser<B: Backend> {
 }
 
 /// Trains (or resumes) a prior into `out`.
-pub fn train_prior<B: TrainBackend>(config: PriorTrainConfig, ds: &Dataset, out: &Path, fresh: bool, device: &B::Device) -> Result<PriorTrainState>
+pub fn train_prior<B: TrainBackend>(
+    config: PriorTrainConfig,
+    ds: &Dataset,
+    out: &Path,
+    fresh: bool,
+    device: &B::Device,
+) -> Result<PriorTrainState>
 where
     B::InnerBackend: DiffusionKernels,
 {
+    if config.checkpoint_every == 0 || config.batch_size == 0 {
+        return Err(DaceError::Invalid(format!(
+            "prior training: checkpoint_every ({}) and batch size ({}) must be at least 1",
+            config.checkpoint_every, config.batch_size
+        )));
+    }
     let paths = Paths { out: out.to_path_buf() };
     let vae_cfg = config.vae_config(ds);
-    if ds.height % vae_cfg.downscale() != 0 || ds.width % vae_cfg.downscale() != 0 {
+    if !ds.height.is_multiple_of(vae_cfg.downscale()) || !ds.width.is_multiple_of(vae_cfg.downscale()) {
         return Err(DaceError::Invalid(format!(
             "{}x{} images do not divide into the VAE's {}x downscaling",
             ds.height,
@@ -385,13 +397,8 @@ fn train_vae<B: TrainBackend>(
         let mse = (rec - x).powi_scalar(2).mean();
         let kl = (dist.mean.powi_scalar(2) + dist.logvar.clone().exp() - dist.logvar).sub_scalar(1.0).mean().mul_scalar(0.5);
         let loss = mse + kl.mul_scalar(config.kl_weight);
-        let value: f32 = loss.clone().into_scalar().elem();
-        if !value.is_finite() {
-            bar.abandon();
-            return Err(DaceError::NonFiniteLoss { loss: value, epoch: 1, step });
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &vae);
-        vae = optim.step(lr_at(config.vae_lr, step, total), vae, grads);
+        let (updated, value) = optimizer_step(vae, &mut optim, loss, lr_at(config.vae_lr, step, total), StepAt { epoch: 1, step }, &bar)?;
+        vae = updated;
         loss_sum += value as f64;
         since += 1;
         state.vae_step += 1;
@@ -399,7 +406,7 @@ fn train_vae<B: TrainBackend>(
         bar.inc(1);
 
         let done = state.vae_step == total;
-        if state.vae_step % config.checkpoint_every == 0 || done {
+        if state.vae_step.is_multiple_of(config.checkpoint_every) || done {
             let secs = start.elapsed().as_secs_f64();
             let valid = vae.valid();
             let psnr = vae_test_psnr(&valid, ds, 1000, device);
@@ -496,7 +503,7 @@ where
     let bar = progress::bar(total as u64, "unet");
     bar.set_position(state.unet_step as u64);
     let (mut loss_sum, mut since, mut start) = (0.0f64, 0usize, Instant::now());
-    let seed = config.seed ^ 0x5EED_0F_0E7;
+    let seed = config.seed ^ 0x0005_EED0_F0E7;
     let null = ds.num_classes();
     let b = config.batch_size;
     while state.unet_step < total {
@@ -530,13 +537,9 @@ where
         let ctx = model.classes.context(&labels, device);
         let pred = model.unet.forward(zt, &ts, &ctx);
         let loss = (pred - eps).powi_scalar(2).mean();
-        let value: f32 = loss.clone().into_scalar().elem();
-        if !value.is_finite() {
-            bar.abandon();
-            return Err(DaceError::NonFiniteLoss { loss: value, epoch: 2, step });
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr_at(config.unet_lr, step, total), model, grads);
+        let (updated, value) =
+            optimizer_step(model, &mut optim, loss, lr_at(config.unet_lr, step, total), StepAt { epoch: 2, step }, &bar)?;
+        model = updated;
         loss_sum += value as f64;
         since += 1;
         state.unet_step += 1;
@@ -544,7 +547,7 @@ where
         bar.inc(1);
 
         let done = state.unet_step == total;
-        if state.unet_step % config.checkpoint_every == 0 || done {
+        if state.unet_step.is_multiple_of(config.checkpoint_every) || done {
             let secs = start.elapsed().as_secs_f64();
             state.unet_history.push(StagePoint {
                 step: state.unet_step,
@@ -561,7 +564,18 @@ where
                 state.stage = Stage::Done;
             }
             let valid = model.valid();
-            write_samples(vae, &valid.unet, &valid.classes, config, ds.num_classes(), [dims[0], dims[1], dims[2]], scale as f64, &paths.samples(&format!("unet_step{:06}.png", state.unet_step)), ds, device)?;
+            write_samples(
+                vae,
+                &valid.unet,
+                &valid.classes,
+                config,
+                ds.num_classes(),
+                [dims[0], dims[1], dims[2]],
+                scale as f64,
+                &paths.samples(&format!("unet_step{:06}.png", state.unet_step)),
+                ds,
+                device,
+            )?;
             fsio::write_json(&paths.state(), state)?;
             (loss_sum, since, start) = (0.0, 0, Instant::now());
         }

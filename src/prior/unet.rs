@@ -7,14 +7,13 @@ use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
-use burn::tensor::{DType, FloatDType};
+use burn::tensor::FloatDType;
 
 use super::config::{BlockKind, TextTimeSpec, UNetConfig};
 use super::layers::{
-    conv3x3, group_norm, timestep_embedding, Downsample2D, ResnetBlock2D, ResnetSpec, TimestepMlp, Transformer2D,
-    Upsample2D,
+    conv3x3, group_norm, timestep_embedding, Downsample2D, ResnetBlock2D, ResnetSpec, TimestepMlp, Transformer2D, Upsample2D,
 };
-use crate::kernels::{self, DaceBackend};
+use crate::kernels::{self, float_dtype, DaceBackend};
 
 /// A down or up block: `(resnet, attention?)` pairs, then an optional resampler. Plain blocks
 /// have no attentions; the lists keep diffusers' key names (`resnets.0`, `attentions.0`, ...).
@@ -80,11 +79,7 @@ impl UNetConfig {
                         BlockKind::CrossAttn => per_layer.map(|_| transformer(ch[i], i)).collect(),
                         BlockKind::Plain => vec![],
                     },
-                    downsamplers: if i + 1 < n {
-                        vec![Downsample2D::new(ch[i], self.downsample_padding, device)]
-                    } else {
-                        vec![]
-                    },
+                    downsamplers: if i + 1 < n { vec![Downsample2D::new(ch[i], self.downsample_padding, device)] } else { vec![] },
                     upsamplers: vec![],
                 }
             })
@@ -243,16 +238,6 @@ impl<B: DaceBackend> UNet2DConditionModel<B> {
         let ids = timestep_embedding::<B>(&tt.time_ids, self.add_time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
         let ids = ids.reshape([batch, TextTimeSpec::TIME_IDS * self.add_time_proj_dim]);
         Tensor::cat(vec![tt.text_embeds.clone(), ids], 1)
-    }
-}
-
-/// The float type of a tensor's [`DType`] (f32 for anything that is not a float type).
-pub fn float_dtype(dtype: DType) -> FloatDType {
-    match dtype {
-        DType::F64 => FloatDType::F64,
-        DType::F16 => FloatDType::F16,
-        DType::BF16 => FloatDType::BF16,
-        _ => FloatDType::F32,
     }
 }
 

@@ -9,7 +9,6 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::prelude::*;
-use burn::module::ParamId;
 use burn::tensor::DType;
 use burn_store::{BurnToPyTorchAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore, TensorSnapshot};
 
@@ -52,7 +51,7 @@ impl ModuleAdapter for FromPyTorchAsF32 {
             s.shape.clone(),
             s.path_stack.clone().unwrap_or_default(),
             s.container_stack.clone().unwrap_or_default(),
-            s.tensor_id.unwrap_or_else(ParamId::new),
+            s.tensor_id.unwrap_or_default(),
         )
     }
 
@@ -95,7 +94,8 @@ pub fn load_bytes_remapped<B: Backend, M: Module<B>>(module: &mut M, bytes: Vec<
     // unused under their PyTorch names: those are not left over.
     let applied: std::collections::HashSet<&str> = result.applied.iter().map(String::as_str).collect();
     let consumed = |key: &str| {
-        let renamed = key.strip_suffix(".weight").map(|p| format!("{p}.gamma")).or_else(|| key.strip_suffix(".bias").map(|p| format!("{p}.beta")));
+        let renamed =
+            key.strip_suffix(".weight").map(|p| format!("{p}.gamma")).or_else(|| key.strip_suffix(".bias").map(|p| format!("{p}.beta")));
         renamed.is_some_and(|r| applied.contains(r.as_str()))
     };
     let unused: Vec<String> = result.unused.iter().filter(|k| !consumed(k)).cloned().collect();
@@ -114,15 +114,11 @@ pub fn load<B: Backend, M: Module<B>>(module: &mut M, path: &Path) -> Result<()>
 
 /// The module's parameters as diffusers-named safetensors bytes.
 pub fn to_bytes<B: Backend, M: Module<B>>(module: &M) -> Result<Vec<u8>> {
-    let mut store = SafetensorsStore::from_bytes(None)
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .skip_enum_variants(true);
+    let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter).skip_enum_variants(true);
     for (from, to) in TO_DIFFUSERS {
         store = store.with_key_remapping(from, to);
     }
-    module
-        .save_into(&mut store)
-        .map_err(|e| DaceError::Invalid(format!("cannot serialise weights: {e}")))?;
+    module.save_into(&mut store).map_err(|e| DaceError::Invalid(format!("cannot serialise weights: {e}")))?;
     store.get_bytes().map_err(|e| DaceError::Invalid(format!("cannot serialise weights: {e}")))
 }
 

@@ -83,16 +83,9 @@ impl SeedRng {
     /// [seed_lo, seed_hi])[0..2]`. Hashing (seed, item) through Philox, rather than using them
     /// directly, makes the keys of neighbouring items or seeds unrelated.
     pub fn new(seed: u64, item: u64, stream: Stream) -> Self {
-        let w = philox4x32_10(
-            [item as u32, (item >> 32) as u32, KEY_DERIVATION_TAG, 0],
-            [seed as u32, (seed >> 32) as u32],
-        );
+        let w = philox4x32_10([item as u32, (item >> 32) as u32, KEY_DERIVATION_TAG, 0], [seed as u32, (seed >> 32) as u32]);
         let (stream, sub) = stream.id();
-        SeedRng {
-            key: [w[0], w[1]],
-            stream,
-            sub,
-        }
+        SeedRng { key: [w[0], w[1]], stream, sub }
     }
 
     /// `[key0, key1, stream id, sub]`: what a shader needs to reproduce this stream (block `b`
@@ -104,10 +97,7 @@ impl SeedRng {
     /// The four words of block `b` (elements `4b .. 4b+4`).
     #[inline]
     fn block(&self, b: u64) -> [u32; 4] {
-        philox4x32_10(
-            [b as u32, (b >> 32) as u32, self.stream, self.sub],
-            self.key,
-        )
+        philox4x32_10([b as u32, (b >> 32) as u32, self.stream, self.sub], self.key)
     }
 
     /// Element `i` as raw bits: lane `i % 4` of block `i / 4`.

@@ -55,11 +55,7 @@ fn round(c: [u32; 4], k: [u32; 2], mul: impl Fn(u32, u32) -> (u32, u32)) -> [u32
 }
 
 #[inline(always)]
-fn philox_with(
-    counter: [u32; 4],
-    key: [u32; 2],
-    mul: impl Fn(u32, u32) -> (u32, u32) + Copy,
-) -> [u32; 4] {
+fn philox_with(counter: [u32; 4], key: [u32; 2], mul: impl Fn(u32, u32) -> (u32, u32) + Copy) -> [u32; 4] {
     let mut c = counter;
     let mut k = key;
     // Random123 order: round with the user key first, then bump the key before each later round.

@@ -3,56 +3,9 @@
 //! gets under a seed is therefore a pure function of the seed: a soft label stored for
 //! `(item, seed)` on the teacher's machine matches the image the student rebuilds anywhere.
 
-use serde::{Deserialize, Serialize};
-
+use crate::data::transform::resize_bilinear;
+use crate::package::AugmentConfig;
 use crate::rng::{SeedRng, Stream};
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AugmentConfig {
-    /// Smallest area fraction of RandomResizedCrop (largest is 1; aspect ratio in [3/4, 4/3]).
-    /// 1.0 disables the crop.
-    pub crop_scale_min: f32,
-    pub flip: bool,
-    /// CutMix with lambda ~ U(0, 1) (Beta(1, 1)) and a partner drawn from the whole set.
-    pub cutmix: bool,
-    /// Shuffle the `r x r` cells of a collage (RDED's ShufflePatches); 1 = off.
-    pub shuffle_factor: usize,
-}
-
-impl AugmentConfig {
-    pub fn none() -> Self {
-        AugmentConfig { crop_scale_min: 1.0, flip: false, cutmix: false, shuffle_factor: 1 }
-    }
-}
-
-/// Bilinear resize of `c` planes `h x w` to `oh x ow`, half-pixel centres (PyTorch's
-/// `interpolate(mode="bilinear", align_corners=False)` without antialiasing).
-pub fn resize_bilinear(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize, out: &mut [f32]) {
-    let coords = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f32)> {
-        let scale = n_in as f32 / n_out as f32;
-        (0..n_out)
-            .map(|o| {
-                let s = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
-                let i0 = (s.floor() as usize).min(n_in - 1);
-                let i1 = (i0 + 1).min(n_in - 1);
-                (i0, i1, s - i0 as f32)
-            })
-            .collect()
-    };
-    let (ys, xs) = (coords(h, oh), coords(w, ow));
-    for ch in 0..c {
-        let plane = &src[ch * h * w..(ch + 1) * h * w];
-        for (oy, &(y0, y1, fy)) in ys.iter().enumerate() {
-            let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
-            let row = &mut out[(ch * oh + oy) * ow..(ch * oh + oy + 1) * ow];
-            for (o, &(x0, x1, fx)) in row.iter_mut().zip(&xs) {
-                let top = r0[x0] + (r0[x1] - r0[x0]) * fx;
-                let bottom = r1[x0] + (r1[x1] - r1[x0]) * fx;
-                *o = top + (bottom - top) * fy;
-            }
-        }
-    }
-}
 
 /// torchvision's RandomResizedCrop box `(top, left, h, w)`: ten tries at a random area fraction and
 /// log-uniform aspect ratio, else the whole image.
@@ -77,7 +30,7 @@ fn rrc_box(rng: &SeedRng, h: usize, w: usize, scale_min: f32) -> (usize, usize, 
 pub fn base_view(img: &[f32], c: usize, h: usize, w: usize, seed: u64, item: u64, cfg: &AugmentConfig) -> Vec<f32> {
     let mut x = img.to_vec();
     let r = cfg.shuffle_factor;
-    if r > 1 && h % r == 0 && w % r == 0 {
+    if r > 1 && h.is_multiple_of(r) && w.is_multiple_of(r) {
         // RDED's ShufflePatches: the column strips are permuted, then the row strips, so cells
         // that share a row (column) keep sharing one.
         let rng = SeedRng::new(seed, item, Stream::Shuffle);

@@ -6,12 +6,12 @@ use std::path::Path;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::augment::AugmentConfig;
 use super::set::TrainingSet;
 use crate::error::{DaceError, Result};
 use crate::fsio;
 use crate::kernels::DaceBackend;
 use crate::models::Classifier;
+use crate::package::AugmentConfig;
 use crate::train::Normalization;
 
 pub const FORMAT: &str = "dace-soft-labels/1";
@@ -107,10 +107,20 @@ impl StoredLabels {
     /// Checks these labels were made for `set` with `augment`.
     pub fn check_fits(&self, set: &TrainingSet, augment: &AugmentConfig) -> Result<()> {
         let m = &self.meta;
-        if m.items != set.len() || m.classes != set.num_classes || m.set != set.description || &m.augment != augment || m.set_fingerprint != set.fingerprint() {
+        if m.items != set.len()
+            || m.classes != set.num_classes
+            || m.set != set.description
+            || &m.augment != augment
+            || m.set_fingerprint != set.fingerprint()
+        {
             return Err(DaceError::Invalid(format!(
                 "stored labels are for `{}` ({} items, {:?}), not `{}` ({} items, {:?})",
-                m.set, m.items, m.augment, set.description, set.len(), augment
+                m.set,
+                m.items,
+                m.augment,
+                set.description,
+                set.len(),
+                augment
             )));
         }
         Ok(())
@@ -132,7 +142,8 @@ pub fn teacher_logits<B: DaceBackend>(
     let items: Vec<usize> = (0..set.len()).collect();
     let mut logits = Vec::with_capacity(set.len() * set.num_classes);
     for chunk in items.chunks(256) {
-        let x = Tensor::<B, 4>::from_data(TensorData::new(set.views_in(images, chunk, seed, augment, norm), [chunk.len(), c, h, w]), device);
+        let x =
+            Tensor::<B, 4>::from_data(TensorData::new(set.views_in(images, chunk, seed, augment, norm), [chunk.len(), c, h, w]), device);
         let out: Vec<f32> = teacher.forward(x).into_data().to_vec().map_err(|e| DaceError::Invalid(format!("teacher output: {e:?}")))?;
         if out.iter().any(|v| !v.is_finite()) {
             return Err(DaceError::Invalid(format!("the teacher produced non-finite logits under seed {seed}")));

@@ -1,9 +1,10 @@
-//! Student training on a distilled set (RDED's recipe, ../shared/NOTES.md §2): KL divergence to
+//! Student training on a distilled set (RDED's recipe): KL divergence to
 //! the teacher's temperature-softened outputs, AdamW without decay on biases and norm parameters,
 //! the cosine-to-half schedule, and final-epoch test accuracy as the result.
 
 pub mod augment;
 pub mod labels;
+pub mod package;
 pub mod set;
 
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-pub use augment::AugmentConfig;
 pub use labels::StoredLabels;
 pub use set::TrainingSet;
 
@@ -26,10 +26,13 @@ use crate::data::Dataset;
 use crate::error::{DaceError, Result};
 use crate::kernels::TrainBackend;
 use crate::models::{Classifier, ClassifierConfig};
+use crate::package::AugmentConfig;
+use crate::train::step::{finite_loss, StepAt};
 use crate::train::{evaluate, progress, ImageBatcher, Normalization};
 
 /// Where the training targets come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum LabelSource {
     /// Teacher run on every augmented batch (RDED's own setting; the teacher must be present).
@@ -72,13 +75,37 @@ pub struct StudentConfig {
     pub eval_every: usize,
 }
 
+impl StudentConfig {
+    /// RDED's recipe (AdamW at 1e-3 with decay 0.01, a test evaluation every tenth of the run)
+    /// for `model`, with the run's own length, batch, temperature, augmentation and seed.
+    pub fn rded(model: ClassifierConfig, epochs: usize, batch_size: usize, temperature: f64, augment: AugmentConfig, seed: u64) -> Self {
+        StudentConfig {
+            model,
+            epochs,
+            batch_size,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            temperature,
+            augment,
+            seed,
+            eval_every: (epochs / 10).max(1),
+        }
+    }
+}
+
 /// AdamW's epsilon: PyTorch's default, which RDED uses.
 pub const ADAM_EPSILON: f32 = 1e-8;
 
 /// RDED's student batch size: 10 / 50 / 100 for IPC 1 / 10 / 50, doubled for 100+ classes,
 /// never more than the set.
 pub fn rded_batch_size(ipc: usize, classes: usize, set_len: usize) -> usize {
-    let base = if ipc >= 50 { 100 } else if ipc >= 10 { 50 } else { 10 };
+    let base = if ipc >= 50 {
+        100
+    } else if ipc >= 10 {
+        50
+    } else {
+        10
+    };
     let base = if classes >= 100 { 2 * base } else { base };
     base.min(set_len).max(1)
 }
@@ -146,7 +173,11 @@ fn decayed_params<B: Backend, M: Module<B>>(module: &M) -> (Vec<ParamId>, Vec<Pa
     struct Split(Vec<ParamId>, Vec<ParamId>);
     impl<B: Backend> ModuleVisitor<B> for Split {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if D > 1 { self.0.push(param.id) } else { self.1.push(param.id) }
+            if D > 1 {
+                self.0.push(param.id)
+            } else {
+                self.1.push(param.id)
+            }
         }
     }
     let mut split = Split(Vec::new(), Vec::new());
@@ -183,6 +214,12 @@ pub fn train_student_with<B: TrainBackend>(
 ) -> Result<StudentReport> {
     if set.is_empty() {
         return Err(DaceError::Invalid("empty training set".into()));
+    }
+    if config.batch_size == 0 || config.epochs == 0 {
+        return Err(DaceError::Invalid(format!(
+            "student: batch size ({}) and epochs ({}) must be at least 1",
+            config.batch_size, config.epochs
+        )));
     }
     if epoch_images.is_some() && !matches!(labels, Labels::Stored(_)) {
         return Err(DaceError::Invalid("regenerated training images need the stored labels made for them".into()));
@@ -232,7 +269,8 @@ pub fn train_student_with<B: TrainBackend>(
         let images: &[u8] = regenerated.as_deref().map_or(&set.images, |v| v.as_slice());
         for batch in order.chunks(config.batch_size) {
             let n = batch.len();
-            let x = Tensor::<B, 4>::from_data(TensorData::new(set.views_in(images, batch, seed, &config.augment, norm), [n, c, h, w]), device);
+            let x =
+                Tensor::<B, 4>::from_data(TensorData::new(set.views_in(images, batch, seed, &config.augment, norm), [n, c, h, w]), device);
             let logits = model.forward(x.clone());
             let loss = match &labels {
                 Labels::Hard => {
@@ -251,11 +289,7 @@ pub fn train_student_with<B: TrainBackend>(
                     kl_loss(logits, Tensor::from_data(TensorData::new(v, [n, k]), device), t)
                 }
             };
-            let value: f32 = loss.clone().into_scalar().elem();
-            if !value.is_finite() {
-                bar.abandon();
-                return Err(DaceError::NonFiniteLoss { loss: value, epoch: epoch + 1, step: trained });
-            }
+            let value = finite_loss(&loss, StepAt { epoch: epoch + 1, step: trained }, &bar)?;
             loss_sum += value as f64 * n as f64;
             let mut grads = loss.backward();
             let g_decay = GradientsParams::from_params(&mut grads, &model, &decay);
@@ -287,11 +321,7 @@ pub fn train_student_with<B: TrainBackend>(
     bar.finish_and_clear();
     let eval = last_eval.expect("last epoch evaluates");
     // RDED's reporting: the best evaluation over the last 20 % of training.
-    let best = history
-        .iter()
-        .filter(|p| 5 * p.epoch >= 4 * config.epochs)
-        .filter_map(|p| p.test_accuracy)
-        .fold(f64::MIN, f64::max);
+    let best = history.iter().filter(|p| 5 * p.epoch >= 4 * config.epochs).filter_map(|p| p.test_accuracy).fold(f64::MIN, f64::max);
     Ok(StudentReport {
         config: config.clone(),
         set: set.description.clone(),

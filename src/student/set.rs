@@ -2,10 +2,12 @@
 
 use rayon::prelude::*;
 
-use super::augment::{self, AugmentConfig};
+use super::augment;
 use crate::coreset::{Coreset, Layout};
+use crate::data::transform::resize_u8;
 use crate::data::{augment::to_f32_normalized, Dataset};
 use crate::error::Result;
+use crate::package::{AugmentConfig, Manifest};
 use crate::rng::{SeedRng, Stream};
 use crate::train::Normalization;
 
@@ -47,6 +49,23 @@ impl TrainingSet {
             num_classes: m.classes.len(),
             description: format!("rded ipc {} r {} {:?}", m.config.ipc, m.config.factor, layout).to_lowercase(),
         })
+    }
+
+    /// The set whose items are a package's patches (upsampled as the "rded" variant shows them);
+    /// the labeller and the student swap in each seed's expansions.
+    pub fn from_package(m: &Manifest, patches: &[u8]) -> Self {
+        let [ph, pw] = m.patch_size;
+        let [h, w] = m.image_size;
+        let images: Vec<u8> = patches.chunks(m.patch_len()).flat_map(|p| resize_u8(p, m.channels, ph, pw, h, w)).collect();
+        TrainingSet {
+            images,
+            labels: m.items.clone(),
+            channels: m.channels,
+            height: h,
+            width: w,
+            num_classes: m.num_classes(),
+            description: m.description(),
+        }
     }
 
     /// `ipc` real training images per class, drawn with the portable RNG from `seed`.

@@ -6,8 +6,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::checkpoint::Normalization;
 use crate::data::{augment, Dataset, Split};
-use crate::train::Normalization;
 
 #[derive(Clone, Debug)]
 pub struct ImageBatcher {
@@ -23,14 +23,7 @@ pub struct ImageBatcher {
 impl ImageBatcher {
     /// A batcher without augmentation (evaluation).
     pub fn plain(ds: &Dataset, normalization: Normalization) -> Self {
-        ImageBatcher {
-            normalization,
-            channels: ds.channels,
-            height: ds.height,
-            width: ds.width,
-            crop_pad: 0,
-            flip: false,
-        }
+        ImageBatcher { normalization, channels: ds.channels, height: ds.height, width: ds.width, crop_pad: 0, flip: false }
     }
 
     pub fn augmenting(mut self, crop_pad: usize, flip: bool) -> Self {
@@ -46,13 +39,7 @@ impl ImageBatcher {
     /// Normalised (and, with `seed`, augmented) images `[n, c, h, w]` for `indices` of `split`.
     /// Each image draws from its own stream of `seed`, so the batch does not depend on how rayon
     /// schedules the work.
-    pub fn images<B: Backend>(
-        &self,
-        split: &Split,
-        indices: &[usize],
-        seed: Option<u64>,
-        device: &B::Device,
-    ) -> Tensor<B, 4> {
+    pub fn images<B: Backend>(&self, split: &Split, indices: &[usize], seed: Option<u64>, device: &B::Device) -> Tensor<B, 4> {
         let len = self.image_len();
         let mut buf = vec![0f32; indices.len() * len];
         let (c, h, w) = (self.channels, self.height, self.width);

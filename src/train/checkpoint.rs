@@ -37,13 +37,7 @@ pub struct ModelMeta {
 
 impl ModelMeta {
     pub fn new(config: ClassifierConfig, normalization: Normalization, dataset: &str, classes: &[String]) -> Self {
-        ModelMeta {
-            format: FORMAT.into(),
-            config,
-            normalization,
-            dataset: dataset.into(),
-            classes: classes.to_vec(),
-        }
+        ModelMeta { format: FORMAT.into(), config, normalization, dataset: dataset.into(), classes: classes.to_vec() }
     }
 }
 
@@ -53,12 +47,7 @@ pub fn model_to_bytes<B: Backend>(model: &Classifier<B>) -> Result<Vec<u8>> {
         .map_err(|e| DaceError::Invalid(format!("cannot serialise model weights: {e}")))
 }
 
-pub fn model_from_bytes<B: Backend>(
-    config: &ClassifierConfig,
-    bytes: Vec<u8>,
-    origin: &Path,
-    device: &B::Device,
-) -> Result<Classifier<B>> {
+pub fn model_from_bytes<B: Backend>(config: &ClassifierConfig, bytes: Vec<u8>, origin: &Path, device: &B::Device) -> Result<Classifier<B>> {
     let record = WeightRecorder::default()
         .load(bytes, device)
         .map_err(|e| DaceError::bad_file(origin, format!("not a dace model for {config:?}: {e}")))?;

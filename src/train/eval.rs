@@ -5,10 +5,10 @@ use std::time::Instant;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::batch::ImageBatcher;
 use crate::data::Split;
 use crate::kernels::DaceBackend;
 use crate::models::Classifier;
-use crate::train::ImageBatcher;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -36,10 +36,7 @@ pub fn predict<B: DaceBackend>(
         let images = batcher.images::<B>(split, chunk, None, device);
         let labels = ImageBatcher::labels::<B>(split, chunk, device);
         let logits = model.forward(images);
-        let nll = burn::tensor::activation::log_softmax(logits.clone(), 1)
-            .gather(1, labels.unsqueeze_dim(1))
-            .sum()
-            .neg();
+        let nll = burn::tensor::activation::log_softmax(logits.clone(), 1).gather(1, labels.unsqueeze_dim(1)).sum().neg();
         loss_sum += nll.into_scalar().elem::<f64>();
         let pred = logits.argmax(1).into_data();
         predictions.extend(pred.iter::<i64>().map(|p| p as usize));
@@ -68,11 +65,7 @@ pub fn evaluate<B: DaceBackend>(
     let n = split.len().max(1);
     EvalReport {
         accuracy: 100.0 * correct.iter().sum::<usize>() as f64 / n as f64,
-        per_class_accuracy: correct
-            .iter()
-            .zip(&total)
-            .map(|(&c, &t)| if t == 0 { 0.0 } else { 100.0 * c as f64 / t as f64 })
-            .collect(),
+        per_class_accuracy: correct.iter().zip(&total).map(|(&c, &t)| if t == 0 { 0.0 } else { 100.0 * c as f64 / t as f64 }).collect(),
         mean_loss: loss_sum / n as f64,
         samples: split.len(),
         infer_img_per_s: split.len() as f64 / seconds.max(1e-9),

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod eval;
 pub mod optim;
 pub mod progress;
+pub mod step;
 pub mod teacher;
 
 pub use batch::ImageBatcher;

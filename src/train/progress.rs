@@ -6,11 +6,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub fn bar(len: u64, prefix: impl Into<String>) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>12} [{bar:30}] {pos}/{len} {per_sec:>10} ETA {eta:>4} {msg}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec:>10} ETA {eta:>4} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
     );
     bar.set_prefix(prefix.into());
     bar

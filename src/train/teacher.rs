@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::record::Recorder;
 use rand::seq::SliceRandom;
@@ -15,14 +15,17 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::batch::ImageBatcher;
+use super::checkpoint::{self, ModelMeta, Normalization};
+use super::eval::{evaluate, EvalReport};
+use super::optim::{cosine_lr, OptimizerConfig, OptimizerKind};
+use super::progress;
+use super::step::{optimizer_step, StepAt};
 use crate::data::{augment, Dataset};
 use crate::error::{DaceError, Result};
-use crate::kernels::TrainBackend;
 use crate::fsio;
+use crate::kernels::TrainBackend;
 use crate::models::{Classifier, ClassifierConfig};
-use crate::train::checkpoint::{self, ModelMeta, Normalization};
-use crate::train::optim::{cosine_lr, OptimizerConfig, OptimizerKind};
-use crate::train::{evaluate, progress, EvalReport, ImageBatcher};
 
 const STATE_FILE: &str = "train_state.json";
 const OPTIM_FILE: &str = "optim.bin";
@@ -86,13 +89,17 @@ pub fn train_teacher<B: TrainBackend>(
     device: &B::Device,
 ) -> Result<TeacherReport> {
     check_fits(&config.model, ds)?;
+    if config.batch_size == 0 || config.epochs == 0 {
+        return Err(DaceError::Invalid(format!(
+            "teacher: batch size ({}) and epochs ({}) must be at least 1",
+            config.batch_size, config.epochs
+        )));
+    }
     let (mean, std) = augment::channel_mean_std(ds);
     let normalization = Normalization { mean, std };
     match config.optimizer.kind {
         OptimizerKind::Adamw => {
-            let optim = AdamWConfig::new()
-                .with_weight_decay(config.optimizer.weight_decay as f32)
-                .init::<B, Classifier<B>>();
+            let optim = AdamWConfig::new().with_weight_decay(config.optimizer.weight_decay as f32).init::<B, Classifier<B>>();
             run(config, ds, normalization, optim, out, resume, device)
         }
         OptimizerKind::Sgd => {
@@ -182,19 +189,11 @@ fn run<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
             let images = batcher.images::<B>(&ds.train, batch, Some(seed), device);
             let labels = ImageBatcher::labels::<B>(&ds.train, batch, device);
             let logits = model.forward(images);
-            let loss = burn::nn::loss::CrossEntropyLossConfig::new()
-                .init(device)
-                .forward(logits.clone(), labels.clone());
+            let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(device).forward(logits.clone(), labels.clone());
             let hits = logits.argmax(1).squeeze_dim::<1>(1).equal(labels).int().sum();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = cosine_lr(config.optimizer.lr, epoch * steps_per_epoch + step, total_steps);
-            model = optim.step(lr, model, grads);
-
-            let loss_value: f32 = loss.into_scalar().elem();
-            if !loss_value.is_finite() {
-                bar.abandon();
-                return Err(DaceError::NonFiniteLoss { loss: loss_value, epoch: epoch + 1, step });
-            }
+            let (updated, loss_value) = optimizer_step(model, &mut optim, loss, lr, StepAt { epoch: epoch + 1, step }, &bar)?;
+            model = updated;
             loss_sum += loss_value as f64 * batch.len() as f64;
             correct += hits.into_scalar().elem::<i64>() as usize;
             let seen = (step * config.batch_size + batch.len()) as f64;
@@ -216,8 +215,15 @@ fn run<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
         };
         eprintln!(
             "epoch {:>3}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.0}s, {:.0} img/s train, {:.0} img/s infer",
-            stats.epoch, config.epochs, stats.train_loss, stats.train_accuracy, stats.test_loss,
-            stats.test_accuracy, stats.seconds, stats.train_img_per_s, stats.infer_img_per_s
+            stats.epoch,
+            config.epochs,
+            stats.train_loss,
+            stats.train_accuracy,
+            stats.test_loss,
+            stats.test_accuracy,
+            stats.seconds,
+            stats.train_img_per_s,
+            stats.infer_img_per_s
         );
         report.history.push(stats);
         report.finished = epoch + 1 == config.epochs;
@@ -227,9 +233,8 @@ fn run<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
         // Weights and optimiser first, history last: a crash between them resumes one epoch early
         // rather than skipping one.
         checkpoint::save_model(out, &model, &meta)?;
-        let optim_bytes = recorder
-            .record(optim.to_record(), ())
-            .map_err(|e| DaceError::Invalid(format!("cannot serialise optimiser state: {e}")))?;
+        let optim_bytes =
+            recorder.record(optim.to_record(), ()).map_err(|e| DaceError::Invalid(format!("cannot serialise optimiser state: {e}")))?;
         fsio::write_atomic(&out.join(OPTIM_FILE), &optim_bytes)?;
         fsio::write_json(&state_path, &report)?;
     }

@@ -14,7 +14,7 @@ use crate::fsio;
 /// one-pixel gap. Returns the encoded PNG.
 pub fn grid_png(images: &[u8], c: usize, h: usize, w: usize, cols: usize, min_side: usize) -> Result<Vec<u8>> {
     let len = c * h * w;
-    if c != 1 && c != 3 || len == 0 || images.len() % len != 0 {
+    if c != 1 && c != 3 || len == 0 || !images.len().is_multiple_of(len) {
         return Err(DaceError::Invalid(format!("cannot draw {} bytes as {c}x{h}x{w} images", images.len())));
     }
     let n = images.len() / len;
@@ -26,16 +26,18 @@ pub fn grid_png(images: &[u8], c: usize, h: usize, w: usize, cols: usize, min_si
     for (i, img) in images.chunks(len).enumerate() {
         let tile = RgbImage::from_fn(w as u32, h as u32, |x, y| {
             let at = |ch: usize| img[(ch * h + y as usize) * w + x as usize];
-            if c == 1 { image::Rgb([at(0); 3]) } else { image::Rgb([at(0), at(1), at(2)]) }
+            if c == 1 {
+                image::Rgb([at(0); 3])
+            } else {
+                image::Rgb([at(0), at(1), at(2)])
+            }
         });
         let tile = imageops::resize(&tile, tw as u32, th as u32, FilterType::Nearest);
         let (x, y) = ((i % cols) * (tw + 1) + 1, (i / cols) * (th + 1) + 1);
         imageops::replace(&mut canvas, &tile, x as i64, y as i64);
     }
     let mut png = Vec::new();
-    canvas
-        .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
-        .map_err(|e| DaceError::Invalid(format!("cannot encode PNG: {e}")))?;
+    canvas.write_to(&mut Cursor::new(&mut png), ImageFormat::Png).map_err(|e| DaceError::Invalid(format!("cannot encode PNG: {e}")))?;
     Ok(png)
 }
 

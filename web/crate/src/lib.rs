@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use dace::device::{CpuBackend, WgpuBackend};
-use dace::expand::{quantize, ExpandConfig, Expander, Mode};
+use dace::expand::{quantize, Expander};
 use dace::kernels::diffusion::DiffusionKernels;
 use dace::kernels::DaceBackend;
-use dace::package::Package;
+use dace::package::{ExpandConfig, Mode, Package};
 use dace::prior::bundle::Prior;
 use wasm_bindgen::prelude::*;
 use web_time::Instant;

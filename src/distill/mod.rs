@@ -1,24 +1,25 @@
-//! `dace distill`: coreset -> expansions under every seed -> seeded augmentation -> teacher soft
-//! labels -> package. Long runs checkpoint the labels done so far next to the package
-//! (`.PKG.partial.json` + `.bin`) and resume from them when rerun with the same settings.
+//! The sending side, `dace distill`: coreset -> expansions under every seed -> the student's seeded
+//! augmentation -> teacher soft labels -> package. Long runs checkpoint the labels done so far
+//! next to the package (`.PKG.partial.json` + `.bin`) and resume from them when rerun with the
+//! same settings.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Expander, Mode};
 use crate::coreset::Coreset;
 use crate::error::{DaceError, Result};
+use crate::expand::Expander;
 use crate::fsio;
 use crate::kernels::diffusion::DiffusionKernels;
 use crate::kernels::DaceBackend;
 use crate::models::Classifier;
-use crate::package::{Manifest, Package, PriorRef, SizeReport};
+use crate::package::{Manifest, Package, SizeReport, TeacherRef};
 use crate::prior::bundle::Prior;
 use crate::student::labels::teacher_logits;
 use crate::student::TrainingSet;
-use crate::train::Normalization;
+use crate::train::{ModelMeta, Normalization};
 
 /// Seconds between checkpoints of a running distillation; the environment variable
 /// `DACE_CHECKPOINT_SECONDS` overrides it (0: after every seed).
@@ -63,60 +64,25 @@ pub struct Preview {
     pub images: Vec<Vec<u8>>,
 }
 
-/// The training set whose items are a package's patches (upsampled as the "rded" variant shows
-/// them); the student and the labeller swap in each seed's expansions.
-pub fn patch_set(m: &Manifest, patches: &[u8]) -> TrainingSet {
-    let [ph, pw] = m.patch_size;
-    let [h, w] = m.image_size;
-    let images: Vec<u8> = patches.chunks(m.patch_len()).flat_map(|p| crate::coreset::crop::resize_u8(p, m.channels, ph, pw, h, w)).collect();
-    TrainingSet {
-        images,
-        labels: m.items.clone(),
-        channels: m.channels,
-        height: h,
-        width: w,
-        num_classes: m.num_classes(),
-        description: m.description(),
-    }
-}
-
-/// Completes a [`manifest`] with the coreset's items and shapes and the prior's fingerprint.
-pub fn fill_from_coreset<B: DaceBackend>(manifest: &mut Manifest, coreset: &Coreset, prior: Option<&Prior<B>>) -> Result<()> {
-    let cm = &coreset.meta;
-    manifest.items = cm.patches.iter().map(|p| p.class).collect();
-    manifest.channels = cm.channels;
-    manifest.image_size = cm.image_size;
-    manifest.patch_size = cm.patch_size;
-    manifest.ipc = cm.config.ipc;
-    manifest.factor = cm.config.factor;
-    manifest.classes = cm.classes.clone();
-    manifest.files.clear();
-    manifest.prior = match (manifest.expansion.mode, prior) {
-        (Mode::Upsample, _) => None,
-        (_, Some(p)) => Some(PriorRef { fingerprint: p.fingerprint.clone(), dataset: p.index.dataset.clone() }),
-        (_, None) => return Err(DaceError::Invalid(format!("expansion `{}` needs --prior", manifest.expansion.name()))),
-    };
-    Ok(())
-}
-
-/// Runs the expansion + labelling of `coreset` into a package at `out`. `manifest` carries every
-/// setting (its `items`, shapes and `files` are filled in here). `on_seed(s, images)` sees the
-/// expansions of seed number `s` as they are made (not called for seeds resumed from a checkpoint).
+/// Runs the expansion + labelling of `coreset` into a package at `out`. `manifest` is the
+/// package's ([`Manifest::new`] of this coreset). `on_seed(s, images)` sees the expansions of seed
+/// number `s` as they are made (not called for seeds resumed from a checkpoint).
 #[allow(clippy::too_many_arguments)]
 pub fn distill<B: DaceBackend + DiffusionKernels>(
     coreset: &Coreset,
     prior: Option<&Prior<B>>,
     teacher: &Classifier<B>,
-    mut manifest: Manifest,
+    manifest: Manifest,
     full_dataset_images: usize,
     out: &Path,
     on_seed: &mut dyn FnMut(usize, &[u8]),
     device: &B::Device,
 ) -> Result<(Package, DistillReport, Preview)> {
     let start = Instant::now();
-    fill_from_coreset(&mut manifest, coreset, prior)?;
+    check_coreset(&manifest, coreset)?;
+    manifest.check_prior(prior.map(|p| p.fingerprint.as_str()))?;
     let expander = Expander::for_manifest(prior, &manifest, &coreset.patches, manifest.batch, device)?;
-    let set = patch_set(&manifest, &coreset.patches);
+    let set = TrainingSet::from_package(&manifest, &coreset.patches);
     let k = manifest.num_classes();
     let n = set.len();
     let norm: Normalization = manifest.normalization.clone();
@@ -195,6 +161,22 @@ pub fn distill<B: DaceBackend + DiffusionKernels>(
     Ok((package, report, preview))
 }
 
+/// The coreset a manifest was built from: same classes, shapes and patches per class.
+fn check_coreset(m: &Manifest, coreset: &Coreset) -> Result<()> {
+    let cm = &coreset.meta;
+    let items: Vec<u32> = cm.patches.iter().map(|p| p.class).collect();
+    if items != m.items || cm.patch_size != m.patch_size || cm.channels != m.channels || cm.classes != m.classes {
+        return Err(DaceError::Invalid(format!(
+            "the manifest ({}) was not built from this coreset ({} patches of {:?})",
+            m.description(),
+            items.len(),
+            cm.patch_size
+        )));
+    }
+    Ok(())
+}
+
+/// Index of the largest logit (the first of equal ones; NaN never wins).
 pub fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) }).0
 }
@@ -212,45 +194,10 @@ pub fn write_preview(path: &Path, m: &Manifest, set: &TrainingSet, preview: &Pre
     crate::viz::write_grid(path, &cells, m.channels, m.image_size[0], m.image_size[1], preview.images.len() + 1, 28)
 }
 
-/// A manifest with every setting of a distillation; `distill` fills in the coreset's part.
-#[allow(clippy::too_many_arguments)]
-pub fn manifest(
-    ds: &crate::data::Dataset,
-    normalization: Normalization,
-    expansion: super::ExpandConfig,
-    augment: crate::student::AugmentConfig,
-    seeds: Vec<u64>,
-    labels: crate::package::LabelEncoding,
-    batch: usize,
-    teacher: crate::package::TeacherRef,
-) -> Manifest {
-    Manifest {
-        format: crate::package::FORMAT.into(),
-        rng_scheme: crate::package::RNG_SCHEME,
-        dataset: ds.name.clone(),
-        classes: ds.classes.clone(),
-        channels: ds.channels,
-        image_size: [ds.height, ds.width],
-        patch_size: [0, 0],
-        ipc: 0,
-        factor: 0,
-        items: Vec::new(),
-        normalization,
-        prior: None,
-        expansion,
-        batch,
-        augment,
-        seeds,
-        labels,
-        teacher,
-        files: Default::default(),
-    }
-}
-
 /// What a package records about its teacher (read from the teacher directory).
-pub fn teacher_ref(dir: &Path, meta: &crate::train::ModelMeta) -> Result<crate::package::TeacherRef> {
+pub fn teacher_ref(dir: &Path, meta: &ModelMeta) -> Result<TeacherRef> {
     let report = fsio::read_json::<crate::train::TeacherReport>(&dir.join(crate::train::teacher::REPORT_FILE)).ok();
-    Ok(crate::package::TeacherRef {
+    Ok(TeacherRef {
         fingerprint: crate::train::checkpoint::fingerprint(dir)?,
         arch: meta.config.arch.name().into(),
         test_accuracy: report.and_then(|r| r.final_eval.map(|e| e.accuracy)),

@@ -3,31 +3,31 @@
 
 use burn::tensor::backend::AutodiffBackend;
 
-use super::distill::patch_set;
-use super::{Expander, Regenerator};
+use super::labels::{self, LabelsMeta, StoredLabels};
+use super::{Labels, StudentConfig, StudentReport, TrainingSet};
 use crate::data::Dataset;
 use crate::error::{DaceError, Result};
+use crate::expand::{Expander, Regenerator};
 use crate::kernels::diffusion::DiffusionKernels;
-use crate::kernels::TrainBackend;
+use crate::kernels::{DaceBackend, TrainBackend};
 use crate::models::{Arch, ClassifierConfig, NormKind};
 use crate::package::Package;
 use crate::prior::bundle::Prior;
-use crate::student::{self, Labels, StudentConfig, StudentReport};
 
-/// Student settings for a package: RDED's recipe (NOTES §2) with the package's augmentation.
-pub fn student_config(pkg: &Package, arch: Arch, norm: NormKind, epochs: usize, batch: Option<usize>, temperature: f64, seed: u64) -> StudentConfig {
+/// Student settings for a package: RDED's recipe with the package's augmentation.
+pub fn student_config(
+    pkg: &Package,
+    arch: Arch,
+    norm: NormKind,
+    epochs: usize,
+    batch: Option<usize>,
+    temperature: f64,
+    seed: u64,
+) -> StudentConfig {
     let m = &pkg.manifest;
-    StudentConfig {
-        model: ClassifierConfig::new(arch, m.channels, m.num_classes(), m.image_size).with_norm(norm),
-        epochs,
-        batch_size: batch.unwrap_or_else(|| student::rded_batch_size(m.ipc, m.num_classes(), m.items.len())),
-        lr: 1e-3,
-        weight_decay: 0.01,
-        temperature,
-        augment: m.augment.clone(),
-        seed,
-        eval_every: (epochs / 10).max(1),
-    }
+    let model = ClassifierConfig::new(arch, m.channels, m.num_classes(), m.image_size).with_norm(norm);
+    let batch = batch.unwrap_or_else(|| super::rded_batch_size(m.ipc, m.num_classes(), m.items.len()));
+    StudentConfig::rded(model, epochs, batch, temperature, m.augment.clone(), seed)
 }
 
 /// Checks that `ds` is the dataset the package was distilled from (its test split evaluates).
@@ -36,15 +36,23 @@ pub fn check_dataset(pkg: &Package, ds: &Dataset) -> Result<()> {
     if m.dataset != ds.name || m.image_size != [ds.height, ds.width] || m.channels != ds.channels || m.classes != ds.classes {
         return Err(DaceError::Invalid(format!(
             "the package is of `{}` ({}x{}x{}, {} classes), the evaluation data is `{}` ({}x{}x{}, {} classes)",
-            m.dataset, m.channels, m.image_size[0], m.image_size[1], m.classes.len(),
-            ds.name, ds.channels, ds.height, ds.width, ds.classes.len()
+            m.dataset,
+            m.channels,
+            m.image_size[0],
+            m.image_size[1],
+            m.classes.len(),
+            ds.name,
+            ds.channels,
+            ds.height,
+            ds.width,
+            ds.classes.len()
         )));
     }
     Ok(())
 }
 
 /// The regenerator of a package's expansions with `prior` (checked against the manifest).
-pub fn regenerator<'a, B: crate::kernels::DaceBackend + DiffusionKernels>(
+pub fn regenerator<'a, B: DaceBackend + DiffusionKernels>(
     pkg: &Package,
     prior: Option<&'a Prior<B>>,
     batch: Option<usize>,
@@ -69,8 +77,26 @@ where
     <B as AutodiffBackend>::InnerBackend: DiffusionKernels,
 {
     check_dataset(pkg, ds)?;
-    let set = patch_set(&pkg.manifest, &pkg.patches);
-    let labels = pkg.stored_labels(&set);
+    let set = TrainingSet::from_package(&pkg.manifest, &pkg.patches);
+    let labels = stored_labels(pkg, &set);
     let mut images = |s: usize, seed: u64| regen.epoch(s, seed);
-    student::train_student_with::<B>(config, &set, Labels::Stored(&labels), &pkg.manifest.normalization, ds, Some(&mut images), device)
+    super::train_student_with::<B>(config, &set, Labels::Stored(&labels), &pkg.manifest.normalization, ds, Some(&mut images), device)
+}
+
+/// The package's labels in the student's form, bound to `set` (its [`TrainingSet::from_package`]).
+pub fn stored_labels(pkg: &Package, set: &TrainingSet) -> StoredLabels {
+    let m = &pkg.manifest;
+    StoredLabels {
+        meta: LabelsMeta {
+            format: labels::FORMAT.into(),
+            items: m.items.len(),
+            classes: m.num_classes(),
+            seeds: m.seeds.clone(),
+            augment: m.augment.clone(),
+            set: set.description.clone(),
+            set_fingerprint: set.fingerprint(),
+            teacher: m.teacher.fingerprint.clone(),
+        },
+        logits: pkg.logits.clone(),
+    }
 }

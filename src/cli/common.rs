@@ -1,0 +1,59 @@
+//! Helpers every command shares: thread setup, dataset loading, the recorded command line, the
+//! device flags.
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::data::{self, Dataset};
+use crate::device::DeviceKind;
+
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Where to run: cpu, wgpu (Vulkan/Metal/DX12) or cuda.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn setup_threads(device: &DeviceArgs) -> anyhow::Result<()> {
+    if let Some(n) = device.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("configuring the CPU thread pool")?;
+    }
+    Ok(())
+}
+
+pub fn load_data(spec: &str) -> anyhow::Result<Dataset> {
+    data::load(spec).with_context(|| format!("loading dataset `{spec}`"))
+}
+
+/// Applies the optional resize and per-class subset of the training commands.
+pub fn prepare(mut ds: Dataset, resize: Option<usize>, train_per_class: Option<usize>) -> Dataset {
+    if let Some(s) = resize {
+        ds = ds.resized(s, s);
+    }
+    if let Some(k) = train_per_class {
+        ds = ds.per_class_subset(k, usize::MAX);
+    }
+    ds
+}
+
+pub fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// Digits change meaning when mirrored; clothes do not.
+pub fn flips_ok(ds: &Dataset) -> bool {
+    !ds.name.eq_ignore_ascii_case("mnist")
+}
+
+/// clap value parser for counts and sizes that must be positive (`--batch 0` is refused with the
+/// flag named, before any work starts).
+pub fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
+}

@@ -1,0 +1,183 @@
+//! `dace student`: a student trained on a coreset (RDED) or on a package (its images regenerated
+//! from the seeds), then evaluated.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use burn::backend::Autodiff;
+use clap::Args;
+use serde::Serialize;
+
+use super::common::{at_least_one, command_line, flips_ok, load_data, setup_threads, DeviceArgs};
+use crate::coreset::Layout;
+use crate::fsio;
+use crate::models::{Arch, ClassifierConfig, NormKind};
+use crate::on_device;
+use crate::package::Package;
+use crate::prior::bundle::Prior;
+use crate::student::package::{regenerator, student_config, train_on_package};
+use crate::student::LabelSource;
+use crate::train;
+
+pub fn run(args: StudentArgs) -> anyhow::Result<()> {
+    if args.package.is_some() {
+        package_student(args)
+    } else {
+        coreset_student(args)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct StudentArgs {
+    /// Coreset directory written by `dace coreset`.
+    #[arg(long, conflicts_with = "package", required_unless_present = "package")]
+    pub coreset: Option<PathBuf>,
+    /// Distilled package written by `dace distill`: the student regenerates every epoch's
+    /// images from its seeds (in memory) and trains on its stored labels; no teacher needed.
+    #[arg(long)]
+    pub package: Option<PathBuf>,
+    /// The package's prior (checked by fingerprint; not needed for the `rded` variant).
+    #[arg(long, requires = "package")]
+    pub prior: Option<PathBuf>,
+    /// The dataset (its test split evaluates the student).
+    #[arg(long)]
+    pub data: String,
+    /// Teacher directory (coresets only): soft labels (online, or to precompute stored ones) and
+    /// input normalisation.
+    #[arg(long, required_unless_present = "package")]
+    pub teacher: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Layout::Collage)]
+    pub layout: Layout,
+    #[arg(long, value_enum, default_value_t = LabelSource::Stored)]
+    pub labels: LabelSource,
+    #[arg(long, value_enum, default_value_t = Arch::Convnet3)]
+    pub arch: Arch,
+    #[arg(long, value_enum, default_value_t = NormKind::Instance)]
+    pub norm: NormKind,
+    #[arg(long, value_parser = at_least_one, default_value_t = 300)]
+    pub epochs: usize,
+    /// Default: RDED's (10 / 50 / 100 for IPC 1 / 10 / 50).
+    #[arg(long, value_parser = at_least_one)]
+    pub batch: Option<usize>,
+    #[arg(long, default_value_t = 20.0)]
+    pub temperature: f64,
+    /// Smallest area fraction of the student's RandomResizedCrop; default RDED's 1/r (no crop at
+    /// r = 1 and for the random-subset baselines).
+    #[arg(long)]
+    pub crop_scale_min: Option<f32>,
+    /// Disable flips (auto-off for MNIST).
+    #[arg(long)]
+    pub no_flip: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+fn coreset_student(args: StudentArgs) -> anyhow::Result<()> {
+    use crate::coreset::Coreset;
+    use crate::package::AugmentConfig;
+    use crate::student::{self, LabelSource, Labels, StoredLabels, StudentConfig, TrainingSet};
+    setup_threads(&args.device)?;
+    let ds = load_data(&args.data)?;
+    let (Some(coreset_dir), Some(teacher_dir)) = (&args.coreset, &args.teacher) else {
+        bail!("a coreset student needs --coreset and --teacher");
+    };
+    let coreset = Coreset::load(coreset_dir)?;
+    if coreset.meta.dataset != ds.name || coreset.meta.image_size != [ds.height, ds.width] {
+        bail!("coreset {} is of `{}` {:?}, not `{}`", coreset_dir.display(), coreset.meta.dataset, coreset.meta.image_size, ds.name);
+    }
+    let set = TrainingSet::from_coreset(&coreset, args.layout)?;
+    let soft = args.labels != LabelSource::Hard;
+    let augment = AugmentConfig {
+        crop_scale_min: args.crop_scale_min.unwrap_or(1.0 / coreset.meta.config.factor as f32),
+        flip: !args.no_flip && flips_ok(&ds),
+        cutmix: soft,
+        shuffle_factor: if args.layout == crate::coreset::Layout::Collage { coreset.meta.config.factor } else { 1 },
+    };
+    let model = ClassifierConfig::new(args.arch, ds.channels, ds.num_classes(), [ds.height, ds.width]).with_norm(args.norm);
+    let batch = args.batch.unwrap_or_else(|| student::rded_batch_size(coreset.meta.config.ipc, ds.num_classes(), set.len()));
+    let config = StudentConfig::rded(model, args.epochs, batch, args.temperature, augment.clone(), args.seed);
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let report = on_device!(args.device.device, |B, device| {
+        let (teacher, meta) = train::load_model::<B>(teacher_dir, &device)?;
+        let labels_dir = args.out.join("labels");
+        let stored = if args.labels == LabelSource::Stored {
+            let seeds: Vec<u64> = (0..args.epochs as u64).collect();
+            let l = StoredLabels::compute(&set, &teacher, &meta.normalization, &augment, seeds, &device)?;
+            l.save(&labels_dir)?;
+            // The student side reads them back from disk, as a receiver of the labels would.
+            drop(teacher);
+            Some(StoredLabels::load(&labels_dir)?)
+        } else {
+            None
+        };
+        let teacher_online = match args.labels {
+            LabelSource::Online => Some(train::load_model::<B>(teacher_dir, &device)?.0),
+            _ => None,
+        };
+        let labels = match (&stored, &teacher_online) {
+            (Some(s), _) => Labels::Stored(s),
+            (_, Some(t)) => Labels::Online(t),
+            _ => Labels::Hard,
+        };
+        student::train_student::<Autodiff<B>>(&config, &set, labels, &meta.normalization, &ds, &device)
+    })?;
+    #[derive(Serialize)]
+    struct Output<'a> {
+        command: String,
+        coreset: String,
+        report: &'a student::StudentReport,
+    }
+    let path = args.out.join("report.json");
+    fsio::write_json(&path, &Output { command: command_line(), coreset: coreset_dir.display().to_string(), report: &report })?;
+    println!(
+        "student {} on {} ({} images, {:?} labels): final test accuracy {:.2}% (best {:.2}%) after {} epochs, {:.0} s; report {}",
+        args.arch.name(),
+        set.description,
+        set.len(),
+        report.labels,
+        report.final_accuracy,
+        report.best_accuracy,
+        args.epochs,
+        report.seconds,
+        path.display()
+    );
+    Ok(())
+}
+
+fn package_student(args: StudentArgs) -> anyhow::Result<()> {
+    setup_threads(&args.device)?;
+    let dir = args.package.as_ref().expect("dispatched with --package");
+    let ds = load_data(&args.data)?;
+    let pkg = Package::load(dir)?;
+    let config = student_config(&pkg, args.arch, args.norm, args.epochs, args.batch, args.temperature, args.seed);
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let (report, regen_images) = on_device!(args.device.device, |B, device| {
+        let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
+        let prior = prior.map(|p| p.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float())).transpose()?;
+        let mut regen = regenerator(&pkg, prior.as_ref(), None, &device)?;
+        let report = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &ds, &device)?;
+        Ok::<_, crate::DaceError>((report, regen.images))
+    })?;
+    #[derive(Serialize)]
+    struct Output<'a> {
+        command: String,
+        package: String,
+        regenerated_images: usize,
+        report: &'a crate::student::StudentReport,
+    }
+    let path = args.out.join("report.json");
+    fsio::write_json(
+        &path,
+        &Output { command: command_line(), package: dir.display().to_string(), regenerated_images: regen_images, report: &report },
+    )?;
+    println!(
+        "student {} on {} ({} patches, {} images regenerated in {:.0} s): final test accuracy {:.2}% (best {:.2}%) after {} epochs, {:.0} s; report {}",
+        args.arch.name(), pkg.manifest.description(), pkg.num_items(), regen_images, report.regen_seconds, report.final_accuracy,
+        report.best_accuracy, args.epochs, report.seconds, path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! `dace teacher train` and `dace eval`: the teacher, trained on the full dataset and evaluated.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use burn::backend::Autodiff;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::common::{at_least_one, load_data, prepare, setup_threads, DeviceArgs};
+use crate::data::Dataset;
+use crate::device::DeviceKind;
+use crate::fsio;
+use crate::models::{Arch, ClassifierConfig, NormKind};
+use crate::on_device;
+use crate::train::optim::{OptimizerConfig, OptimizerKind};
+use crate::train::{self, ImageBatcher, TeacherConfig};
+
+pub fn run(command: TeacherCommand) -> anyhow::Result<()> {
+    match command {
+        TeacherCommand::Train(args) => teacher_train(args),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TeacherCommand {
+    /// Train a teacher on a dataset's train split, evaluating on its test split every epoch.
+    Train(TeacherTrainArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TeacherTrainArgs {
+    /// `embedded`, or a dataset directory (IDX, CIFAR binary or ImageFolder).
+    #[arg(long)]
+    pub data: String,
+    #[arg(long, value_enum, default_value_t = Arch::Convnet3)]
+    pub arch: Arch,
+    #[arg(long, value_enum, default_value_t = NormKind::Instance)]
+    pub norm: NormKind,
+    #[arg(long, value_parser = at_least_one, default_value_t = 15)]
+    pub epochs: usize,
+    #[arg(long, value_parser = at_least_one, default_value_t = 128)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
+    pub optimizer: OptimizerKind,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Random-crop padding in pixels (default: image size / 8).
+    #[arg(long)]
+    pub pad: Option<usize>,
+    /// Disable horizontal flips (digits should not be flipped; auto-off for MNIST).
+    #[arg(long)]
+    pub no_flip: bool,
+    /// Resize images to SIZE x SIZE before training.
+    #[arg(long)]
+    pub resize: Option<usize>,
+    /// Use only the first N train images per class (quick runs).
+    #[arg(long)]
+    pub train_per_class: Option<usize>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the last checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+pub fn teacher_config(args: &TeacherTrainArgs, ds: &Dataset) -> TeacherConfig {
+    let model = ClassifierConfig::new(args.arch, ds.channels, ds.num_classes(), [ds.height, ds.width]).with_norm(args.norm);
+    let optimizer = OptimizerConfig::new().with_kind(args.optimizer).with_lr(args.lr).with_weight_decay(args.weight_decay);
+    // Digits change meaning when mirrored; clothes do not.
+    let digits = ds.name.eq_ignore_ascii_case("mnist");
+    TeacherConfig::new(model, optimizer)
+        .with_epochs(args.epochs)
+        .with_batch_size(args.batch)
+        .with_seed(args.seed)
+        .with_crop_pad(args.pad.unwrap_or(ds.height.min(ds.width) / 8))
+        .with_flip(!args.no_flip && !digits)
+}
+
+fn teacher_train(args: TeacherTrainArgs) -> anyhow::Result<()> {
+    setup_threads(&args.device)?;
+    let ds = prepare(load_data(&args.data)?, args.resize, args.train_per_class);
+    let config = teacher_config(&args, &ds);
+    eprintln!(
+        "teacher {} on {} ({} train / {} test, {}x{}x{}) for {} epochs on {}",
+        args.arch.name(),
+        ds.name,
+        ds.train.len(),
+        ds.test.len(),
+        ds.channels,
+        ds.height,
+        ds.width,
+        config.epochs,
+        args.device.device.name()
+    );
+    let report =
+        on_device!(args.device.device, |B, device| train::train_teacher::<Autodiff<B>>(config, &ds, &args.out, args.resume, &device))?;
+    println!(
+        "test accuracy {:.2}% after {} epochs; model and report.json in {}",
+        report.test_accuracy().unwrap_or(f64::NAN),
+        report.history.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Directory holding model.json and model.bin.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub data: String,
+    #[arg(long, value_parser = at_least_one, default_value_t = 256)]
+    pub batch: usize,
+    /// Where to write the JSON report (default: MODEL/eval.json).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Serialize)]
+struct EvalOutput {
+    command: &'static str,
+    model: String,
+    data: String,
+    device: DeviceKind,
+    resized_from: Option<[usize; 2]>,
+    report: train::EvalReport,
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    setup_threads(&args.device)?;
+    let meta = train::checkpoint::load_meta(&args.model)?;
+    let mut ds = load_data(&args.data)?;
+    let config = &meta.config;
+    if ds.channels != config.in_channels {
+        bail!("model {} takes {}-channel images, dataset `{}` has {}", args.model.display(), config.in_channels, args.data, ds.channels);
+    }
+    if ds.num_classes() != config.num_classes {
+        bail!("model {} has {} classes, dataset `{}` has {}", args.model.display(), config.num_classes, args.data, ds.num_classes());
+    }
+    let original = [ds.height, ds.width];
+    let resized_from = (original != config.image_size).then_some(original);
+    if resized_from.is_some() {
+        ds = ds.resized(config.image_size[0], config.image_size[1]);
+    }
+    let report = on_device!(args.device.device, |B, device| {
+        let (model, meta) = train::load_model::<B>(&args.model, &device)?;
+        let batcher = ImageBatcher::plain(&ds, meta.normalization);
+        Ok::<_, crate::DaceError>(train::evaluate(&model, &batcher, &ds.test, ds.num_classes(), args.batch, &device))
+    })?;
+    println!(
+        "{}: test accuracy {:.2}% on {} images ({:.0} img/s)",
+        args.model.display(),
+        report.accuracy,
+        report.samples,
+        report.infer_img_per_s
+    );
+    for (name, acc) in ds.classes.iter().zip(&report.per_class_accuracy) {
+        println!("  {name:<24} {acc:6.2}%");
+    }
+    let path = args.report.clone().unwrap_or_else(|| args.model.join("eval.json"));
+    let output = EvalOutput {
+        command: "eval",
+        model: args.model.display().to_string(),
+        data: args.data.clone(),
+        device: args.device.device,
+        resized_from,
+        report,
+    };
+    fsio::write_json(&path, &output)?;
+    println!("report: {}", path.display());
+    Ok(())
+}
