@@ -68,6 +68,10 @@ def main():
                f"(`docs/results/ci/unification/`): `cargo build --release` after the test build compiled {len(names)} crates",
                f"({', '.join(names)}): the bin reuses every dependency the tests built. A fresh-machine run of the",
                "two commands with the fix has not been timed yet."]
+    no_root = RAW / "no-root" / "output.txt"
+    if no_root.exists():
+        md += ["", "Without root, on a machine lacking a package, the test command stops at once with the exact",
+               f"install line (`{no_root.relative_to(ROOT)}`):", "", "```text", no_root.read_text().rstrip(), "```"]
     md += ["", "## `.ci/run`", "", "| when | commit | run | wall time | status | command |", "|---|---|---|---|---|---|"]
     for r in ci:
         md.append(f"| {r['when']} | `{r['commit']}` | {r['run']} | {minutes(r['seconds'])} | {r['status']} | `{r['command']}` |")
@@ -78,6 +82,8 @@ def main():
     md += ["", "Machines: " + "; ".join(machines) + "."]
     (ROOT / "docs/results/ci.md").write_text("\n".join(md) + "\n")
     out = {"command": "python3 bench/ci_results.py", "fresh_machine": fresh, "ci_runs": ci}
+    if no_root.exists():
+        out["without_root"] = {"record": str(no_root.relative_to(ROOT)), "output": no_root.read_text()}
     if unification.exists():
         out["bin_after_test_build"] = {"record": str(unification.relative_to(ROOT)), "crates_compiled": compiled(unification)}
     (ROOT / "docs/results/ci.json").write_text(json.dumps(out, indent=2) + "\n")

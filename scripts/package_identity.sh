@@ -3,8 +3,9 @@
 # that every package file is byte-identical. Uses the committed Fashion-MNIST teacher and prior
 # on the embedded subset; three variants cover the three expansion modes.
 #
-#   scripts/package_identity.sh OLD_DACE NEW_DACE OUT.json
+#   [OLD_LABEL=...] [NEW_LABEL=...] scripts/package_identity.sh OLD_DACE NEW_DACE OUT.json
 #
+# OLD_LABEL / NEW_LABEL say what each binary was built from (e.g. its commit); they are recorded.
 # OUT.json lists, per variant, the sha256 of manifest.json, patches.bin and labels.bin from each
 # binary and whether they are equal; the exit status is 1 when any file differs.
 set -euo pipefail
@@ -43,6 +44,8 @@ report = {
     "command": "scripts/package_identity.sh OLD_DACE NEW_DACE " + out,
     "distill": "dace distill --data embedded --teacher artifacts/teachers/fashion-mnist-convnet3 --prior artifacts/priors/fashion-mnist --ipc 1 --factor 2 --seeds 3 --variant V --labels int8 --threads 2",
     "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+    "old_binary": __import__("os").environ.get("OLD_LABEL", "?"),
+    "new_binary": __import__("os").environ.get("NEW_LABEL", "?"),
     "machine": f"{cpu}, {__import__('os').cpu_count()} cores",
     "variants": rows,
     "all_identical": status == 0,

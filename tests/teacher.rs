@@ -126,3 +126,33 @@ fn zero_counts_are_refused_with_the_flag_named() {
     }
     assert!(!std::path::Path::new("unused").exists());
 }
+
+/// Found by tests/fuzz_readers.rs: a checkpoint whose model.json names a model that cannot be
+/// built ("convnet3" edited to "convnet5" for 28 px images) is refused, naming the file, instead
+/// of panicking while the model is built.
+#[test]
+fn a_checkpoint_of_an_impossible_model_is_refused() {
+    let ds = small_dataset();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ClassifierConfig::new(Arch::Convnet3, ds.channels, ds.num_classes(), [ds.height, ds.width]);
+    let model = config.init::<CpuBackend>(&Default::default());
+    let (mean, std) = data::augment::channel_mean_std(&ds);
+    let meta = train::ModelMeta::new(config, train::Normalization { mean, std }, &ds.name, &ds.classes);
+    train::save_model(dir.path(), &model, &meta).unwrap();
+    let path = dir.path().join("model.json");
+    let text = std::fs::read_to_string(&path).unwrap().replace("convnet3", "convnet5");
+    std::fs::write(&path, text).unwrap();
+    let err = match train::load_model::<CpuBackend>(dir.path(), &Default::default()) {
+        Ok(_) => panic!("a convnet5 checkpoint for 28 px images loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("model.json") && err.contains("convnet5 needs images of at least 32x32"), "{err}");
+    // Buildable, but with another number of layers than the weights (burn asserts on that).
+    let text = std::fs::read_to_string(&path).unwrap().replace("convnet5", "convnet4");
+    std::fs::write(&path, text).unwrap();
+    let err = match train::load_model::<CpuBackend>(dir.path(), &Default::default()) {
+        Ok(_) => panic!("convnet3 weights loaded as a convnet4"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("model.bin") && err.contains("another number of layers"), "{err}");
+}

@@ -82,11 +82,9 @@ fn model_info(arch: Option<Arch>, channels: usize, size: usize, classes: usize, 
     println!("{:<20} {:>14} {:>14}", "arch", "trainable", "with buffers");
     for arch in archs {
         let config = ClassifierConfig::new(arch, channels, classes, [size, size]).with_norm(norm);
-        if let Some(min) = min_size(arch) {
-            if size < min {
-                println!("{:<20} {:>14}", arch.name(), format!("(needs >= {min} px)"));
-                continue;
-            }
+        if let Err(why) = config.validate() {
+            println!("{:<20} ({why})", arch.name());
+            continue;
         }
         let model = config.init::<Autodiff<CpuBackend>>(&device);
         println!(
@@ -97,16 +95,6 @@ fn model_info(arch: Option<Arch>, channels: usize, size: usize, classes: usize, 
         );
     }
     Ok(())
-}
-
-/// Smallest input a ConvNet-D accepts (each block halves the size).
-fn min_size(arch: Arch) -> Option<usize> {
-    match arch {
-        Arch::Convnet3 => Some(8),
-        Arch::Convnet4 => Some(16),
-        Arch::Convnet5 => Some(32),
-        _ => None,
-    }
 }
 
 fn group_thousands(n: usize) -> String {

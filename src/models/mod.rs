@@ -43,6 +43,16 @@ impl Arch {
             Arch::Resnet18Imagenet => "resnet18-imagenet",
         }
     }
+
+    /// Pooling stages of a ConvNet (each halves the image), `None` for the ResNets.
+    pub fn convnet_depth(self) -> Option<usize> {
+        match self {
+            Arch::Convnet3 => Some(3),
+            Arch::Convnet4 => Some(4),
+            Arch::Convnet5 => Some(5),
+            Arch::Resnet18 | Arch::Resnet18Imagenet => None,
+        }
+    }
 }
 
 /// Everything needed to rebuild a classifier before loading its weights.
@@ -59,6 +69,24 @@ pub struct ClassifierConfig {
 }
 
 impl ClassifierConfig {
+    /// Whether a model can be built from this config (a checkpoint's `model.json` is untrusted):
+    /// at least one input channel and class, and images large enough for a ConvNet's pooling.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.in_channels == 0 || self.num_classes == 0 || self.image_size.contains(&0) {
+            return Err(format!(
+                "{} input channels, {} classes, image size {:?}: each must be at least 1",
+                self.in_channels, self.num_classes, self.image_size
+            ));
+        }
+        if let Some(depth) = self.arch.convnet_depth() {
+            let min = 1usize << depth;
+            if self.image_size.iter().any(|&s| s < min) {
+                return Err(format!("{} needs images of at least {min}x{min} pixels, not {:?}", self.arch.name(), self.image_size));
+            }
+        }
+        Ok(())
+    }
+
     pub fn init<B: Backend>(&self, device: &B::Device) -> Classifier<B> {
         let convnet = |depth| {
             Classifier::ConvNet(

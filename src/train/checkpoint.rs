@@ -48,12 +48,23 @@ pub fn model_to_bytes<B: Backend>(model: &Classifier<B>) -> Result<Vec<u8>> {
 }
 
 pub fn model_from_bytes<B: Backend>(config: &ClassifierConfig, bytes: Vec<u8>, origin: &Path, device: &B::Device) -> Result<Classifier<B>> {
-    let record = WeightRecorder::default()
-        .load(bytes, device)
-        .map_err(|e| DaceError::bad_file(origin, format!("not a dace model for {config:?}: {e}")))?;
+    // burn panics on some malformed records (e.g. an unparsable parameter id) instead of
+    // returning its error: both are a bad file.
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| WeightRecorder::default().load(bytes, device)));
+    let record = match loaded {
+        Ok(Ok(record)) => record,
+        Ok(Err(e)) => return Err(DaceError::bad_file(origin, format!("not a dace model for {config:?}: {e}"))),
+        Err(_) => return Err(DaceError::bad_file(origin, format!("not a dace model for {config:?}: malformed record"))),
+    };
     let fresh = config.init::<B>(device);
     let expected = crate::models::param_shapes(&fresh);
-    let model = fresh.load_record(record);
+    // burn asserts (panics) when a record has another number of layers than the module, e.g. a
+    // model.json edited from convnet3 to convnet4: that is a bad file, not a bug, so it becomes
+    // an error naming it. Nothing outlives the closure but its result.
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fresh.load_record(record)));
+    let Ok(model) = loaded else {
+        return Err(DaceError::bad_file(origin, format!("weights do not fit {config:?}: another number of layers")));
+    };
     let found = crate::models::param_shapes(&model);
     if found != expected {
         return Err(DaceError::bad_file(origin, format!("weights do not fit {config:?}: parameter shapes differ")));
@@ -82,6 +93,7 @@ pub fn load_meta(dir: &Path) -> Result<ModelMeta> {
     if meta.format != FORMAT {
         return Err(DaceError::bad_file(path, format!("format `{}`, expected `{FORMAT}`", meta.format)));
     }
+    meta.config.validate().map_err(|why| DaceError::bad_file(&path, why))?;
     let n = meta.config.in_channels;
     if meta.normalization.mean.len() != n || meta.normalization.std.len() != n {
         return Err(DaceError::bad_file(path, format!("normalisation must have {n} channels")));

@@ -113,6 +113,7 @@ pub fn train_teacher<B: TrainBackend>(
 }
 
 pub fn check_fits(model: &ClassifierConfig, ds: &Dataset) -> Result<()> {
+    model.validate().map_err(DaceError::Invalid)?;
     if model.in_channels != ds.channels || model.image_size != [ds.height, ds.width] {
         return Err(DaceError::Invalid(format!(
             "model expects {}x{}x{} images but dataset `{}` has {}x{}x{}",
