@@ -2,10 +2,17 @@
 """dace vs PyTorch CPU training speed, side by side (issue 3).
 
 Runs `dace bench train` and bench/torch_convnet.py one after the other on the same configurations
-and thread count, prints both with their ratio and writes docs/results/cpu_speed.{json,md}.
+and thread count, prints both with their ratio and writes docs/results/cpu_speed.json and
+cpu_speed.table.md; bench/cpu_speed_results.py renders docs/results/cpu_speed.md from them.
 
-    python3 bench/cpu_speed.py --dace target/release/dace --python /work/torch-venv/bin/python \
+    python3 bench/cpu_speed.py --dace target/release/dace --python .venv-torch/bin/python \
         --threads 2 --seconds 10 --out docs/results
+
+The PyTorch side runs under the interpreter given by --python, else $TORCH_PYTHON, else the python
+running this script. Any interpreter that can `import torch` will do, e.g. a virtual environment
+with bench/requirements-torch.txt installed:
+
+    python3 -m venv .venv-torch && .venv-torch/bin/pip install -r bench/requirements-torch.txt
 
 Run it on an idle machine: both sides use every thread they are given. With --repeat N the two
 sides alternate N times per configuration and the tables report medians (PyTorch's own rate moves
@@ -13,6 +20,7 @@ by 10-20 % between runs on this kind of machine), with every run kept in the JSO
 """
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -45,7 +53,8 @@ def run(cmd):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dace", default="target/release/dace")
-    ap.add_argument("--python", default="/work/torch-venv/bin/python")
+    ap.add_argument("--python", default=os.environ.get("TORCH_PYTHON", sys.executable),
+                    help="interpreter that runs bench/torch_convnet.py (default: $TORCH_PYTHON, else this python)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--batch", default="16,64")
@@ -53,6 +62,13 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="alternate dace/torch this many times; report medians")
     ap.add_argument("--out", default="docs/results")
     args = ap.parse_args()
+    try:
+        has_torch = subprocess.run([args.python, "-c", "import torch"], capture_output=True).returncode == 0
+    except OSError:
+        has_torch = False
+    if not has_torch:
+        sys.exit(f"{args.python} cannot import torch: pass --python (or set TORCH_PYTHON) to an interpreter "
+                 "with bench/requirements-torch.txt installed")
 
     configs = CONFIGS
     if args.only:

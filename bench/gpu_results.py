@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """docs/results/gpu.{md,json} from the raw outputs of bench/gpu_session.sh kept in docs/results/gpu/,
-and the GPU rows of docs/results/kernels.json (issue 5) and the GPU timing of turbo.json (issue 9).
+and the GPU rows of docs/results/kernels.json (issue 5) and the GPU timing of turbo.json and of
+turbo.md's table (issue 9). Then bench/kernels_results.py renders kernels.md from kernels.json.
+
+    python3 bench/gpu_results.py --commit 98f8508
 
 Raw files (each copied from the device run's $OUT): conformance-{cuda,wgpu}.json, kernels-gpu.json,
 expand-{cuda,wgpu}.json, prior-run*.json, log-run*.txt.
@@ -75,6 +78,22 @@ tj["gpu_commit"] = a.commit
 tj["missing"] = [m for m in tj.get("missing", []) if "GPU" not in m and "f16" not in m]
 tj["partial"] = bool(tj["missing"])
 json.dump(tj, open(tpath, "w"), indent=2)
+
+# turbo.md: the SDXL-Turbo timings as a table, between its markers (the rest of the page is prose).
+mpath = os.path.join(a.out, "turbo.md")
+begin, end = "<!-- gpu-table: bench/gpu_results.py -->", "<!-- /gpu-table -->"
+tmd = open(mpath).read()
+if begin in tmd:
+    sec = lambda dev, dtype, what: next((r["ms_per_batch"] / r["batch"] / 1000 for (d, p, dt, w), r in prior_rows.items()
+                                         if (d, p, dt) == (dev, "sdxl-turbo", dtype) and w.startswith(what)), None)
+    T = [begin, "| device | UNet type | UNet step s | VAE encode + decode s | seconds per expansion |", "|---|---|---|---|---|"]
+    for dev, name in (("cuda", "cuda"), ("wgpu", "wgpu (Vulkan)")):
+        for dtype in ("f32", "f16"):  # the VAE runs in f32 in every row
+            if sec(dev, dtype, "expand") is not None:
+                vae = sec(dev, "f32", "vae_encode") + sec(dev, "f32", "vae_decode")
+                T.append(f"| {name} | {dtype} | {sec(dev, dtype, 'unet_forward'):.3f} | {vae:.2f} | **{sec(dev, dtype, 'expand'):.2f}** |")
+    T.append(end)
+    open(mpath, "w").write(tmd[:tmd.index(begin)] + "\n".join(T) + tmd[tmd.index(end) + len(end):])
 
 ok = lambda v, t, le=True: "met" if (v <= t if le else v >= t) else "missed"
 L = ["# GPU results (lent NVIDIA H100)", "",

@@ -8,23 +8,23 @@ that dace trains: ConvNet-D (the dataset-distillation ConvNet) and the
 small-image ResNet-18. Writes the same JSON as `dace bench train`, so the two
 can be put side by side.
 
-INSTALL (venv outside the repo; see bench/requirements-torch.txt for details):
+INSTALL (a git-ignored venv in the repo root; see bench/requirements-torch.txt for details):
 
-    python3 -m venv /work/torch-venv
+    python3 -m venv .venv-torch
     # where download.pytorch.org is reachable (CPU-only wheel, ~200 MB):
-    /work/torch-venv/bin/pip install -r bench/requirements-torch.txt \
+    .venv-torch/bin/pip install -r bench/requirements-torch.txt \
         --index-url https://download.pytorch.org/whl/cpu
     # PyPI only (this project's machines): the PyPI wheel is a CUDA build and
     # needs its nvidia-* deps just to import (--no-deps fails with
     # "libcudart.so.13: cannot open shared object file"); ~5.4 GB, CPU-usable:
-    /work/torch-venv/bin/pip install -r bench/requirements-torch.txt
+    .venv-torch/bin/pip install -r bench/requirements-torch.txt
 
 RUN (from the repo root):
 
-    /work/torch-venv/bin/python bench/torch_convnet.py --arch convnet3 \
+    .venv-torch/bin/python bench/torch_convnet.py --arch convnet3 \
         --size 28 --channels 1 --batch 16,64 --threads 2 --json torch.json
     # add more configurations to the same file with --append:
-    /work/torch-venv/bin/python bench/torch_convnet.py --arch resnet18 \
+    .venv-torch/bin/python bench/torch_convnet.py --arch resnet18 \
         --size 32 --channels 3 --batch 16,64 --threads 2 --json torch.json --append
 
 JSON written by --json:

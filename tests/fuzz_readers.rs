@@ -9,24 +9,22 @@
 //!     DACE_FUZZ_CASES_PACKAGE=1000000 DACE_FUZZ_CASES_CHECKPOINT=100000 DACE_FUZZ_CASES_PRIOR=20000 \
 //!     DACE_FUZZ_REPORT=docs/results/fuzz/run.json cargo test --release --test fuzz_readers -- --nocapture
 
+mod common;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::backend::Autodiff;
 use dace::coreset::{self, CoresetConfig};
-use dace::data::{self, augment as data_augment, Dataset};
-use dace::device::CpuBackend;
+use dace::data::{self, Dataset};
 use dace::distill;
-use dace::models::{self, Arch, ClassifierConfig};
 use dace::package::{AugmentConfig, ExpandConfig, LabelEncoding, Manifest, Package, PackageSettings, PriorRef, SchedulerKind, Variant};
 use dace::prior::bundle::Prior;
-use dace::prior::train::{train_prior, PriorTrainConfig};
-use dace::train::{self, ModelMeta, Normalization};
+use dace::train::{self};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-type B = CpuBackend;
+use common::{random_teacher as teacher, tiny_prior, B};
 
 /// Cases for `reader`: 1,000 in the suite; `DACE_FUZZ_CASES_<READER>` (e.g. `_PACKAGE`) or
 /// `DACE_FUZZ_CASES` for a recorded run (a prior directory takes ~25 ms to load, a package 0.1 ms).
@@ -148,33 +146,6 @@ fn small() -> Dataset {
     data::load_embedded().per_class_subset(8, 2)
 }
 
-/// A random-weight ConvNet-3 teacher checkpoint in `dir`.
-fn teacher(ds: &Dataset, dir: &Path) -> (models::Classifier<B>, ModelMeta) {
-    let config = ClassifierConfig::new(Arch::Convnet3, ds.channels, ds.num_classes(), [ds.height, ds.width]);
-    let model = config.init::<B>(&Default::default());
-    models::materialize(&model);
-    let (mean, std) = data_augment::channel_mean_std(ds);
-    let meta = ModelMeta::new(config, Normalization { mean, std }, &ds.name, &ds.classes);
-    train::save_model(dir, &model, &meta).unwrap();
-    (model, meta)
-}
-
-fn prior(ds: &Dataset, dir: &Path) -> Prior<B> {
-    let config = PriorTrainConfig {
-        vae_channels: vec![8, 16],
-        unet_channels: vec![16, 32],
-        class_dim: 16,
-        vae_steps: 1,
-        unet_steps: 1,
-        batch_size: 8,
-        checkpoint_every: 1,
-        sample_steps: 1,
-        ..PriorTrainConfig::default()
-    };
-    train_prior::<Autodiff<B>>(config, ds, dir, false, &Default::default()).unwrap();
-    Prior::load(dir, &Default::default()).unwrap()
-}
-
 #[test]
 fn readers_survive_mutated_files() {
     let ds = small();
@@ -183,7 +154,7 @@ fn readers_survive_mutated_files() {
     let teacher_dir = tmp.path().join("teacher");
     let (model, meta) = teacher(&ds, &teacher_dir);
     let prior_dir = tmp.path().join("prior");
-    let prior = prior(&ds, &prior_dir);
+    let prior = tiny_prior(&ds, &prior_dir, 1);
     let cc = CoresetConfig { ipc: 1, factor: 2, crops: 1, mipc: 4, seed: 0 };
     let coreset = coreset::select(&ds, &model, &meta, &cc, &device).unwrap();
     let settings = PackageSettings {

@@ -1,5 +1,9 @@
 //! dace's fused kernels against burn's own ops: values and gradients on random inputs.
 
+mod common;
+
+use common::nan_max;
+
 use burn::backend::Autodiff;
 use burn::module::Param;
 use burn::nn::{BatchNormConfig, InstanceNormConfig};
@@ -9,12 +13,6 @@ use dace::device::CpuBackend;
 use dace::kernels;
 
 type AD = Autodiff<CpuBackend>;
-
-/// The largest of non-negative values, NaN if any is NaN (`f32::max` would drop a NaN and let a
-/// NaN output pass a tolerance check).
-fn nan_max(values: impl IntoIterator<Item = f32>) -> f32 {
-    values.into_iter().fold(0.0, |m, x| if x.is_nan() || x > m { x } else { m })
-}
 
 fn assert_close(name: &str, a: Tensor<AD, 1>, b: Tensor<AD, 1>) {
     let a: Vec<f32> = a.into_data().to_vec().unwrap();

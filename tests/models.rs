@@ -1,6 +1,10 @@
 //! Every architecture runs forward on the CPU backend, and on wgpu (lavapipe in CI) with the same
 //! weights giving the same outputs.
 
+mod common;
+
+use common::nan_max;
+
 use burn::backend::Autodiff;
 use burn::module::Module;
 use burn::prelude::*;
@@ -8,12 +12,6 @@ use burn::tensor::Distribution;
 use dace::device::CpuBackend;
 use dace::models::{trainable_params, Arch, ClassifierConfig, NormKind};
 use dace::train::checkpoint::{model_from_bytes, model_to_bytes};
-
-/// The largest of non-negative values, NaN if any is NaN (`f32::max` would drop a NaN and let a
-/// NaN output pass a tolerance check).
-fn nan_max(values: impl IntoIterator<Item = f32>) -> f32 {
-    values.into_iter().fold(0.0, |m, x| if x.is_nan() || x > m { x } else { m })
-}
 
 fn config(arch: Arch, channels: usize, size: usize) -> ClassifierConfig {
     ClassifierConfig::new(arch, channels, 10, [size, size])

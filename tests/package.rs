@@ -2,64 +2,32 @@
 //! determinism, and a tiny distill -> package -> regenerate -> student run with a tiny prior on
 //! the embedded Fashion-MNIST subset; on wgpu (lavapipe in CI), the same expansions as the CPU.
 
+mod common;
+
+use common::nan_max;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use burn::backend::Autodiff;
 use burn::tensor::FloatDType;
 use dace::coreset::{self, Coreset, CoresetConfig};
-use dace::data::{self, augment as data_augment, Dataset};
-use dace::device::CpuBackend;
+use dace::data::{self, Dataset};
 use dace::distill::{self, argmax};
 use dace::expand::Expander;
-use dace::models::{self, Arch, Classifier, ClassifierConfig, NormKind};
+use dace::models::{Arch, Classifier, NormKind};
 use dace::package::{
     AugmentConfig, ExpandConfig, LabelEncoding, Manifest, Mode, Package, PackageSettings, PriorRef, SchedulerKind, UNetDType, Variant,
 };
 use dace::prior::bundle::Prior;
-use dace::prior::train::{train_prior, PriorTrainConfig};
 use dace::student::package::{regenerator, student_config, train_on_package};
 use dace::student::TrainingSet;
-use dace::train::{self, ModelMeta, Normalization};
+use dace::train::ModelMeta;
 
-type B = CpuBackend;
-
-/// The largest of non-negative values, NaN if any is NaN (`f32::max` would drop a NaN and let a
-/// NaN output pass a tolerance check).
-fn nan_max(values: impl IntoIterator<Item = f32>) -> f32 {
-    values.into_iter().fold(0.0, |m, x| if x.is_nan() || x > m { x } else { m })
-}
+use common::{random_teacher as teacher, tiny_prior, B};
 
 fn small() -> Dataset {
     data::load_embedded().per_class_subset(20, 10)
-}
-
-/// A random-weight ConvNet-3 teacher saved to `dir` (packages record its fingerprint).
-fn teacher(ds: &Dataset, dir: &Path) -> (Classifier<B>, ModelMeta) {
-    let config = ClassifierConfig::new(Arch::Convnet3, ds.channels, ds.num_classes(), [ds.height, ds.width]);
-    <B as burn::tensor::backend::Backend>::seed(&Default::default(), 0);
-    let model = config.init::<B>(&Default::default());
-    models::materialize(&model);
-    let (mean, std) = data_augment::channel_mean_std(ds);
-    let meta = ModelMeta::new(config, Normalization { mean, std }, &ds.name, &ds.classes);
-    train::save_model(dir, &model, &meta).unwrap();
-    (model, meta)
-}
-
-fn tiny_prior(ds: &Dataset, out: &Path) -> Prior<B> {
-    let config = PriorTrainConfig {
-        vae_channels: vec![8, 16],
-        unet_channels: vec![16, 32],
-        class_dim: 16,
-        vae_steps: 2,
-        unet_steps: 2,
-        batch_size: 8,
-        checkpoint_every: 2,
-        sample_steps: 2,
-        ..PriorTrainConfig::default()
-    };
-    train_prior::<Autodiff<B>>(config, ds, out, false, &Default::default()).unwrap();
-    Prior::load(out, &Default::default()).unwrap()
 }
 
 fn augment() -> AugmentConfig {
@@ -245,7 +213,7 @@ fn distill_regenerate_and_train_end_to_end_with_a_tiny_prior() {
     let device = Default::default();
     let teacher_dir = dir.path().join("teacher");
     let (teacher, meta) = teacher(&ds, &teacher_dir);
-    let prior = tiny_prior(&ds, &dir.path().join("prior"));
+    let prior = tiny_prior(&ds, &dir.path().join("prior"), 2);
     let out = dir.path().join("pkg");
     let made = distill_into(&ds, &teacher, &meta, &teacher_dir, Some(&prior), Variant::SrAugMixup, 2, LabelEncoding::F16, &out);
     let pkg = Package::load(&out).unwrap();
@@ -394,7 +362,7 @@ fn wgpu_regenerates_the_cpu_expansions() {
     let teacher_dir = dir.path().join("teacher");
     let (teacher, meta) = teacher(&ds, &teacher_dir);
     let prior_dir = dir.path().join("prior");
-    let prior = tiny_prior(&ds, &prior_dir);
+    let prior = tiny_prior(&ds, &prior_dir, 2);
     let out = dir.path().join("pkg");
     let made = distill_into(&ds, &teacher, &meta, &teacher_dir, Some(&prior), Variant::SrAugMixup, 1, LabelEncoding::F16, &out);
     let pkg = Package::load(&out).unwrap();

@@ -2,6 +2,10 @@
 //! made by tests/fixtures/make_parity.py (diffusers 0.42.1, torch 2.15, fp32, CPU) and committed.
 //! Bound: max abs error <= 1e-4 on every output.
 
+mod common;
+
+use common::nan_max;
+
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -13,12 +17,6 @@ use dace::prior::{weights, AutoencoderKL, TextTime, UNet2DConditionModel, UNetCo
 use dace::rng::Stream;
 
 type B = CpuBackend;
-
-/// The largest of non-negative values, NaN if any is NaN (`f32::max` would drop a NaN and let a
-/// NaN output pass a tolerance check).
-fn nan_max(values: impl IntoIterator<Item = f32>) -> f32 {
-    values.into_iter().fold(0.0, |m, x| if x.is_nan() || x > m { x } else { m })
-}
 
 const TOL: f32 = 1e-4;
 

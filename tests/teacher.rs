@@ -156,3 +156,42 @@ fn a_checkpoint_of_an_impossible_model_is_refused() {
     };
     assert!(err.contains("model.bin") && err.contains("another number of layers"), "{err}");
 }
+
+/// The library refuses zero counts itself (the CLI's parser is not its only guard): a caller
+/// building configs in code gets an error naming the setting, not a panic or an endless loop.
+#[test]
+fn zero_counts_are_refused_by_the_library() {
+    use dace::package::AugmentConfig;
+    use dace::prior::train::{train_prior, PriorTrainConfig};
+    use dace::student::{self, Labels, StudentConfig, TrainingSet};
+    let ds = small_dataset();
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let message = |r: Result<String, dace::DaceError>| r.expect_err("a zero count was accepted").to_string();
+
+    for config in [teacher_config(&ds, 1).with_batch_size(0), teacher_config(&ds, 0)] {
+        let why = message(train::train_teacher::<Train>(config, &ds, dir.path(), false, &device).map(|_| String::new()));
+        assert!(why.contains("batch size") && why.contains("must be at least 1"), "{why}");
+    }
+
+    let set = TrainingSet::random_subset(&ds, 1, 0);
+    let model = ClassifierConfig::new(Arch::Convnet3, ds.channels, ds.num_classes(), [ds.height, ds.width]);
+    let augment = AugmentConfig { crop_scale_min: 1.0, flip: false, cutmix: false, shuffle_factor: 1 };
+    let (mean, std) = data::augment::channel_mean_std(&ds);
+    let norm = train::Normalization { mean, std };
+    for (epochs, batch) in [(1, 0), (0, 10)] {
+        let config = StudentConfig::rded(model.clone(), epochs, batch, 20.0, augment.clone(), 0);
+        let r = student::train_student::<Train>(&config, &set, Labels::Hard, &norm, &ds, &device);
+        let why = message(r.map(|_| String::new()));
+        assert!(why.contains("student: batch size") && why.contains("must be at least 1"), "{why}");
+    }
+
+    for config in [
+        PriorTrainConfig { checkpoint_every: 0, ..PriorTrainConfig::default() },
+        PriorTrainConfig { batch_size: 0, ..PriorTrainConfig::default() },
+    ] {
+        let why = message(train_prior::<Train>(config, &ds, &dir.path().join("prior"), false, &device).map(|_| String::new()));
+        assert!(why.contains("checkpoint_every") && why.contains("must be at least 1"), "{why}");
+    }
+    assert!(!dir.path().join("prior").exists(), "a refused prior run wrote files");
+}

@@ -5,6 +5,10 @@
 //! `dace prior import` of whole SD-Turbo- and SDXL-Turbo-layout pipelines
 //! (make_import_fixture.py), including the colour ImageFolder path through an imported prior.
 
+mod common;
+
+use common::nan_max;
+
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -12,12 +16,6 @@ use dace::device::CpuBackend;
 use dace::prior::clip::{self, ClipActivation, ClipTextConfig};
 
 type B = CpuBackend;
-
-/// The largest of non-negative values, NaN if any is NaN (`f32::max` would drop a NaN and let a
-/// NaN output pass a tolerance check).
-fn nan_max(values: impl IntoIterator<Item = f32>) -> f32 {
-    values.into_iter().fold(0.0, |m, x| if x.is_nan() || x > m { x } else { m })
-}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip").join(name)

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::common::{at_least_one, command_line, setup_threads, DeviceArgs};
+use super::common::{at_least_one, command_line, setup_threads, BenchOutputArgs};
 use crate::fsio;
 use crate::models::{Arch, ClassifierConfig, NormKind};
 use crate::on_device;
@@ -55,11 +55,8 @@ pub struct BenchTrainArgs {
     /// Also time each convolution's forward / input-grad / weight-grad kernels (ConvNets).
     #[arg(long)]
     pub profile: bool,
-    /// Write the rows as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub output: BenchOutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -73,10 +70,8 @@ pub struct BenchKernelsArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
-    #[arg(long)]
-    pub json: Option<PathBuf>,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub output: BenchOutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -103,11 +98,8 @@ pub struct BenchPriorArgs {
     /// Minimum seconds per measurement.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
-    /// Write the rows as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub output: BenchOutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -118,18 +110,15 @@ pub struct BenchConformanceArgs {
     /// Seed of the random cases.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    #[arg(long)]
-    pub json: Option<PathBuf>,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub output: BenchOutputArgs,
 }
 
 fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
     use crate::bench::{self, BenchRow};
     use std::time::Duration;
-    setup_threads(&args.device)?;
+    setup_threads(&args.output.device)?;
     let budget = Duration::from_secs_f64(args.seconds);
-    let threads = rayon::current_num_threads();
     let mut rows: Vec<BenchRow> = Vec::new();
     for &arch in &args.arch {
         for &size in &args.size {
@@ -172,17 +161,7 @@ fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if let Some(path) = &args.json {
-        #[derive(Serialize)]
-        struct Output<'a> {
-            command: String,
-            threads: usize,
-            rows: &'a [BenchRow],
-        }
-        let command = std::env::args().collect::<Vec<_>>().join(" ");
-        fsio::write_json(path, &Output { command, threads, rows: &rows })?;
-        println!("rows written to {}", path.display());
-    }
+    args.output.write_rows(&rows)?;
     Ok(())
 }
 
@@ -212,7 +191,7 @@ fn print_bench_row(row: &crate::bench::BenchRow) {
 fn bench_kernels(args: BenchKernelsArgs) -> anyhow::Result<()> {
     use crate::bench::kernels::{bench_scheduler_step, KernelBenchRow};
     use std::time::Duration;
-    setup_threads(&args.device)?;
+    setup_threads(&args.output.device)?;
     let budget = Duration::from_secs_f64(args.seconds);
     let mut rows: Vec<KernelBenchRow> = Vec::new();
     for spec in &args.shape {
@@ -244,33 +223,25 @@ fn bench_kernels(args: BenchKernelsArgs) -> anyhow::Result<()> {
             rows.push(row);
         }
     }
-    if let Some(path) = &args.json {
-        #[derive(Serialize)]
-        struct Output<'a> {
-            command: String,
-            threads: usize,
-            rows: &'a [KernelBenchRow],
-        }
-        fsio::write_json(path, &Output { command: command_line(), threads: rayon::current_num_threads(), rows: &rows })?;
-        println!("rows written to {}", path.display());
-    }
+    args.output.write_rows(&rows)?;
     Ok(())
 }
 
 fn bench_conformance(args: BenchConformanceArgs) -> anyhow::Result<()> {
     use crate::kernels::conformance::{self, ConformanceRow};
-    setup_threads(&args.device)?;
+    setup_threads(&args.output.device)?;
     let cases = conformance::cases(args.random, args.seed);
-    let device_name = args.device.device.name();
+    let device_name = args.output.device.device.name();
     eprintln!("{} cases x {} kernels on {device_name} against the CPU reference ...", cases.len(), conformance::KERNELS.len());
-    let rows: Vec<ConformanceRow> =
-        crate::on_device!(args.device.device, |B, device| Ok::<_, crate::error::DaceError>(conformance::check::<B>(&cases, &device)))?;
+    let rows: Vec<ConformanceRow> = crate::on_device!(args.output.device.device, |B, device| Ok::<_, crate::error::DaceError>(
+        conformance::check::<B>(&cases, &device)
+    ))?;
     let worst = conformance::worst_per_kernel(&rows);
     for (kernel, err) in &worst {
         println!("{device_name:<6} {kernel:<30} max abs error {err:.2e} over {} cases", cases.len());
     }
     let overall = worst.iter().map(|(_, e)| *e).fold(0f32, f32::max);
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.output.json {
         #[derive(Serialize)]
         struct Output<'a> {
             command: String,
@@ -300,10 +271,10 @@ fn bench_conformance(args: BenchConformanceArgs) -> anyhow::Result<()> {
 }
 
 fn bench_prior(args: BenchPriorArgs) -> anyhow::Result<()> {
-    setup_threads(&args.device)?;
+    setup_threads(&args.output.device)?;
     let budget = std::time::Duration::from_secs_f64(args.seconds);
-    let name = args.device.device.name();
-    let rows = on_device!(args.device.device, |B, device| {
+    let name = args.output.device.device.name();
+    let rows = on_device!(args.output.device.device, |B, device| {
         match (&args.prior, args.layout) {
             (Some(dir), _) => crate::bench::prior::bench_prior::<B>(dir, &args.dtype, name, args.batch, args.steps, budget, &device),
             (None, Some(layout)) => {
@@ -327,14 +298,6 @@ fn bench_prior(args: BenchPriorArgs) -> anyhow::Result<()> {
             1.0 / r.img_per_s
         );
     }
-    if let Some(path) = &args.json {
-        #[derive(serde::Serialize)]
-        struct Output<'a> {
-            command: String,
-            threads: usize,
-            rows: &'a [crate::bench::prior::PriorBenchRow],
-        }
-        crate::fsio::write_json(path, &Output { command: command_line(), threads: rayon::current_num_threads(), rows: &rows })?;
-    }
+    args.output.write_rows(&rows)?;
     Ok(())
 }

@@ -4,8 +4,11 @@
 use anyhow::Context;
 use clap::Args;
 
+use crate::coreset::Layout;
 use crate::data::{self, Dataset};
 use crate::device::DeviceKind;
+use crate::models::{Arch, NormKind};
+use crate::student::LabelSource;
 
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
@@ -15,6 +18,57 @@ pub struct DeviceArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// The student recipe flags `dace student` and `dace experiment rded` share.
+#[derive(Args, Debug, Clone)]
+pub struct StudentRecipeArgs {
+    /// How a coreset's patches become training images.
+    #[arg(long, value_enum, default_value_t = Layout::Collage)]
+    pub layout: Layout,
+    #[arg(long, value_enum, default_value_t = LabelSource::Stored)]
+    pub labels: LabelSource,
+    #[arg(long, value_enum, default_value_t = Arch::Convnet3)]
+    pub arch: Arch,
+    #[arg(long, value_enum, default_value_t = NormKind::Instance)]
+    pub norm: NormKind,
+    /// Softmax temperature of the soft labels.
+    #[arg(long, default_value_t = 20.0)]
+    pub temperature: f64,
+    /// Smallest area fraction of the student's RandomResizedCrop; default RDED's 1/r (no crop at
+    /// r = 1 and for the random-subset baselines).
+    #[arg(long)]
+    pub crop_scale_min: Option<f32>,
+    /// Disable flips (auto-off for MNIST).
+    #[arg(long)]
+    pub no_flip: bool,
+}
+
+/// Where a benchmark writes its rows, and the device it runs on.
+#[derive(Args, Debug, Clone)]
+pub struct BenchOutputArgs {
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+impl BenchOutputArgs {
+    /// Writes `{command, threads, rows}` to `--json`, when given.
+    pub fn write_rows<T: serde::Serialize>(&self, rows: &[T]) -> anyhow::Result<()> {
+        #[derive(serde::Serialize)]
+        struct Output<'a, T> {
+            command: String,
+            threads: usize,
+            rows: &'a [T],
+        }
+        if let Some(path) = &self.json {
+            crate::fsio::write_json(path, &Output { command: command_line(), threads: rayon::current_num_threads(), rows })?;
+            println!("rows written to {}", path.display());
+        }
+        Ok(())
+    }
 }
 
 pub fn setup_threads(device: &DeviceArgs) -> anyhow::Result<()> {

@@ -80,6 +80,34 @@ pub fn psnr_u8(a: &[u8], b: &[u8]) -> f64 {
     }
 }
 
+/// How many items of seed number `s` the teacher (its `logits`) labels with the stored label's
+/// argmax.
+fn agreeing_labels(pkg: &Package, s: usize, logits: &[f32]) -> usize {
+    let k = pkg.manifest.num_classes();
+    (0..pkg.num_items()).filter(|&item| argmax(&logits[item * k..(item + 1) * k]) == argmax(pkg.logits(s, item))).count()
+}
+
+/// One row of upsampled patches, then one row per seed shown (at most 7), the first patch of
+/// each class per column.
+fn write_expansion_grid(path: &Path, pkg: &Package, images: &[u8], n_seeds: usize) -> anyhow::Result<()> {
+    let m = &pkg.manifest;
+    let set = TrainingSet::from_package(m, &pkg.patches);
+    let per_class: Vec<usize> = (0..m.num_classes() as u32).filter_map(|c| m.items.iter().position(|&i| i == c)).collect();
+    let len = set.image_len();
+    let mut cells = Vec::new();
+    for &i in &per_class {
+        cells.extend_from_slice(&set.images[i * len..(i + 1) * len]);
+    }
+    for s in 0..n_seeds.min(7) {
+        for &i in &per_class {
+            let at = (s * set.len() + i) * len;
+            cells.extend_from_slice(&images[at..at + len]);
+        }
+    }
+    crate::viz::write_grid(path, &cells, m.channels, m.image_size[0], m.image_size[1], per_class.len(), 28)?;
+    Ok(())
+}
+
 pub fn run(args: ExpandArgs) -> anyhow::Result<()> {
     setup_threads(&args.device)?;
     let pkg = Package::load(&args.package)?;
@@ -103,11 +131,8 @@ pub fn run(args: ExpandArgs) -> anyhow::Result<()> {
             if let Some(t) = &teacher {
                 let t0 = Instant::now();
                 let logits = teacher_logits(&set, &imgs, seed, t, &m.normalization, &m.augment, &device)?;
-                let k = m.num_classes();
-                for item in 0..set.len() {
-                    total += 1;
-                    agree += (argmax(&logits[item * k..(item + 1) * k]) == argmax(pkg.logits(s, item))) as usize;
-                }
+                agree += agreeing_labels(&pkg, s, &logits);
+                total += set.len();
                 label_s += t0.elapsed().as_secs_f64();
             }
             images.extend_from_slice(&imgs);
@@ -118,21 +143,8 @@ pub fn run(args: ExpandArgs) -> anyhow::Result<()> {
         Ok::<_, crate::DaceError>((images, seconds, teacher.map(|_| 100.0 * agree as f64 / total.max(1) as f64)))
     })?;
     fsio::write_atomic(&args.out.join(IMAGES_FILE), &images)?;
-    // Grid: one row per seed shown, the first patch of each class per column.
-    let set = TrainingSet::from_package(m, &pkg.patches);
-    let per_class: Vec<usize> = (0..m.num_classes() as u32).filter_map(|c| m.items.iter().position(|&i| i == c)).collect();
-    let len = set.image_len();
-    let mut cells = Vec::new();
-    for &i in &per_class {
-        cells.extend_from_slice(&set.images[i * len..(i + 1) * len]);
-    }
-    for s in 0..n_seeds.min(7) {
-        for &i in &per_class {
-            let at = (s * set.len() + i) * len;
-            cells.extend_from_slice(&images[at..at + len]);
-        }
-    }
-    crate::viz::write_grid(&args.out.join("expansions.png"), &cells, m.channels, m.image_size[0], m.image_size[1], per_class.len(), 28)?;
+    write_expansion_grid(&args.out.join("expansions.png"), &pkg, &images, n_seeds)?;
+    let len = m.channels * m.image_size[0] * m.image_size[1];
     let compare = match &args.compare {
         Some(other) => Some(compare_with(&images, other)?),
         None => None,

@@ -6,13 +6,11 @@ use anyhow::{bail, Context};
 use burn::backend::Autodiff;
 use clap::{Args, Subcommand};
 
-use super::common::{at_least_one, command_line, flips_ok, load_data, setup_threads, DeviceArgs};
-use crate::coreset::Layout;
+use super::common::{at_least_one, command_line, flips_ok, load_data, setup_threads, DeviceArgs, StudentRecipeArgs};
 use crate::fsio;
 use crate::models::{Arch, NormKind};
 use crate::on_device;
 use crate::package::{AugmentConfig, LabelEncoding};
-use crate::student::LabelSource;
 
 pub fn run(command: ExperimentCommand) -> anyhow::Result<()> {
     match command {
@@ -52,25 +50,11 @@ pub struct RdedArgs {
     pub mipc: usize,
     #[arg(long, default_value_t = 0)]
     pub coreset_seed: u64,
-    #[arg(long, value_enum, default_value_t = Layout::Collage)]
-    pub layout: Layout,
-    #[arg(long, value_enum, default_value_t = LabelSource::Stored)]
-    pub labels: LabelSource,
-    #[arg(long, default_value_t = 20.0)]
-    pub temperature: f64,
-    /// Smallest area fraction of the student's RandomResizedCrop; default RDED's 1/r (no crop at
-    /// r = 1 and for the random-subset baselines).
-    #[arg(long)]
-    pub crop_scale_min: Option<f32>,
-    #[arg(long)]
-    pub no_flip: bool,
+    #[command(flatten)]
+    pub recipe: StudentRecipeArgs,
     /// Skip the random-subset baselines.
     #[arg(long)]
     pub no_baselines: bool,
-    #[arg(long, value_enum, default_value_t = Arch::Convnet3)]
-    pub arch: Arch,
-    #[arg(long, value_enum, default_value_t = NormKind::Instance)]
-    pub norm: NormKind,
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
@@ -154,14 +138,14 @@ fn experiment_rded(args: RdedArgs) -> anyhow::Result<()> {
         crops: args.crops,
         mipc: args.mipc,
         coreset_seed: args.coreset_seed,
-        layout: args.layout,
-        labels: args.labels,
-        temperature: args.temperature,
-        crop_scale_min: args.crop_scale_min,
-        flip: !args.no_flip && flips_ok(&ds),
+        layout: args.recipe.layout,
+        labels: args.recipe.labels,
+        temperature: args.recipe.temperature,
+        crop_scale_min: args.recipe.crop_scale_min,
+        flip: !args.recipe.no_flip && flips_ok(&ds),
         baselines: !args.no_baselines,
-        arch: args.arch,
-        norm: args.norm,
+        arch: args.recipe.arch,
+        norm: args.recipe.norm,
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let report = on_device!(args.device.device, |B, device| {

@@ -8,15 +8,13 @@ use burn::backend::Autodiff;
 use clap::Args;
 use serde::Serialize;
 
-use super::common::{at_least_one, command_line, flips_ok, load_data, setup_threads, DeviceArgs};
-use crate::coreset::Layout;
+use super::common::{at_least_one, command_line, flips_ok, load_data, setup_threads, DeviceArgs, StudentRecipeArgs};
 use crate::fsio;
-use crate::models::{Arch, ClassifierConfig, NormKind};
+use crate::models::ClassifierConfig;
 use crate::on_device;
 use crate::package::Package;
 use crate::prior::bundle::Prior;
 use crate::student::package::{regenerator, student_config, train_on_package};
-use crate::student::LabelSource;
 use crate::train;
 
 pub fn run(args: StudentArgs) -> anyhow::Result<()> {
@@ -46,28 +44,13 @@ pub struct StudentArgs {
     /// input normalisation.
     #[arg(long, required_unless_present = "package")]
     pub teacher: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Layout::Collage)]
-    pub layout: Layout,
-    #[arg(long, value_enum, default_value_t = LabelSource::Stored)]
-    pub labels: LabelSource,
-    #[arg(long, value_enum, default_value_t = Arch::Convnet3)]
-    pub arch: Arch,
-    #[arg(long, value_enum, default_value_t = NormKind::Instance)]
-    pub norm: NormKind,
+    #[command(flatten)]
+    pub recipe: StudentRecipeArgs,
     #[arg(long, value_parser = at_least_one, default_value_t = 300)]
     pub epochs: usize,
     /// Default: RDED's (10 / 50 / 100 for IPC 1 / 10 / 50).
     #[arg(long, value_parser = at_least_one)]
     pub batch: Option<usize>,
-    #[arg(long, default_value_t = 20.0)]
-    pub temperature: f64,
-    /// Smallest area fraction of the student's RandomResizedCrop; default RDED's 1/r (no crop at
-    /// r = 1 and for the random-subset baselines).
-    #[arg(long)]
-    pub crop_scale_min: Option<f32>,
-    /// Disable flips (auto-off for MNIST).
-    #[arg(long)]
-    pub no_flip: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long)]
@@ -89,22 +72,22 @@ fn coreset_student(args: StudentArgs) -> anyhow::Result<()> {
     if coreset.meta.dataset != ds.name || coreset.meta.image_size != [ds.height, ds.width] {
         bail!("coreset {} is of `{}` {:?}, not `{}`", coreset_dir.display(), coreset.meta.dataset, coreset.meta.image_size, ds.name);
     }
-    let set = TrainingSet::from_coreset(&coreset, args.layout)?;
-    let soft = args.labels != LabelSource::Hard;
+    let set = TrainingSet::from_coreset(&coreset, args.recipe.layout)?;
+    let soft = args.recipe.labels != LabelSource::Hard;
     let augment = AugmentConfig {
-        crop_scale_min: args.crop_scale_min.unwrap_or(1.0 / coreset.meta.config.factor as f32),
-        flip: !args.no_flip && flips_ok(&ds),
+        crop_scale_min: args.recipe.crop_scale_min.unwrap_or(1.0 / coreset.meta.config.factor as f32),
+        flip: !args.recipe.no_flip && flips_ok(&ds),
         cutmix: soft,
-        shuffle_factor: if args.layout == crate::coreset::Layout::Collage { coreset.meta.config.factor } else { 1 },
+        shuffle_factor: if args.recipe.layout == crate::coreset::Layout::Collage { coreset.meta.config.factor } else { 1 },
     };
-    let model = ClassifierConfig::new(args.arch, ds.channels, ds.num_classes(), [ds.height, ds.width]).with_norm(args.norm);
+    let model = ClassifierConfig::new(args.recipe.arch, ds.channels, ds.num_classes(), [ds.height, ds.width]).with_norm(args.recipe.norm);
     let batch = args.batch.unwrap_or_else(|| student::rded_batch_size(coreset.meta.config.ipc, ds.num_classes(), set.len()));
-    let config = StudentConfig::rded(model, args.epochs, batch, args.temperature, augment.clone(), args.seed);
+    let config = StudentConfig::rded(model, args.epochs, batch, args.recipe.temperature, augment.clone(), args.seed);
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let report = on_device!(args.device.device, |B, device| {
         let (teacher, meta) = train::load_model::<B>(teacher_dir, &device)?;
         let labels_dir = args.out.join("labels");
-        let stored = if args.labels == LabelSource::Stored {
+        let stored = if args.recipe.labels == LabelSource::Stored {
             let seeds: Vec<u64> = (0..args.epochs as u64).collect();
             let l = StoredLabels::compute(&set, &teacher, &meta.normalization, &augment, seeds, &device)?;
             l.save(&labels_dir)?;
@@ -114,7 +97,7 @@ fn coreset_student(args: StudentArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let teacher_online = match args.labels {
+        let teacher_online = match args.recipe.labels {
             LabelSource::Online => Some(train::load_model::<B>(teacher_dir, &device)?.0),
             _ => None,
         };
@@ -135,7 +118,7 @@ fn coreset_student(args: StudentArgs) -> anyhow::Result<()> {
     fsio::write_json(&path, &Output { command: command_line(), coreset: coreset_dir.display().to_string(), report: &report })?;
     println!(
         "student {} on {} ({} images, {:?} labels): final test accuracy {:.2}% (best {:.2}%) after {} epochs, {:.0} s; report {}",
-        args.arch.name(),
+        args.recipe.arch.name(),
         set.description,
         set.len(),
         report.labels,
@@ -153,7 +136,7 @@ fn package_student(args: StudentArgs) -> anyhow::Result<()> {
     let dir = args.package.as_ref().expect("dispatched with --package");
     let ds = load_data(&args.data)?;
     let pkg = Package::load(dir)?;
-    let config = student_config(&pkg, args.arch, args.norm, args.epochs, args.batch, args.temperature, args.seed);
+    let config = student_config(&pkg, args.recipe.arch, args.recipe.norm, args.epochs, args.batch, args.recipe.temperature, args.seed);
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let (report, regen_images) = on_device!(args.device.device, |B, device| {
         let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
@@ -176,7 +159,7 @@ fn package_student(args: StudentArgs) -> anyhow::Result<()> {
     )?;
     println!(
         "student {} on {} ({} patches, {} images regenerated in {:.0} s): final test accuracy {:.2}% (best {:.2}%) after {} epochs, {:.0} s; report {}",
-        args.arch.name(), pkg.manifest.description(), pkg.num_items(), regen_images, report.regen_seconds, report.final_accuracy,
+        args.recipe.arch.name(), pkg.manifest.description(), pkg.num_items(), regen_images, report.regen_seconds, report.final_accuracy,
         report.best_accuracy, args.epochs, report.seconds, path.display()
     );
     Ok(())

@@ -21,7 +21,7 @@ use crate::fsio;
 use crate::kernels::DaceBackend;
 use crate::models::Classifier;
 use crate::rng::{SeedRng, Stream};
-use crate::train::ModelMeta;
+use crate::train::{ModelMeta, Normalization};
 use crate::viz;
 
 pub use crop::CropBox;
@@ -223,58 +223,25 @@ pub fn select<B: DaceBackend>(
             ds.classes[class]
         )));
     }
-    let norm = &teacher_meta.normalization;
     let plen = c * ph * pw;
     let mut patches_out = Vec::new();
     let mut infos = Vec::new();
     let mut evals = 0;
     let mut fewest_considered = usize::MAX;
+    let scorer = CropScorer { ds, teacher, norm: &teacher_meta.normalization, config, patch: [ph, pw], device };
     let bar = crate::train::progress::bar(ds.num_classes() as u64, "coreset");
     for class in 0..ds.num_classes() as u32 {
-        // A seeded random subset of the class (partial Fisher-Yates with the portable RNG).
-        let mut pool: Vec<usize> = (0..ds.train.len()).filter(|&i| ds.train.labels[i] == class).collect();
-        let take = mipc.min(pool.len());
-        let rng = SeedRng::new(config.seed, class as u64, Stream::Shuffle);
-        for i in 0..take {
-            let j = i + rng.below_at(i as u64, (pool.len() - i) as u32) as usize;
-            pool.swap(i, j);
-        }
-        pool.truncate(take);
-        fewest_considered = fewest_considered.min(take);
-
-        // Candidates: every crop of every image, stored at patch size; scored upsampled.
-        let mut best: Vec<(f32, usize, CropBox, Vec<u8>)> = Vec::with_capacity(take);
+        let pool = class_pool(ds, class, mipc, config.seed);
+        fewest_considered = fewest_considered.min(pool.len());
+        let mut best = Vec::with_capacity(pool.len());
         for chunk in pool.chunks(64) {
-            let mut cand = Vec::new();
-            for &src in chunk {
-                for k in 0..config.crops {
-                    let cb = crop::random_square(config.seed, src as u64, k as u64, h, w);
-                    cand.push((src, cb, crop::crop_resize(ds.image(&ds.train, src), c, h, w, cb, ph, pw)));
-                }
-            }
-            let ce = teacher_ce(
-                teacher,
-                &cand.iter().map(|x| resize_u8(&x.2, c, ph, pw, h, w)).collect::<Vec<_>>(),
-                class,
-                c,
-                h,
-                w,
-                norm,
-                device,
-            )?;
-            evals += cand.len();
-            for (j, &src) in chunk.iter().enumerate() {
-                let range = j * config.crops..(j + 1) * config.crops;
-                // Lowest CE; ties go to the earlier crop.
-                let k = range.clone().min_by(|&a, &b| ce[a].total_cmp(&ce[b])).expect("crops > 0");
-                best.push((ce[k], src, cand[k].1, cand[k].2.clone()));
-            }
+            evals += scorer.best_crops(chunk, class, &mut best)?;
         }
-        best.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        for (ce, source, crop, patch) in best.into_iter().take(per_class) {
-            debug_assert_eq!(patch.len(), plen);
-            patches_out.extend(patch);
-            infos.push(PatchInfo { class, source, crop, ce });
+        best.sort_by(|a, b| a.ce.total_cmp(&b.ce).then(a.source.cmp(&b.source)));
+        for cand in best.into_iter().take(per_class) {
+            debug_assert_eq!(cand.patch.len(), plen);
+            patches_out.extend(cand.patch);
+            infos.push(PatchInfo { class, source: cand.source, crop: cand.crop, ce: cand.ce });
         }
         bar.inc(1);
     }
@@ -296,6 +263,62 @@ pub fn select<B: DaceBackend>(
         },
         patches: patches_out,
     })
+}
+
+/// A seeded random subset of `mipc` images of `class` (partial Fisher-Yates with the portable RNG).
+fn class_pool(ds: &Dataset, class: u32, mipc: usize, seed: u64) -> Vec<usize> {
+    let mut pool: Vec<usize> = (0..ds.train.len()).filter(|&i| ds.train.labels[i] == class).collect();
+    let take = mipc.min(pool.len());
+    let rng = SeedRng::new(seed, class as u64, Stream::Shuffle);
+    for i in 0..take {
+        let j = i + rng.below_at(i as u64, (pool.len() - i) as u32) as usize;
+        pool.swap(i, j);
+    }
+    pool.truncate(take);
+    pool
+}
+
+/// One source image's best crop: its teacher cross-entropy and the patch (at patch size).
+struct Candidate {
+    ce: f32,
+    source: usize,
+    crop: CropBox,
+    patch: Vec<u8>,
+}
+
+/// Scores random crops of source images by the teacher's cross-entropy on their class.
+struct CropScorer<'a, B: DaceBackend> {
+    ds: &'a Dataset,
+    teacher: &'a Classifier<B>,
+    norm: &'a Normalization,
+    config: &'a CoresetConfig,
+    patch: [usize; 2],
+    device: &'a B::Device,
+}
+
+impl<B: DaceBackend> CropScorer<'_, B> {
+    /// Every crop of every image of `sources`, stored at patch size and scored upsampled; pushes
+    /// each image's lowest-CE crop (ties go to the earlier crop) and returns the teacher evaluations.
+    fn best_crops(&self, sources: &[usize], class: u32, best: &mut Vec<Candidate>) -> Result<usize> {
+        let (ds, config) = (self.ds, self.config);
+        let (c, h, w) = (ds.channels, ds.height, ds.width);
+        let [ph, pw] = self.patch;
+        let mut cand = Vec::new();
+        for &src in sources {
+            for k in 0..config.crops {
+                let cb = crop::random_square(config.seed, src as u64, k as u64, h, w);
+                cand.push((src, cb, crop::crop_resize(ds.image(&ds.train, src), c, h, w, cb, ph, pw)));
+            }
+        }
+        let upsampled: Vec<Vec<u8>> = cand.iter().map(|x| resize_u8(&x.2, c, ph, pw, h, w)).collect();
+        let ce = teacher_ce(self.teacher, &upsampled, class, c, h, w, self.norm, self.device)?;
+        for (j, &src) in sources.iter().enumerate() {
+            let range = j * config.crops..(j + 1) * config.crops;
+            let k = range.clone().min_by(|&a, &b| ce[a].total_cmp(&ce[b])).expect("crops > 0");
+            best.push(Candidate { ce: ce[k], source: src, crop: cand[k].1, patch: cand[k].2.clone() });
+        }
+        Ok(cand.len())
+    }
 }
 
 /// Teacher cross-entropy of each image (u8 CHW) on `class`.

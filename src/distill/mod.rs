@@ -64,6 +64,31 @@ pub struct Preview {
     pub images: Vec<Vec<u8>>,
 }
 
+/// The logits of the seeds an interrupted distillation into `out` finished, when it was made
+/// with exactly this manifest (`row` logits per seed); otherwise none.
+fn resumed_logits(out: &Path, manifest: &Manifest, row: usize) -> Result<Vec<f32>> {
+    let (partial_json, partial_bin) = partial_paths(out);
+    let mut logits: Vec<f32> = Vec::with_capacity(manifest.seeds.len() * row);
+    if let Ok(p) = fsio::read_json::<Partial>(&partial_json) {
+        if p.manifest == *manifest {
+            let bytes = fsio::read(&partial_bin)?;
+            if bytes.len() == p.seeds_done * row * 4 {
+                logits = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            }
+        }
+    }
+    Ok(logits)
+}
+
+/// Checkpoints the logits of the first `seeds_done` seeds (the bytes first, then the JSON that
+/// vouches for them).
+fn save_partial(out: &Path, manifest: &Manifest, seeds_done: usize, logits: &[f32]) -> Result<()> {
+    let (partial_json, partial_bin) = partial_paths(out);
+    let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    fsio::write_atomic(&partial_bin, &bytes)?;
+    fsio::write_json(&partial_json, &Partial { manifest: manifest.clone(), seeds_done })
+}
+
 /// Runs the expansion + labelling of `coreset` into a package at `out`. `manifest` is the
 /// package's ([`Manifest::new`] of this coreset). `on_seed(s, images)` sees the expansions of seed
 /// number `s` as they are made (not called for seeds resumed from a checkpoint).
@@ -87,17 +112,7 @@ pub fn distill<B: DaceBackend + DiffusionKernels>(
     let n = set.len();
     let norm: Normalization = manifest.normalization.clone();
 
-    // Resume from a checkpoint made with exactly these settings.
-    let (partial_json, partial_bin) = partial_paths(out);
-    let mut logits: Vec<f32> = Vec::with_capacity(manifest.seeds.len() * n * k);
-    if let Ok(p) = fsio::read_json::<Partial>(&partial_json) {
-        if p.manifest == manifest {
-            let bytes = fsio::read(&partial_bin)?;
-            if bytes.len() == p.seeds_done * n * k * 4 {
-                logits = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            }
-        }
-    }
+    let mut logits = resumed_logits(out, &manifest, n * k)?;
     let resumed = logits.len() / (n * k).max(1);
     let preview_cols = manifest.seeds.len().min(7);
     let per_class: Vec<usize> = (0..k as u32).filter_map(|c| manifest.items.iter().position(|&i| i == c)).collect();
@@ -126,22 +141,17 @@ pub fn distill<B: DaceBackend + DiffusionKernels>(
         bar.inc(1);
         let done = s + 1;
         if done < manifest.seeds.len() && last_checkpoint.elapsed().as_secs_f64() >= every {
-            let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
-            fsio::write_atomic(&partial_bin, &bytes)?;
-            fsio::write_json(&partial_json, &Partial { manifest: manifest.clone(), seeds_done: done })?;
+            save_partial(out, &manifest, done, &logits)?;
             last_checkpoint = Instant::now();
         }
     }
     bar.finish_and_clear();
     let computed = (manifest.seeds.len() - resumed) * n;
-    let agree = (0..manifest.seeds.len() * n)
-        .filter(|&row| {
-            let l = &logits[row * k..(row + 1) * k];
-            argmax(l) == manifest.items[row % n] as usize
-        })
-        .count();
+    let agree =
+        (0..manifest.seeds.len() * n).filter(|&row| argmax(&logits[row * k..(row + 1) * k]) == manifest.items[row % n] as usize).count();
     let mut package = Package { manifest, patches: coreset.patches.clone(), logits };
     let size = package.save(out, full_dataset_images)?;
+    let (partial_json, partial_bin) = partial_paths(out);
     let _ = std::fs::remove_file(&partial_json);
     let _ = std::fs::remove_file(&partial_bin);
     let report = DistillReport {

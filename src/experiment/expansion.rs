@@ -15,19 +15,22 @@ use serde::{Deserialize, Serialize};
 
 use super::grid::{cached_coreset, check_epochs, epochs_for, same_json, student_runs, CellAccuracy};
 use super::stats::MeanStd;
-use crate::coreset::CoresetConfig;
+use crate::coreset::{Coreset, CoresetConfig};
 use crate::data::Dataset;
-use crate::distill::{self, write_preview};
+use crate::distill::{self, write_preview, DistillReport};
 use crate::error::{DaceError, Result};
+use crate::expand::Regenerator;
 use crate::fsio;
 use crate::kernels::diffusion::DiffusionKernels;
-use crate::kernels::TrainBackend;
-use crate::models::{Arch, NormKind};
-use crate::package::{AugmentConfig, ExpandConfig, LabelEncoding, Manifest, Package, PackageSettings, PriorRef, SchedulerKind, Variant};
+use crate::kernels::{DaceBackend, TrainBackend};
+use crate::models::{Arch, Classifier, NormKind};
+use crate::package::{
+    AugmentConfig, ExpandConfig, LabelEncoding, Manifest, Package, PackageSettings, PriorRef, SchedulerKind, TeacherRef, Variant,
+};
 use crate::prior::bundle::Prior;
 use crate::student::package::{regenerator, student_config, train_on_package};
 use crate::student::{StudentReport, TrainingSet};
-use crate::train;
+use crate::train::{self, ModelMeta};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExpansionGridConfig {
@@ -108,6 +111,42 @@ impl ExpansionGridConfig {
     }
 }
 
+type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+
+/// What every cell of one grid shares: the data, the teacher, the prior and where results go.
+struct GridContext<'a, B: TrainBackend>
+where
+    Inner<B>: DiffusionKernels,
+{
+    ds: &'a Dataset,
+    config: &'a ExpansionGridConfig,
+    teacher: Classifier<Inner<B>>,
+    meta: ModelMeta,
+    teacher_ref: TeacherRef,
+    prior: Prior<Inner<B>>,
+    out: &'a Path,
+    device: &'a B::Device,
+}
+
+/// One package of the grid: a variant distilled from one coreset.
+struct PackageCell<'p, B: TrainBackend>
+where
+    Inner<B>: DiffusionKernels,
+{
+    name: String,
+    variant: Variant,
+    ipc: usize,
+    factor: usize,
+    epochs: usize,
+    pkg: Package,
+    /// The report of the distillation when this run made the package (not when reused).
+    distilled: Option<DistillReport>,
+    /// Seed 0 regenerated from the package equals the distillation's images.
+    identical: Option<bool>,
+    patches: usize,
+    regen: Regenerator<'p, Inner<B>>,
+}
+
 /// Runs (or resumes) the grid into `out`.
 pub fn run_grid<B: TrainBackend>(
     ds: &Dataset,
@@ -119,9 +158,8 @@ pub fn run_grid<B: TrainBackend>(
     device: &B::Device,
 ) -> Result<ExpansionReport>
 where
-    <B as AutodiffBackend>::InnerBackend: DiffusionKernels,
+    Inner<B>: DiffusionKernels,
 {
-    type Inner<B> = <B as AutodiffBackend>::InnerBackend;
     check_epochs(&config.epochs, config.ipcs.len())?;
     let (teacher, meta) = train::load_model::<Inner<B>>(teacher_dir, device)?;
     train::teacher::check_fits(&meta.config, ds)?;
@@ -142,103 +180,17 @@ where
     if let Ok(old) = fsio::read_json::<ExpansionReport>(&out.join("results.json")) {
         report.cells = old.cells;
     }
+    let ctx = GridContext::<B> { ds, config, teacher, meta, teacher_ref, prior, out, device };
     for (i, &ipc) in config.ipcs.iter().enumerate() {
         let epochs = epochs_for(&config.epochs, i);
         for &factor in &config.factors {
             let cdir = out.join("coresets").join(format!("ipc{ipc}-r{factor}"));
             let cc = CoresetConfig { ipc, factor, crops: config.crops, mipc: config.mipc, seed: config.coreset_seed };
-            let coreset = cached_coreset(&cdir, ds, (&teacher, &meta, &teacher_ref.fingerprint), &cc, device)?;
-            let n = coreset.meta.patches.len();
+            let coreset = cached_coreset(&cdir, ds, (&ctx.teacher, &ctx.meta, &ctx.teacher_ref.fingerprint), &cc, device)?;
             for &variant in &config.variants {
-                let m = if variant == Variant::Rded { epochs } else { epochs.min((config.max_expansions / n.max(1)).max(1)) };
-                let pname = format!("{}-ipc{ipc}-r{factor}", variant.name());
-                let pdir = out.join("packages").join(&pname);
-                let settings = PackageSettings {
-                    expansion: config.expansion(variant),
-                    augment: config.augment.clone(),
-                    seeds: (0..m as u64).collect(),
-                    labels: config.labels,
-                    batch: config.batch,
-                };
-                let use_prior = (variant != Variant::Rded).then_some(&prior);
-                let manifest =
-                    Manifest::new(&coreset.meta, settings, teacher_ref.clone(), meta.normalization.clone(), use_prior.map(PriorRef::of))?;
-                let cached = Package::load(&pdir).ok().filter(|p| {
-                    let mut m = p.manifest.clone();
-                    m.files.clear();
-                    m == manifest && p.patches == coreset.patches
-                });
-                let mut kept: Vec<Arc<Vec<u8>>> = Vec::new();
-                let (pkg, distilled) = match cached {
-                    Some(p) => (p, None),
-                    None => {
-                        eprintln!("{pname}: distilling {n} patches x {m} seeds");
-                        let mut keep = |_: usize, imgs: &[u8]| kept.push(Arc::new(imgs.to_vec()));
-                        let (p, r, preview) =
-                            distill::distill(&coreset, use_prior, &teacher, manifest, ds.train.len(), &pdir, &mut keep, device)?;
-                        write_preview(
-                            &pdir.join("expansions.png"),
-                            &p.manifest,
-                            &TrainingSet::from_package(&p.manifest, &p.patches),
-                            &preview,
-                        )?;
-                        fsio::write_json(&pdir.join("distill_report.json"), &r)?;
-                        (p, Some(r))
-                    }
-                };
-                let mut regen = regenerator(&pkg, use_prior, None, device)?;
-                let mut identical = None;
-                if kept.len() == m {
-                    let again = regen.expander().expand_all(pkg.manifest.seeds[0])?;
-                    if again != *kept[0] {
-                        return Err(DaceError::Invalid(format!(
-                            "{pname}: regenerating seed 0 from the package differs from the distillation's images"
-                        )));
-                    }
-                    identical = Some(true);
-                    for (s, imgs) in kept.drain(..).enumerate() {
-                        regen.prefill(s, imgs);
-                    }
-                }
-                let size = fsio::read_json::<serde_json::Value>(&pdir.join("distill_report.json")).ok();
-                let bytes = |k: &str| size.as_ref().and_then(|v| v["size"][k].as_u64()).unwrap_or(0);
+                let mut cell = ctx.package_cell(&coreset, variant, ipc, factor, epochs)?;
                 for &arch in &config.archs {
-                    let name = format!("{pname}-{}", arch.name());
-                    let sc = |seed| student_config(&pkg, arch, config.norm, epochs, None, config.temperature, seed);
-                    let reusable = |r: &StudentReport, seed| same_json(&r.config, &sc(seed)) && r.set == pkg.manifest.description();
-                    let mut train = |seed| train_on_package::<B>(&pkg, &mut regen, &sc(seed), ds, device);
-                    let runs = student_runs(out, &name, config.student_seeds, &reusable, &mut train)?;
-                    let acc = CellAccuracy::of(&runs);
-                    let previous = report.cells.iter().find(|c| c.name == name).cloned();
-                    report.cells.retain(|c| c.name != name);
-                    report.cells.push(Cell {
-                        name,
-                        variant,
-                        ipc,
-                        factor,
-                        arch,
-                        epochs,
-                        patches: n,
-                        seeds: m,
-                        final_stats: acc.final_stats,
-                        best_stats: acc.best_stats,
-                        final_accuracy: acc.finals,
-                        best_accuracy: acc.bests,
-                        package_bytes: bytes("total_bytes"),
-                        ipc_budget_bytes: bytes("ipc_budget_bytes"),
-                        distill_seconds: distilled.as_ref().map(|r| r.seconds).or(previous.as_ref().and_then(|c| c.distill_seconds)),
-                        expansions_per_s: distilled
-                            .as_ref()
-                            .map(|r| r.expansions_per_s)
-                            .or(previous.as_ref().and_then(|c| c.expansions_per_s)),
-                        label_argmax_is_class: distilled
-                            .as_ref()
-                            .map(|r| r.label_argmax_is_class)
-                            .or(previous.as_ref().and_then(|c| c.label_argmax_is_class)),
-                        regeneration_bit_identical: identical.or(previous.as_ref().and_then(|c| c.regeneration_bit_identical)),
-                        student_seconds: runs.iter().map(|r| r.seconds).sum(),
-                        regen_seconds: runs.iter().map(|r| r.regen_seconds).sum(),
-                    });
+                    ctx.student_cell(&mut cell, arch, &mut report)?;
                     fsio::write_json(&out.join("results.json"), &report)?;
                     write_plots(&report, out)?;
                 }
@@ -248,6 +200,127 @@ where
     report.finished = true;
     fsio::write_json(&out.join("results.json"), &report)?;
     Ok(report)
+}
+
+impl<'a, B: TrainBackend> GridContext<'a, B>
+where
+    Inner<B>: DiffusionKernels,
+{
+    /// Seeds per patch: the `rded` variant costs nothing to regenerate and gets one per epoch.
+    fn seeds_per_patch(&self, variant: Variant, epochs: usize, patches: usize) -> usize {
+        if variant == Variant::Rded {
+            epochs
+        } else {
+            epochs.min((self.config.max_expansions / patches.max(1)).max(1))
+        }
+    }
+
+    fn manifest(&self, coreset: &Coreset, variant: Variant, seeds: usize) -> Result<Manifest> {
+        let settings = PackageSettings {
+            expansion: self.config.expansion(variant),
+            augment: self.config.augment.clone(),
+            seeds: (0..seeds as u64).collect(),
+            labels: self.config.labels,
+            batch: self.config.batch,
+        };
+        let prior = (variant != Variant::Rded).then_some(PriorRef::of(&self.prior));
+        Manifest::new(&coreset.meta, settings, self.teacher_ref.clone(), self.meta.normalization.clone(), prior)
+    }
+
+    /// The package of one (IPC, r, variant): reused from disk when its manifest and patches are
+    /// the ones this grid would write, otherwise distilled. A fresh distillation's images are kept
+    /// for the students once seed 0 regenerated from the package proved bit-identical.
+    fn package_cell(&self, coreset: &Coreset, variant: Variant, ipc: usize, factor: usize, epochs: usize) -> Result<PackageCell<'_, B>> {
+        let n = coreset.meta.patches.len();
+        let m = self.seeds_per_patch(variant, epochs, n);
+        let name = format!("{}-ipc{ipc}-r{factor}", variant.name());
+        let pdir = self.out.join("packages").join(&name);
+        let manifest = self.manifest(coreset, variant, m)?;
+        let use_prior = (variant != Variant::Rded).then_some(&self.prior);
+        let cached = Package::load(&pdir).ok().filter(|p| {
+            let mut m = p.manifest.clone();
+            m.files.clear();
+            m == manifest && p.patches == coreset.patches
+        });
+        let mut kept: Vec<Arc<Vec<u8>>> = Vec::new();
+        let (pkg, distilled) = match cached {
+            Some(p) => (p, None),
+            None => {
+                eprintln!("{name}: distilling {n} patches x {m} seeds");
+                let mut keep = |_: usize, imgs: &[u8]| kept.push(Arc::new(imgs.to_vec()));
+                let (p, r, preview) =
+                    distill::distill(coreset, use_prior, &self.teacher, manifest, self.ds.train.len(), &pdir, &mut keep, self.device)?;
+                let set = TrainingSet::from_package(&p.manifest, &p.patches);
+                write_preview(&pdir.join("expansions.png"), &p.manifest, &set, &preview)?;
+                fsio::write_json(&pdir.join("distill_report.json"), &r)?;
+                (p, Some(r))
+            }
+        };
+        let mut regen = regenerator(&pkg, use_prior, None, self.device)?;
+        let identical = if kept.len() == m { Some(reuse_checked(&name, &mut regen, kept, pkg.manifest.seeds[0])?) } else { None };
+        Ok(PackageCell { name, variant, ipc, factor, epochs, pkg, distilled, identical, patches: n, regen })
+    }
+
+    /// Trains the students of one architecture on a package and records the cell in `report`.
+    fn student_cell(&self, cell: &mut PackageCell<'_, B>, arch: Arch, report: &mut ExpansionReport) -> Result<()> {
+        let config = self.config;
+        let name = format!("{}-{}", cell.name, arch.name());
+        let (pkg, epochs) = (&cell.pkg, cell.epochs);
+        let sc = |seed| student_config(pkg, arch, config.norm, epochs, None, config.temperature, seed);
+        let reusable = |r: &StudentReport, seed| same_json(&r.config, &sc(seed)) && r.set == pkg.manifest.description();
+        let regen = &mut cell.regen;
+        let mut train = |seed| train_on_package::<B>(pkg, regen, &sc(seed), self.ds, self.device);
+        let runs = student_runs(self.out, &name, config.student_seeds, &reusable, &mut train)?;
+        let previous = report.cells.iter().find(|c| c.name == name).cloned();
+        report.cells.retain(|c| c.name != name);
+        let size = fsio::read_json::<serde_json::Value>(&self.out.join("packages").join(&cell.name).join("distill_report.json")).ok();
+        let bytes = |k: &str| size.as_ref().and_then(|v| v["size"][k].as_u64()).unwrap_or(0);
+        let acc = CellAccuracy::of(&runs);
+        // A package reused from disk keeps the distillation figures of the run that made it.
+        let d = cell.distilled.as_ref();
+        let p = previous.as_ref();
+        report.cells.push(Cell {
+            name,
+            variant: cell.variant,
+            ipc: cell.ipc,
+            factor: cell.factor,
+            arch,
+            epochs,
+            patches: cell.patches,
+            seeds: pkg.manifest.seeds.len(),
+            final_stats: acc.final_stats,
+            best_stats: acc.best_stats,
+            final_accuracy: acc.finals,
+            best_accuracy: acc.bests,
+            package_bytes: bytes("total_bytes"),
+            ipc_budget_bytes: bytes("ipc_budget_bytes"),
+            distill_seconds: d.map(|r| r.seconds).or(p.and_then(|c| c.distill_seconds)),
+            expansions_per_s: d.map(|r| r.expansions_per_s).or(p.and_then(|c| c.expansions_per_s)),
+            label_argmax_is_class: d.map(|r| r.label_argmax_is_class).or(p.and_then(|c| c.label_argmax_is_class)),
+            regeneration_bit_identical: cell.identical.or(p.and_then(|c| c.regeneration_bit_identical)),
+            student_seconds: runs.iter().map(|r| r.seconds).sum(),
+            regen_seconds: runs.iter().map(|r| r.regen_seconds).sum(),
+        });
+        Ok(())
+    }
+}
+
+/// Hands a fresh distillation's images to the regenerator, after checking that seed 0
+/// regenerated from the package is bit-identical to them.
+fn reuse_checked<B: DaceBackend + DiffusionKernels>(
+    name: &str,
+    regen: &mut Regenerator<'_, B>,
+    kept: Vec<Arc<Vec<u8>>>,
+    seed0: u64,
+) -> Result<bool> {
+    let again = regen.expander().expand_all(seed0)?;
+    if again != *kept[0] {
+        return Err(DaceError::Invalid(format!("{name}: regenerating seed 0 from the package differs from the distillation's images")));
+    }
+    for (s, imgs) in kept.into_iter().enumerate() {
+        regen.prefill(s, imgs);
+    }
+    Ok(true)
 }
 
 /// `accuracy_vs_r_ipc{K}_{arch}.png` (one line per variant over r) and

@@ -14,10 +14,10 @@ use crate::data::Dataset;
 use crate::error::{DaceError, Result};
 use crate::fsio;
 use crate::kernels::TrainBackend;
-use crate::models::{Arch, ClassifierConfig, NormKind};
+use crate::models::{Arch, Classifier, ClassifierConfig, NormKind};
 use crate::package::AugmentConfig;
 use crate::student::{self, LabelSource, Labels, StoredLabels, StudentConfig, StudentReport, TrainingSet};
-use crate::train::{self, TeacherReport};
+use crate::train::{self, ModelMeta, Normalization, TeacherReport};
 use crate::viz::{self, Series};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -99,6 +99,30 @@ fn cell_name(method: Method, ipc: usize, factor: usize) -> String {
     }
 }
 
+/// The grid's cells of one IPC, in table order: the random-subset baselines, then RDED per r.
+fn methods(config: &RdedGridConfig) -> Vec<(Method, usize)> {
+    let mut cells: Vec<(Method, usize)> = Vec::new();
+    if config.baselines {
+        cells.push((Method::RandomHard, 1));
+        cells.push((Method::RandomSoft, 1));
+    }
+    cells.extend(config.factors.iter().map(|&r| (Method::Rded, r)));
+    cells
+}
+
+/// What every cell of one grid shares: the data, the teacher and where results go.
+struct GridContext<'a, B: TrainBackend> {
+    ds: &'a Dataset,
+    config: &'a RdedGridConfig,
+    teacher: Classifier<B::InnerBackend>,
+    norm: Normalization,
+    meta: ModelMeta,
+    /// The teacher checkpoint's fingerprint, recorded in coresets and stored labels.
+    teacher_id: String,
+    out: &'a Path,
+    device: &'a B::Device,
+}
+
 /// Runs (or resumes) the grid into `out`.
 pub fn run_grid<B: TrainBackend>(
     ds: &Dataset,
@@ -117,7 +141,6 @@ pub fn run_grid<B: TrainBackend>(
     let teacher_accuracy = fsio::read_json::<TeacherReport>(&teacher_dir.join(train::teacher::REPORT_FILE))
         .ok()
         .and_then(|r| r.final_eval.map(|e| e.accuracy));
-    let norm = meta.normalization.clone();
     let teacher_id = train::checkpoint::fingerprint(teacher_dir)?;
     let mut report = GridReport {
         command,
@@ -128,102 +151,107 @@ pub fn run_grid<B: TrainBackend>(
         cells: Vec::new(),
         finished: false,
     };
+    let ctx = GridContext::<B> { ds, config, teacher, norm: meta.normalization.clone(), meta, teacher_id, out, device };
     for (i, &ipc) in config.ipcs.iter().enumerate() {
         let epochs = epochs_for(&config.epochs, i);
-        let mut cells: Vec<(Method, usize)> = Vec::new();
-        if config.baselines {
-            cells.push((Method::RandomHard, 1));
-            cells.push((Method::RandomSoft, 1));
-        }
-        cells.extend(config.factors.iter().map(|&r| (Method::Rded, r)));
-        for (method, factor) in cells {
-            let name = cell_name(method, ipc, factor);
-            let prep_start = Instant::now();
-            let set = match method {
-                Method::Rded => {
-                    let dir = out.join("coresets").join(format!("ipc{ipc}-r{factor}"));
-                    let cc = CoresetConfig { ipc, factor, crops: config.crops, mipc: config.mipc, seed: config.coreset_seed };
-                    let coreset = cached_coreset(&dir, ds, (&teacher, &meta, &teacher_id), &cc, device)?;
-                    let set = TrainingSet::from_coreset(&coreset, config.layout)?;
-                    viz::write_grid(
-                        &dir.join(format!("{:?}.png", config.layout).to_lowercase()),
-                        &set.images,
-                        set.channels,
-                        set.height,
-                        set.width,
-                        ipc.clamp(1, 10),
-                        56,
-                    )?;
-                    set
-                }
-                _ => TrainingSet::random_subset(ds, ipc, config.coreset_seed),
-            };
-            let augment = AugmentConfig {
-                crop_scale_min: config.crop_scale_min.unwrap_or(1.0 / factor as f32),
-                flip: config.flip,
-                cutmix: method != Method::RandomHard,
-                shuffle_factor: if method == Method::Rded && config.layout == Layout::Collage { factor } else { 1 },
-            };
-            let stored = if method != Method::RandomHard && config.labels == LabelSource::Stored {
-                let dir = out.join("labels").join(&name);
-                let seeds: Vec<u64> = (0..epochs as u64).collect();
-                let existing = StoredLabels::load(&dir)
-                    .ok()
-                    .filter(|l| l.check_fits(&set, &augment).is_ok() && l.meta.seeds == seeds && l.meta.teacher == teacher_id);
-                Some(match existing {
-                    Some(l) => l,
-                    None => {
-                        eprintln!("{name}: teacher soft labels for {} items x {epochs} seeds", set.len());
-                        let mut l = StoredLabels::compute(&set, &teacher, &norm, &augment, seeds, device)?;
-                        l.meta.teacher = teacher_id.clone();
-                        l.save(&dir)?;
-                        l
-                    }
-                })
-            } else {
-                None
-            };
-            let prep_seconds = prep_start.elapsed().as_secs_f64();
-            let model = ClassifierConfig::new(config.arch, ds.channels, ds.num_classes(), [ds.height, ds.width]).with_norm(config.norm);
-            let batch = student::rded_batch_size(ipc, ds.num_classes(), set.len());
-            let student_config = |seed| StudentConfig::rded(model.clone(), epochs, batch, config.temperature, augment.clone(), seed);
-            let source = if method == Method::RandomHard { LabelSource::Hard } else { config.labels };
-            // A finished run is reused only if it trained exactly this configuration on exactly
-            // this set with the same kind of labels.
-            let reusable =
-                |r: &StudentReport, seed| same_json(&r.config, &student_config(seed)) && r.set == set.description && r.labels == source;
-            let mut train = |seed| {
-                let labels = match (&stored, method) {
-                    (_, Method::RandomHard) => Labels::Hard,
-                    (Some(s), _) => Labels::Stored(s),
-                    (None, _) => Labels::Online(&teacher),
-                };
-                student::train_student::<B>(&student_config(seed), &set, labels, &norm, ds, device)
-            };
-            let runs = student_runs(out, &name, config.student_seeds, &reusable, &mut train)?;
-            let acc = CellAccuracy::of(&runs);
-            report.cells.retain(|c| c.name != name);
-            report.cells.push(CellResult {
-                name,
-                method,
-                label: method.label(factor),
-                ipc,
-                factor,
-                epochs,
-                train_images: set.len(),
-                final_stats: acc.final_stats,
-                best_stats: acc.best_stats,
-                final_accuracy: acc.finals,
-                best_accuracy: acc.bests,
-                student_seconds: runs.iter().map(|r| r.seconds).sum(),
-                prep_seconds,
-            });
+        for (method, factor) in methods(config) {
+            let cell = ctx.run_cell(method, ipc, factor, epochs)?;
+            report.cells.retain(|c| c.name != cell.name);
+            report.cells.push(cell);
             write_outputs(&report, &runs_dir(out), out)?;
         }
     }
     report.finished = true;
     write_outputs(&report, &runs_dir(out), out)?;
     Ok(report)
+}
+
+impl<B: TrainBackend> GridContext<'_, B> {
+    /// The students of one cell (reused from disk where finished), with their mean ± std.
+    fn run_cell(&self, method: Method, ipc: usize, factor: usize, epochs: usize) -> Result<CellResult> {
+        let (config, ds) = (self.config, self.ds);
+        let name = cell_name(method, ipc, factor);
+        let prep_start = Instant::now();
+        let set = self.training_set(method, ipc, factor)?;
+        let augment = AugmentConfig {
+            crop_scale_min: config.crop_scale_min.unwrap_or(1.0 / factor as f32),
+            flip: config.flip,
+            cutmix: method != Method::RandomHard,
+            shuffle_factor: if method == Method::Rded && config.layout == Layout::Collage { factor } else { 1 },
+        };
+        let stored = if method != Method::RandomHard && config.labels == LabelSource::Stored {
+            Some(self.stored_labels(&name, &set, &augment, epochs)?)
+        } else {
+            None
+        };
+        let prep_seconds = prep_start.elapsed().as_secs_f64();
+        let model = ClassifierConfig::new(config.arch, ds.channels, ds.num_classes(), [ds.height, ds.width]).with_norm(config.norm);
+        let batch = student::rded_batch_size(ipc, ds.num_classes(), set.len());
+        let student_config = |seed| StudentConfig::rded(model.clone(), epochs, batch, config.temperature, augment.clone(), seed);
+        let source = if method == Method::RandomHard { LabelSource::Hard } else { config.labels };
+        // A finished run is reused only if it trained exactly this configuration on exactly
+        // this set with the same kind of labels.
+        let reusable =
+            |r: &StudentReport, seed| same_json(&r.config, &student_config(seed)) && r.set == set.description && r.labels == source;
+        let mut train = |seed| {
+            let labels = match (&stored, method) {
+                (_, Method::RandomHard) => Labels::Hard,
+                (Some(s), _) => Labels::Stored(s),
+                (None, _) => Labels::Online(&self.teacher),
+            };
+            student::train_student::<B>(&student_config(seed), &set, labels, &self.norm, ds, self.device)
+        };
+        let runs = student_runs(self.out, &name, config.student_seeds, &reusable, &mut train)?;
+        let acc = CellAccuracy::of(&runs);
+        Ok(CellResult {
+            name,
+            method,
+            label: method.label(factor),
+            ipc,
+            factor,
+            epochs,
+            train_images: set.len(),
+            final_stats: acc.final_stats,
+            best_stats: acc.best_stats,
+            final_accuracy: acc.finals,
+            best_accuracy: acc.bests,
+            student_seconds: runs.iter().map(|r| r.seconds).sum(),
+            prep_seconds,
+        })
+    }
+
+    /// An RDED coreset (selected once, with a preview grid) or a random real subset.
+    fn training_set(&self, method: Method, ipc: usize, factor: usize) -> Result<TrainingSet> {
+        let config = self.config;
+        if method != Method::Rded {
+            return Ok(TrainingSet::random_subset(self.ds, ipc, config.coreset_seed));
+        }
+        let dir = self.out.join("coresets").join(format!("ipc{ipc}-r{factor}"));
+        let cc = CoresetConfig { ipc, factor, crops: config.crops, mipc: config.mipc, seed: config.coreset_seed };
+        let coreset = cached_coreset(&dir, self.ds, (&self.teacher, &self.meta, &self.teacher_id), &cc, self.device)?;
+        let set = TrainingSet::from_coreset(&coreset, config.layout)?;
+        let preview = dir.join(format!("{:?}.png", config.layout).to_lowercase());
+        viz::write_grid(&preview, &set.images, set.channels, set.height, set.width, ipc.clamp(1, 10), 56)?;
+        Ok(set)
+    }
+
+    /// The teacher's labels for one label per epoch, reused from disk when made for this set,
+    /// these augmentations and seeds, by this teacher.
+    fn stored_labels(&self, name: &str, set: &TrainingSet, augment: &AugmentConfig, epochs: usize) -> Result<StoredLabels> {
+        let dir = self.out.join("labels").join(name);
+        let seeds: Vec<u64> = (0..epochs as u64).collect();
+        let existing = StoredLabels::load(&dir)
+            .ok()
+            .filter(|l| l.check_fits(set, augment).is_ok() && l.meta.seeds == seeds && l.meta.teacher == self.teacher_id);
+        if let Some(l) = existing {
+            return Ok(l);
+        }
+        eprintln!("{name}: teacher soft labels for {} items x {epochs} seeds", set.len());
+        let mut l = StoredLabels::compute(set, &self.teacher, &self.norm, augment, seeds, self.device)?;
+        l.meta.teacher = self.teacher_id.clone();
+        l.save(&dir)?;
+        Ok(l)
+    }
 }
 
 fn runs_dir(out: &Path) -> PathBuf {
@@ -278,12 +306,7 @@ pub fn write_outputs(report: &GridReport, runs: &Path, out: &Path) -> Result<()>
 pub fn markdown(report: &GridReport) -> String {
     let cfg = &report.config;
     let n = cfg.student_seeds;
-    let mut rows: Vec<(Method, usize)> = Vec::new();
-    if cfg.baselines {
-        rows.push((Method::RandomHard, 1));
-        rows.push((Method::RandomSoft, 1));
-    }
-    rows.extend(cfg.factors.iter().map(|&r| (Method::Rded, r)));
+    let rows = methods(cfg);
     let mut s = String::new();
     s += &format!(
         "{} — {} student ({:?} norm) test accuracy (%), final epoch, mean ± std over {n} student seeds{}\n\n",

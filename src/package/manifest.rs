@@ -244,9 +244,9 @@ impl Manifest {
         match (self.expansion.mode, &self.prior) {
             (Mode::Upsample, Some(_)) => Err("`expansion.mode` is \"upsample\", which uses no prior, but `prior` names one".into()),
             (Mode::Upsample, None) => Ok(()),
-            (mode, None) => Err(format!("`expansion.mode` is {:?}, which regenerates with a prior, but `prior` is null", mode_name(mode))),
+            (mode, None) => Err(format!("`expansion.mode` is {:?}, which regenerates with a prior, but `prior` is null", mode.name())),
             (mode, Some(p)) if p.fingerprint.trim().is_empty() => {
-                Err(format!("`expansion.mode` is {:?}, but `prior.fingerprint` is empty", mode_name(mode)))
+                Err(format!("`expansion.mode` is {:?}, but `prior.fingerprint` is empty", mode.name()))
             }
             _ => Ok(()),
         }
@@ -298,14 +298,6 @@ impl Manifest {
             }
             _ => Ok(()),
         }
-    }
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Upsample => "upsample",
-        Mode::Img2img => "img2img",
-        Mode::Generate => "generate",
     }
 }
 

@@ -53,6 +53,17 @@ pub enum Mode {
     Generate,
 }
 
+impl Mode {
+    /// The name FORMAT.md and the manifest use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Upsample => "upsample",
+            Mode::Img2img => "img2img",
+            Mode::Generate => "generate",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]

@@ -94,6 +94,36 @@ impl PerBlock {
     }
 }
 
+/// Keys diffusers writes whose values dace accepts only where they change nothing.
+fn unet_neutral_keys(k: &mut Keys, blocks: usize) -> Result<()> {
+    k.neutral("mid_block_type", &[json!("UNetMidBlock2DCrossAttn")])?;
+    k.neutral("act_fn", &[json!("silu")])?;
+    k.neutral("dropout", &[json!(0.0), json!(0)])?;
+    k.neutral("only_cross_attention", &[json!(false), json!(vec![false; blocks])])?;
+    k.neutral("dual_cross_attention", &[json!(false)])?;
+    k.neutral("class_embed_type", &[Value::Null])?;
+    k.neutral("num_class_embeds", &[Value::Null])?;
+    k.neutral("addition_embed_type_num_heads", &[json!(64)])?;
+    k.neutral("encoder_hid_dim", &[Value::Null])?;
+    k.neutral("encoder_hid_dim_type", &[Value::Null])?;
+    k.neutral("resnet_time_scale_shift", &[json!("default")])?;
+    k.neutral("resnet_skip_time_act", &[json!(false)])?;
+    k.neutral("resnet_out_scale_factor", &[json!(1.0), json!(1)])?;
+    k.neutral("time_embedding_type", &[json!("positional")])?;
+    k.neutral("time_embedding_dim", &[Value::Null])?;
+    k.neutral("time_embedding_act_fn", &[Value::Null])?;
+    k.neutral("timestep_post_act", &[Value::Null])?;
+    k.neutral("time_cond_proj_dim", &[Value::Null])?;
+    k.neutral("conv_in_kernel", &[json!(3)])?;
+    k.neutral("conv_out_kernel", &[json!(3)])?;
+    k.neutral("attention_type", &[json!("default")])?;
+    k.neutral("class_embeddings_concat", &[json!(false)])?;
+    k.neutral("mid_block_only_cross_attention", &[Value::Null, json!(false)])?;
+    k.neutral("cross_attention_norm", &[Value::Null])?;
+    k.neutral("reverse_transformer_layers_per_block", &[Value::Null])?;
+    Ok(())
+}
+
 fn check_per_block(keys: &Keys, key: &str, values: &[usize], blocks: usize) -> Result<()> {
     if values.len() != blocks {
         return Err(keys.bad(key, format!("{} values for {blocks} blocks", values.len())));
@@ -271,11 +301,24 @@ impl UNetConfig {
             addition_time_embed_dim: k.get("addition_time_embed_dim", None)?,
             projection_class_embeddings_input_dim: k.get("projection_class_embeddings_input_dim", None)?,
         };
-        match cfg.addition_embed_type.as_deref() {
+        cfg.check_added_embedding(&k)?;
+        cfg.check_blocks(&k)?;
+        unet_neutral_keys(&mut k, cfg.block_out_channels.len())?;
+        k.finish()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::from_json(path, fsio::read_json(path)?)
+    }
+
+    /// SDXL's `text_time` added embedding needs both of its widths; nothing else may set them.
+    fn check_added_embedding(&self, k: &Keys) -> Result<()> {
+        match self.addition_embed_type.as_deref() {
             None => {
                 for (key, v) in [
-                    ("addition_time_embed_dim", cfg.addition_time_embed_dim),
-                    ("projection_class_embeddings_input_dim", cfg.projection_class_embeddings_input_dim),
+                    ("addition_time_embed_dim", self.addition_time_embed_dim),
+                    ("projection_class_embeddings_input_dim", self.projection_class_embeddings_input_dim),
                 ] {
                     if v.is_some() {
                         return Err(k.bad(key, "set without `addition_embed_type`"));
@@ -283,7 +326,7 @@ impl UNetConfig {
                 }
             }
             Some("text_time") => {
-                let (Some(time), Some(input)) = (cfg.addition_time_embed_dim, cfg.projection_class_embeddings_input_dim) else {
+                let (Some(time), Some(input)) = (self.addition_time_embed_dim, self.projection_class_embeddings_input_dim) else {
                     return Err(k.bad(
                         "addition_embed_type",
                         "\"text_time\" needs `addition_time_embed_dim` and `projection_class_embeddings_input_dim`",
@@ -300,60 +343,35 @@ impl UNetConfig {
                 return Err(k.bad("addition_embed_type", format!("{other:?} is not supported by dace (supported: null, \"text_time\")")))
             }
         }
-        let blocks = cfg.block_out_channels.len();
+        Ok(())
+    }
+
+    /// Down and up blocks of known types, one per channel width, heads and groups dividing them.
+    fn check_blocks(&self, k: &Keys) -> Result<()> {
+        let blocks = self.block_out_channels.len();
         if blocks == 0 {
             return Err(k.bad("block_out_channels", "empty"));
         }
         let known = ["CrossAttnDownBlock2D", "DownBlock2D"];
-        if cfg.down_block_types.len() != blocks || cfg.down_block_types.iter().any(|t| !known.contains(&t.as_str())) {
-            return Err(k.bad("down_block_types", format!("{:?}: dace supports {blocks} of {known:?}", cfg.down_block_types)));
+        if self.down_block_types.len() != blocks || self.down_block_types.iter().any(|t| !known.contains(&t.as_str())) {
+            return Err(k.bad("down_block_types", format!("{:?}: dace supports {blocks} of {known:?}", self.down_block_types)));
         }
         let known = ["CrossAttnUpBlock2D", "UpBlock2D"];
-        if cfg.up_block_types.len() != blocks || cfg.up_block_types.iter().any(|t| !known.contains(&t.as_str())) {
-            return Err(k.bad("up_block_types", format!("{:?}: dace supports {blocks} of {known:?}", cfg.up_block_types)));
+        if self.up_block_types.len() != blocks || self.up_block_types.iter().any(|t| !known.contains(&t.as_str())) {
+            return Err(k.bad("up_block_types", format!("{:?}: dace supports {blocks} of {known:?}", self.up_block_types)));
         }
-        check_per_block(&k, "transformer_layers_per_block", &cfg.transformer_layers_per_block.expand(blocks), blocks)?;
-        let heads = cfg.heads();
-        check_per_block(&k, "attention_head_dim", &heads, blocks)?;
-        for (i, (&c, &h)) in cfg.block_out_channels.iter().zip(&heads).enumerate() {
+        check_per_block(k, "transformer_layers_per_block", &self.transformer_layers_per_block.expand(blocks), blocks)?;
+        let heads = self.heads();
+        check_per_block(k, "attention_head_dim", &heads, blocks)?;
+        for (i, (&c, &h)) in self.block_out_channels.iter().zip(&heads).enumerate() {
             if c % h != 0 {
                 return Err(k.bad("attention_head_dim", format!("block {i}: {h} heads do not divide {c} channels")));
             }
-            if c % cfg.norm_num_groups != 0 {
-                return Err(k.bad("norm_num_groups", format!("{} does not divide {c} channels", cfg.norm_num_groups)));
+            if c % self.norm_num_groups != 0 {
+                return Err(k.bad("norm_num_groups", format!("{} does not divide {c} channels", self.norm_num_groups)));
             }
         }
-        k.neutral("mid_block_type", &[json!("UNetMidBlock2DCrossAttn")])?;
-        k.neutral("act_fn", &[json!("silu")])?;
-        k.neutral("dropout", &[json!(0.0), json!(0)])?;
-        k.neutral("only_cross_attention", &[json!(false), json!(vec![false; blocks])])?;
-        k.neutral("dual_cross_attention", &[json!(false)])?;
-        k.neutral("class_embed_type", &[Value::Null])?;
-        k.neutral("num_class_embeds", &[Value::Null])?;
-        k.neutral("addition_embed_type_num_heads", &[json!(64)])?;
-        k.neutral("encoder_hid_dim", &[Value::Null])?;
-        k.neutral("encoder_hid_dim_type", &[Value::Null])?;
-        k.neutral("resnet_time_scale_shift", &[json!("default")])?;
-        k.neutral("resnet_skip_time_act", &[json!(false)])?;
-        k.neutral("resnet_out_scale_factor", &[json!(1.0), json!(1)])?;
-        k.neutral("time_embedding_type", &[json!("positional")])?;
-        k.neutral("time_embedding_dim", &[Value::Null])?;
-        k.neutral("time_embedding_act_fn", &[Value::Null])?;
-        k.neutral("timestep_post_act", &[Value::Null])?;
-        k.neutral("time_cond_proj_dim", &[Value::Null])?;
-        k.neutral("conv_in_kernel", &[json!(3)])?;
-        k.neutral("conv_out_kernel", &[json!(3)])?;
-        k.neutral("attention_type", &[json!("default")])?;
-        k.neutral("class_embeddings_concat", &[json!(false)])?;
-        k.neutral("mid_block_only_cross_attention", &[Value::Null, json!(false)])?;
-        k.neutral("cross_attention_norm", &[Value::Null])?;
-        k.neutral("reverse_transformer_layers_per_block", &[Value::Null])?;
-        k.finish()?;
-        Ok(cfg)
-    }
-
-    pub fn load(path: &Path) -> Result<Self> {
-        Self::from_json(path, fsio::read_json(path)?)
+        Ok(())
     }
 
     pub fn to_json(&self) -> Value {

@@ -93,7 +93,6 @@ pub fn plain_upsample(ds: &Dataset, split: &Split, indices: &[usize], r: usize) 
     out
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn evaluate_prior<B: DaceBackend + DiffusionKernels>(
     prior: &Prior<B>,
     ds: &Dataset,
@@ -110,99 +109,25 @@ pub fn evaluate_prior<B: DaceBackend + DiffusionKernels>(
             c, h, w, prior.index.dataset, prior.index.classes, ds.name
         )));
     }
-    let n_classes = ds.num_classes();
-    let scale = prior.vae_config.scaling_factor;
-    let mut grids = Vec::new();
-
     eprintln!("VAE reconstruction PSNR on {} test images", ds.test.len());
     let vae_psnr_db = vae_test_psnr(&prior.vae, ds, ds.test.len(), device);
 
-    // Class-conditional samples, classified by the teacher.
     eprintln!("{} class-conditional samples per class", cfg.samples_per_class);
     let start = Instant::now();
-    let mut split = Split::default();
-    let per_batch = 100;
-    let wanted: Vec<usize> = (0..n_classes).flat_map(|k| std::iter::repeat_n(k, cfg.samples_per_class)).collect();
-    let bar = crate::train::progress::bar(wanted.len().div_ceil(per_batch) as u64, "samples");
-    for (b, chunk) in wanted.chunks(per_batch).enumerate() {
-        let x = sample_classes(
-            &prior.vae,
-            &prior.unet,
-            &prior.classes,
-            chunk,
-            prior.latent_shape(),
-            scale,
-            cfg.sample_steps,
-            cfg.guidance,
-            cfg.seed,
-            (b * per_batch) as u64,
-            device,
-        );
-        split.images.extend(to_u8(x));
-        split.labels.extend(chunk.iter().map(|&k| k as u32));
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let sample_img_per_s = wanted.len() as f64 / start.elapsed().as_secs_f64();
-    let batcher = ImageBatcher::plain(ds, teacher_meta.normalization.clone());
-    let (pred, _) = predict(teacher, &batcher, &split, 256, device);
-    let mut per_class = vec![(0usize, 0usize); n_classes];
-    for (p, &l) in pred.iter().zip(&split.labels) {
-        per_class[l as usize].1 += 1;
-        if *p == l as usize {
-            per_class[l as usize].0 += 1;
-        }
-    }
-    let correct: usize = per_class.iter().map(|p| p.0).sum();
-    let cond_teacher_acc = 100.0 * correct as f64 / split.len() as f64;
-    let cond_teacher_acc_per_class = per_class
-        .iter()
-        .zip(&ds.classes)
-        .map(|(&(ok, n), name)| ClassAccuracy { class: name.clone(), accuracy: 100.0 * ok as f64 / n.max(1) as f64 })
-        .collect();
+    let samples = class_samples(prior, ds.num_classes(), cfg, device);
+    let sample_img_per_s = samples.len() as f64 / start.elapsed().as_secs_f64();
+    let (cond_teacher_acc, cond_teacher_acc_per_class) = teacher_accuracy(teacher, teacher_meta, ds, &samples, device);
     // A grid of the first 10 samples of each class.
-    let show: Vec<u8> = (0..n_classes)
+    let show: Vec<u8> = (0..ds.num_classes())
         .flat_map(|k| {
             let first = k * cfg.samples_per_class;
-            split.images[first * c * h * w..(first + cfg.samples_per_class.min(10)) * c * h * w].to_vec()
+            samples.images[first * c * h * w..(first + cfg.samples_per_class.min(10)) * c * h * w].to_vec()
         })
         .collect();
     let path = out.join("prior_samples.png");
     crate::viz::write_grid(&path, &show, c, h, w, cfg.samples_per_class.min(10), 28)?;
-    grids.push(path);
-
-    // img2img from upsampled patches: per class, the first test image of that class.
-    let firsts: Vec<usize> = (0..n_classes).map(|k| ds.test.labels.iter().position(|&l| l as usize == k).unwrap_or(0)).collect();
-    let sched = ScheduleConfig::default();
-    let originals: Vec<f32> = firsts.iter().flat_map(|&i| ds.image(&ds.test, i).iter().map(|&p| p as f32 / 127.5 - 1.0)).collect();
-    let ctx = prior.cond(&(0..n_classes).collect::<Vec<_>>(), device);
-    for &r in &cfg.factors {
-        let up = plain_upsample(ds, &ds.test, &firsts, r);
-        let mut columns: Vec<Vec<f32>> = vec![originals.clone(), up.clone()];
-        for &rho in &cfg.rhos {
-            // Unguided, as the expansion runs.
-            let steps = img2img_plan(&sched, Sampler::EulerAncestral, cfg.img2img_steps, rho).unwrap_or_default();
-            for s in 0..cfg.seeds_per_image {
-                let ids: Vec<NoiseId> = (0..n_classes).map(|k| NoiseId { seed: cfg.seed + s as u64, item: k as u64 }).collect();
-                let x = from_f32::<B>(up.clone(), [n_classes, c, h, w], device);
-                let y = pipeline::img2img(&prior.vae, &prior.unet, x, &ctx, None, &steps, scale, &ids);
-                columns.push(y.clamp(-1.0, 1.0).into_data().to_vec::<f32>().expect("f32"));
-            }
-        }
-        // Row k: original, plain upsample, then rho x seeds.
-        let cols = columns.len();
-        let mut grid = Vec::with_capacity(cols * n_classes * c * h * w);
-        for k in 0..n_classes {
-            for col in &columns {
-                grid.extend_from_slice(&col[k * c * h * w..(k + 1) * c * h * w]);
-            }
-        }
-        let x = from_f32::<B>(grid, [cols * n_classes, c, h, w], device);
-        let path = out.join(format!("prior_img2img_r{r}.png"));
-        write_images(&x, c, h, w, cols, &path)?;
-        grids.push(path);
-    }
-
+    let mut grids = vec![path];
+    grids.extend(img2img_grids(prior, ds, cfg, out, device)?);
     Ok(PriorEvalReport {
         command: "prior eval".into(),
         prior_fingerprint: prior.fingerprint.clone(),
@@ -215,4 +140,109 @@ pub fn evaluate_prior<B: DaceBackend + DiffusionKernels>(
         sample_img_per_s,
         grids,
     })
+}
+
+/// `samples_per_class` class-conditional samples of every class, in class order.
+fn class_samples<B: DaceBackend + DiffusionKernels>(
+    prior: &Prior<B>,
+    n_classes: usize,
+    cfg: &PriorEvalConfig,
+    device: &B::Device,
+) -> Split {
+    let mut split = Split::default();
+    let per_batch = 100;
+    let wanted: Vec<usize> = (0..n_classes).flat_map(|k| std::iter::repeat_n(k, cfg.samples_per_class)).collect();
+    let bar = crate::train::progress::bar(wanted.len().div_ceil(per_batch) as u64, "samples");
+    for (b, chunk) in wanted.chunks(per_batch).enumerate() {
+        let x = sample_classes(
+            &prior.vae,
+            &prior.unet,
+            &prior.classes,
+            chunk,
+            prior.latent_shape(),
+            prior.vae_config.scaling_factor,
+            cfg.sample_steps,
+            cfg.guidance,
+            cfg.seed,
+            (b * per_batch) as u64,
+            device,
+        );
+        split.images.extend(to_u8(x));
+        split.labels.extend(chunk.iter().map(|&k| k as u32));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    split
+}
+
+/// How often the teacher classifies the samples as the class they were drawn for: overall and
+/// per class (%).
+fn teacher_accuracy<B: DaceBackend>(
+    teacher: &Classifier<B>,
+    meta: &ModelMeta,
+    ds: &Dataset,
+    samples: &Split,
+    device: &B::Device,
+) -> (f64, Vec<ClassAccuracy>) {
+    let batcher = ImageBatcher::plain(ds, meta.normalization.clone());
+    let (pred, _) = predict(teacher, &batcher, samples, 256, device);
+    let mut per_class = vec![(0usize, 0usize); ds.num_classes()];
+    for (p, &l) in pred.iter().zip(&samples.labels) {
+        per_class[l as usize].1 += 1;
+        if *p == l as usize {
+            per_class[l as usize].0 += 1;
+        }
+    }
+    let correct: usize = per_class.iter().map(|p| p.0).sum();
+    let overall = 100.0 * correct as f64 / samples.len() as f64;
+    let by_class = per_class
+        .iter()
+        .zip(&ds.classes)
+        .map(|(&(ok, n), name)| ClassAccuracy { class: name.clone(), accuracy: 100.0 * ok as f64 / n.max(1) as f64 })
+        .collect();
+    (overall, by_class)
+}
+
+/// img2img from upsampled patches, one grid per patch factor: per class, the first test image
+/// of that class; row k holds the original, the plain upsample, then rho x seeds.
+fn img2img_grids<B: DaceBackend + DiffusionKernels>(
+    prior: &Prior<B>,
+    ds: &Dataset,
+    cfg: &PriorEvalConfig,
+    out: &Path,
+    device: &B::Device,
+) -> Result<Vec<PathBuf>> {
+    let [c, h, w] = prior.index.image_shape;
+    let n_classes = ds.num_classes();
+    let firsts: Vec<usize> = (0..n_classes).map(|k| ds.test.labels.iter().position(|&l| l as usize == k).unwrap_or(0)).collect();
+    let sched = ScheduleConfig::default();
+    let originals: Vec<f32> = firsts.iter().flat_map(|&i| ds.image(&ds.test, i).iter().map(|&p| p as f32 / 127.5 - 1.0)).collect();
+    let ctx = prior.cond(&(0..n_classes).collect::<Vec<_>>(), device);
+    let mut grids = Vec::new();
+    for &r in &cfg.factors {
+        let up = plain_upsample(ds, &ds.test, &firsts, r);
+        let mut columns: Vec<Vec<f32>> = vec![originals.clone(), up.clone()];
+        for &rho in &cfg.rhos {
+            // Unguided, as the expansion runs.
+            let steps = img2img_plan(&sched, Sampler::EulerAncestral, cfg.img2img_steps, rho).unwrap_or_default();
+            for s in 0..cfg.seeds_per_image {
+                let ids: Vec<NoiseId> = (0..n_classes).map(|k| NoiseId { seed: cfg.seed + s as u64, item: k as u64 }).collect();
+                let x = from_f32::<B>(up.clone(), [n_classes, c, h, w], device);
+                let y = pipeline::img2img(&prior.vae, &prior.unet, x, &ctx, None, &steps, prior.vae_config.scaling_factor, &ids);
+                columns.push(y.clamp(-1.0, 1.0).into_data().to_vec::<f32>().expect("f32"));
+            }
+        }
+        let cols = columns.len();
+        let mut grid = Vec::with_capacity(cols * n_classes * c * h * w);
+        for k in 0..n_classes {
+            for col in &columns {
+                grid.extend_from_slice(&col[k * c * h * w..(k + 1) * c * h * w]);
+            }
+        }
+        let x = from_f32::<B>(grid, [cols * n_classes, c, h, w], device);
+        let path = out.join(format!("prior_img2img_r{r}.png"));
+        write_images(&x, c, h, w, cols, &path)?;
+        grids.push(path);
+    }
+    Ok(grids)
 }

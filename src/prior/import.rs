@@ -235,55 +235,77 @@ fn class_table<B: Backend>(rows: Tensor<B, 2>) -> Embedding<B> {
     Embedding { weight: Param::from_tensor(rows) }
 }
 
-/// Imports `source` into a new prior directory `out` (written atomically), checks that it loads
-/// as a prior, and returns the report.
-pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, device: &B::Device) -> Result<ImportReport> {
-    let start = Instant::now();
-    let ckpt = Checkpoint::open(source)?;
-    let vae_cfg_path = source.join("vae").join(CONFIG_FILE);
-    let unet_cfg_path = source.join("unet").join(CONFIG_FILE);
-    let vae_cfg = VaeConfig::load(&vae_cfg_path)?;
-    let unet_cfg = UNetConfig::load(&unet_cfg_path)?;
-    if opts.classes.is_empty() {
-        return Err(DaceError::Invalid("import needs at least one class".into()));
-    }
-    if !opts.prompt.contains("{class}") {
-        return Err(DaceError::Invalid(format!("prompt template {:?} has no `{{class}}`", opts.prompt)));
-    }
-    if opts.resolution == 0 || !opts.resolution.is_multiple_of(vae_cfg.downscale()) {
-        return Err(DaceError::Invalid(format!(
-            "resolution {} is not a multiple of the VAE's downscale {}",
-            opts.resolution,
-            vae_cfg.downscale()
-        )));
-    }
-    match (ckpt.kind, unet_cfg.text_time()) {
-        (PipelineKind::StableDiffusionXl, None) => {
-            return Err(bad(&unet_cfg_path, "an SDXL pipeline's UNet needs addition_embed_type \"text_time\""))
-        }
-        (PipelineKind::StableDiffusion, Some(_)) => {
-            return Err(bad(&unet_cfg_path, "addition_embed_type \"text_time\" in a non-SDXL pipeline"))
-        }
-        _ => {}
-    }
-    if vae_cfg.in_channels != 3 {
-        return Err(bad(&vae_cfg_path, format!("{} image channels: dace imports RGB models", vae_cfg.in_channels)));
+/// The checkpoint's VAE and UNet configurations, each with the file it came from.
+struct ImageSide {
+    vae_cfg_path: PathBuf,
+    unet_cfg_path: PathBuf,
+    vae_cfg: VaeConfig,
+    unet_cfg: UNetConfig,
+}
+
+impl ImageSide {
+    fn load(source: &Path) -> Result<Self> {
+        let vae_cfg_path = source.join("vae").join(CONFIG_FILE);
+        let unet_cfg_path = source.join("unet").join(CONFIG_FILE);
+        let vae_cfg = VaeConfig::load(&vae_cfg_path)?;
+        let unet_cfg = UNetConfig::load(&unet_cfg_path)?;
+        Ok(ImageSide { vae_cfg_path, unet_cfg_path, vae_cfg, unet_cfg })
     }
 
+    /// Refuses options and models dace cannot import, naming the flag or the file.
+    fn check(&self, ckpt: &Checkpoint, opts: &ImportOptions) -> Result<()> {
+        if opts.classes.is_empty() {
+            return Err(DaceError::Invalid("import needs at least one class".into()));
+        }
+        if !opts.prompt.contains("{class}") {
+            return Err(DaceError::Invalid(format!("prompt template {:?} has no `{{class}}`", opts.prompt)));
+        }
+        let downscale = self.vae_cfg.downscale();
+        if opts.resolution == 0 || !opts.resolution.is_multiple_of(downscale) {
+            return Err(DaceError::Invalid(format!("resolution {} is not a multiple of the VAE's downscale {downscale}", opts.resolution)));
+        }
+        match (ckpt.kind, self.unet_cfg.text_time()) {
+            (PipelineKind::StableDiffusionXl, None) => {
+                return Err(bad(&self.unet_cfg_path, "an SDXL pipeline's UNet needs addition_embed_type \"text_time\""))
+            }
+            (PipelineKind::StableDiffusion, Some(_)) => {
+                return Err(bad(&self.unet_cfg_path, "addition_embed_type \"text_time\" in a non-SDXL pipeline"))
+            }
+            _ => {}
+        }
+        if self.vae_cfg.in_channels != 3 {
+            return Err(bad(&self.vae_cfg_path, format!("{} image channels: dace imports RGB models", self.vae_cfg.in_channels)));
+        }
+        Ok(())
+    }
+}
+
+/// The class table built from the prompt embeddings: one row per class, then the null row.
+struct ClassTable<B: Backend> {
+    config: ClassEmbedderConfig,
+    table: ClassEmbedder<B>,
+}
+
+/// Encodes every class's prompt (and the empty prompt, unless the pipeline uses zeros for it)
+/// and builds the class table. Returns it with the prompts and the tokenizers used.
+fn class_table_of<B: Backend>(
+    ckpt: &Checkpoint,
+    side: &ImageSide,
+    opts: &ImportOptions,
+    device: &B::Device,
+) -> Result<(ClassTable<B>, Vec<String>, Vec<String>)> {
     let mut prompts: Vec<String> = opts.classes.iter().map(|c| opts.prompt.replace("{class}", c)).collect();
-    let null_prompt = if ckpt.force_zeros_for_empty_prompt { "(zeros)" } else { "" };
     if !ckpt.force_zeros_for_empty_prompt {
         prompts.push(String::new());
     }
-    let embeds = encode_prompts::<B>(&ckpt, &prompts, device)?;
+    let embeds = encode_prompts::<B>(ckpt, &prompts, device)?;
     let [_, tokens, dim] = embeds.context.dims();
-    if dim != unet_cfg.cross_attention_dim {
+    if dim != side.unet_cfg.cross_attention_dim {
         return Err(bad(
-            &unet_cfg_path,
-            format!("`cross_attention_dim` is {}, the text encoders give width {dim}", unet_cfg.cross_attention_dim),
+            &side.unet_cfg_path,
+            format!("`cross_attention_dim` is {}, the text encoders give width {dim}", side.unet_cfg.cross_attention_dim),
         ));
     }
-    let n = opts.classes.len();
     let mut context = embeds.context.reshape([prompts.len(), tokens * dim]);
     let mut pooled = embeds.pooled;
     if ckpt.force_zeros_for_empty_prompt {
@@ -295,31 +317,47 @@ pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, d
     }
     let pooled_dim = pooled.as_ref().map(|p| p.dims()[1]);
     let res = opts.resolution as f32;
-    let mut ce_config = ClassEmbedderConfig::new(n, dim);
-    ce_config.tokens = tokens;
-    ce_config.pooled_dim = pooled_dim;
+    let mut config = ClassEmbedderConfig::new(opts.classes.len(), dim);
+    config.tokens = tokens;
+    config.pooled_dim = pooled_dim;
     // SDXL's micro-conditioning for an uncropped square image of the working size.
-    ce_config.time_ids = pooled_dim.map(|_| [res, res, 0.0, 0.0, res, res]);
-    let table = ClassEmbedder { embedding: class_table(context), pooled: pooled.map(class_table), tokens, time_ids: ce_config.time_ids };
+    config.time_ids = pooled_dim.map(|_| [res, res, 0.0, 0.0, res, res]);
+    let table = ClassEmbedder { embedding: class_table(context), pooled: pooled.map(class_table), tokens, time_ids: config.time_ids };
+    prompts.truncate(opts.classes.len());
+    Ok((ClassTable { config, table }, prompts, embeds.tokenizers))
+}
 
-    let vae_weights = ckpt.weights_file("vae", "diffusion_pytorch_model")?;
-    let unet_weights = ckpt.weights_file("unet", "diffusion_pytorch_model")?;
-    let mut weights: Vec<String> =
-        [vae_weights.clone(), unet_weights.clone()].iter().map(|p| p.strip_prefix(source).unwrap_or(p).display().to_string()).collect();
+/// The VAE's and UNet's weight files, and every weight file relative to `source` (recorded).
+fn weight_files(ckpt: &Checkpoint, source: &Path) -> Result<(PathBuf, PathBuf, Vec<String>)> {
+    let vae = ckpt.weights_file("vae", "diffusion_pytorch_model")?;
+    let unet = ckpt.weights_file("unet", "diffusion_pytorch_model")?;
+    let relative = |p: &Path| p.strip_prefix(source).unwrap_or(p).display().to_string();
+    let mut all = vec![relative(&vae), relative(&unet)];
     for (_, enc) in ckpt.encoders() {
         let name = enc.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
-        let file = ckpt.weights_file(&name, "model")?;
-        weights.push(file.strip_prefix(source).unwrap_or(&file).display().to_string());
+        all.push(relative(&ckpt.weights_file(&name, "model")?));
     }
+    Ok((vae, unet, all))
+}
+
+/// Imports `source` into a new prior directory `out` (written atomically), checks that it loads
+/// as a prior, and returns the report.
+pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, device: &B::Device) -> Result<ImportReport> {
+    let start = Instant::now();
+    let ckpt = Checkpoint::open(source)?;
+    let side = ImageSide::load(source)?;
+    side.check(&ckpt, opts)?;
+    let (classes, prompts, tokenizers) = class_table_of::<B>(&ckpt, &side, opts, device)?;
+    let (vae_weights, unet_weights, weights) = weight_files(&ckpt, source)?;
     let record = ImportRecord {
         source: source.display().to_string(),
         pipeline: ckpt.pipeline.clone(),
         kind: ckpt.kind,
         prompt: opts.prompt.clone(),
-        prompts: prompts[..n].to_vec(),
+        prompts,
         weights,
-        tokenizers: embeds.tokenizers,
-        null_prompt: null_prompt.into(),
+        tokenizers,
+        null_prompt: if ckpt.force_zeros_for_empty_prompt { "(zeros)" } else { "" }.into(),
     };
     let mut index = PriorIndex::new(&opts.dataset, &opts.classes, [3, opts.resolution, opts.resolution]);
     index.imported = Some(record.clone());
@@ -327,14 +365,15 @@ pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, d
     let tmp = fsio::sibling(out, "tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     let write = || -> Result<Prior<B>> {
-        for (component, cfg, weights) in [("vae", &vae_cfg_path, &vae_weights), ("unet", &unet_cfg_path, &unet_weights)] {
+        for (component, cfg, weights) in [("vae", &side.vae_cfg_path, &vae_weights), ("unet", &side.unet_cfg_path, &unet_weights)] {
             let dir = tmp.join(component);
             std::fs::create_dir_all(&dir).map_err(|e| DaceError::io(&dir, e))?;
             fsio::write_atomic(&dir.join(CONFIG_FILE), &fsio::read(cfg)?)?;
             link_or_copy(weights, &dir.join(WEIGHTS_FILE))?;
         }
         std::fs::create_dir_all(tmp.join("class_embedder")).map_err(|e| DaceError::io(&tmp, e))?;
-        bundle::save_component(&tmp, "class_embedder", &serde_json::to_value(&ce_config).expect("config serialises"), &table)?;
+        let config = serde_json::to_value(&classes.config).expect("config serialises");
+        bundle::save_component(&tmp, "class_embedder", &config, &classes.table)?;
         bundle::save_index(&tmp, &index)?;
         // The imported prior must load as any prior does (configs, weights, table widths).
         Prior::<B>::load(&tmp, device)
@@ -347,9 +386,9 @@ pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, d
         command: "prior import",
         out: out.display().to_string(),
         record,
-        tokens,
-        context_dim: dim,
-        pooled_dim,
+        tokens: classes.config.tokens,
+        context_dim: classes.config.embedding_dim,
+        pooled_dim: classes.config.pooled_dim,
         image_shape: prior.index.image_shape,
         fingerprint: prior.fingerprint,
         seconds: start.elapsed().as_secs_f64(),

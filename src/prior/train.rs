@@ -288,31 +288,7 @@ where
     let unet_cfg = config.unet_config(latent_size);
     let ce_cfg = ClassEmbedderConfig::new(ds.num_classes(), config.class_dim);
 
-    let mut state = PriorTrainState {
-        command: "prior train".into(),
-        config: config.clone(),
-        dataset: ds.name.clone(),
-        device: format!("{device:?}"),
-        stage: Stage::Vae,
-        vae_step: 0,
-        unet_step: 0,
-        scaling_factor: None,
-        vae_history: vec![],
-        unet_history: vec![],
-        fingerprint: None,
-    };
-    if !fresh && paths.state().exists() {
-        let saved: PriorTrainState = fsio::read_json(&paths.state())?;
-        if let Err(why) = resumable(&saved, &config, &ds.name) {
-            return Err(DaceError::bad_file(paths.state(), format!("{why}: pass the same settings, or --fresh to start over")));
-        }
-        eprintln!("resuming {} at {:?} (vae step {}, unet step {})", out.display(), saved.stage, saved.vae_step, saved.unet_step);
-        state = PriorTrainState { config: config.clone(), ..saved };
-        // More UNet steps than before reopen a finished run.
-        if state.stage == Stage::Done && state.unet_step < config.unet_steps {
-            state.stage = Stage::Unet;
-        }
-    }
+    let mut state = initial_state(&config, ds, &paths, fresh, device)?;
     bundle::save_index(out, &PriorIndex::new(&ds.name, &ds.classes, [ds.channels, ds.height, ds.width]))?;
 
     // Stage 1: the autoencoder.
@@ -339,6 +315,42 @@ where
         fsio::write_json(&out.join(REPORT_FILE), &state)?;
     }
     fsio::write_json(&paths.state(), &state)?;
+    Ok(state)
+}
+
+/// A new run's state, or the saved one when `out` holds a run these settings may continue.
+fn initial_state<D: std::fmt::Debug>(
+    config: &PriorTrainConfig,
+    ds: &Dataset,
+    paths: &Paths,
+    fresh: bool,
+    device: &D,
+) -> Result<PriorTrainState> {
+    let mut state = PriorTrainState {
+        command: "prior train".into(),
+        config: config.clone(),
+        dataset: ds.name.clone(),
+        device: format!("{device:?}"),
+        stage: Stage::Vae,
+        vae_step: 0,
+        unet_step: 0,
+        scaling_factor: None,
+        vae_history: vec![],
+        unet_history: vec![],
+        fingerprint: None,
+    };
+    if !fresh && paths.state().exists() {
+        let saved: PriorTrainState = fsio::read_json(&paths.state())?;
+        if let Err(why) = resumable(&saved, config, &ds.name) {
+            return Err(DaceError::bad_file(paths.state(), format!("{why}: pass the same settings, or --fresh to start over")));
+        }
+        eprintln!("resuming {} at {:?} (vae step {}, unet step {})", paths.out.display(), saved.stage, saved.vae_step, saved.unet_step);
+        state = PriorTrainState { config: config.clone(), ..saved };
+        // More UNet steps than before reopen a finished run.
+        if state.stage == Stage::Done && state.unet_step < config.unet_steps {
+            state.stage = Stage::Unet;
+        }
+    }
     Ok(state)
 }
 
@@ -491,10 +503,7 @@ where
 {
     let scale = state.scaling_factor.expect("the VAE stage sets the scaling factor") as f32;
     eprintln!("encoding {} training images to latents", ds.train.len());
-    let (means, stds, dims) = encode_all(vae, ds, device);
-    let latent_len: usize = dims.iter().product();
-    let abar = ScheduleConfig::default().alphas_cumprod();
-
+    let latents = encode_all(vae, ds, device);
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).with_epsilon(1e-8).init::<B, Denoiser<B>>();
     if state.unet_step > 0 {
         optim = optim.load_record(load_optim::<B, _>(&paths.optim("unet"), device)?);
@@ -503,37 +512,19 @@ where
     let bar = progress::bar(total as u64, "unet");
     bar.set_position(state.unet_step as u64);
     let (mut loss_sum, mut since, mut start) = (0.0f64, 0usize, Instant::now());
-    let seed = config.seed ^ 0x0005_EED0_F0E7;
-    let null = ds.num_classes();
-    let b = config.batch_size;
+    let batcher = NoisedBatches {
+        latents: &latents,
+        labels: &ds.train.labels,
+        null_class: ds.num_classes(),
+        scale,
+        abar: ScheduleConfig::default().alphas_cumprod(),
+        seed: config.seed ^ 0x0005_EED0_F0E7,
+        batch: config.batch_size,
+        cond_drop: config.cond_drop,
+    };
     while state.unet_step < total {
         let step = state.unet_step;
-        let idx = batch_indices(seed, step, ds.train.len(), b);
-        let post = SeedRng::new(seed, step as u64, Stream::VaeSample);
-        let noise = SeedRng::new(seed, step as u64, Stream::AddNoise);
-        let pick = SeedRng::new(seed, step as u64, Stream::MixupGamma);
-        let mut zt = vec![0f32; b * latent_len];
-        let mut eps = vec![0f32; b * latent_len];
-        noise.fill_normal(&mut eps);
-        let mut n = vec![0f32; b * latent_len];
-        post.fill_normal(&mut n);
-        let mut ts = Vec::with_capacity(b);
-        let mut labels = Vec::with_capacity(b);
-        for (j, &i) in idx.iter().enumerate() {
-            let t = pick.below_at(2 * j as u64, abar.len() as u32) as usize;
-            let (a, s) = (abar[t].sqrt() as f32, (1.0 - abar[t]).sqrt() as f32);
-            for k in 0..latent_len {
-                let p = j * latent_len + k;
-                let z0 = (means[i * latent_len + k] + stds[i * latent_len + k] * n[p]) * scale;
-                zt[p] = a * z0 + s * eps[p];
-            }
-            ts.push(t as f32);
-            let drop = pick.uniform_at(2 * j as u64 + 1) < config.cond_drop;
-            labels.push(if drop { null } else { ds.train.labels[i] as usize });
-        }
-        let shape = [b, dims[0], dims[1], dims[2]];
-        let zt = Tensor::<B, 4>::from_data(TensorData::new(zt, shape), device);
-        let eps = Tensor::<B, 4>::from_data(TensorData::new(eps, shape), device);
+        let (zt, eps, ts, labels) = batcher.batch::<B>(step, device);
         let ctx = model.classes.context(&labels, device);
         let pred = model.unet.forward(zt, &ts, &ctx);
         let loss = (pred - eps).powi_scalar(2).mean();
@@ -554,29 +545,13 @@ where
                 loss: loss_sum / since as f64,
                 test_psnr_db: None,
                 seconds: secs,
-                img_per_s: (since * b) as f64 / secs,
+                img_per_s: (since * config.batch_size) as f64 / secs,
             });
             bar.println(format!("unet step {}: loss {:.4}", state.unet_step, loss_sum / since as f64));
-            bundle::save_component(&paths.out, "unet", &unet_cfg.to_json(), &model.unet)?;
-            bundle::save_component(&paths.out, "class_embedder", &serde_json::to_value(ce_cfg).expect("json"), &model.classes)?;
-            save_optim::<B, _>(&paths.optim("unet"), optim.to_record())?;
             if done {
                 state.stage = Stage::Done;
             }
-            let valid = model.valid();
-            write_samples(
-                vae,
-                &valid.unet,
-                &valid.classes,
-                config,
-                ds.num_classes(),
-                [dims[0], dims[1], dims[2]],
-                scale as f64,
-                &paths.samples(&format!("unet_step{:06}.png", state.unet_step)),
-                ds,
-                device,
-            )?;
-            fsio::write_json(&paths.state(), state)?;
+            save_unet_checkpoint(config, unet_cfg, ce_cfg, ds, vae, &model, &optim, latents.dims, scale, paths, state, device)?;
             (loss_sum, since, start) = (0.0, 0, Instant::now());
         }
     }
@@ -584,8 +559,91 @@ where
     Ok(())
 }
 
+/// The UNet stage's checkpoint: weights, optimiser state, a grid of samples, then the state.
+fn save_unet_checkpoint<B: TrainBackend>(
+    config: &PriorTrainConfig,
+    unet_cfg: &UNetConfig,
+    ce_cfg: &ClassEmbedderConfig,
+    ds: &Dataset,
+    vae: &AutoencoderKL<B::InnerBackend>,
+    model: &Denoiser<B>,
+    optim: &impl Optimizer<Denoiser<B>, B>,
+    dims: [usize; 3],
+    scale: f32,
+    paths: &Paths,
+    state: &PriorTrainState,
+    device: &B::Device,
+) -> Result<()>
+where
+    B::InnerBackend: DiffusionKernels,
+{
+    bundle::save_component(&paths.out, "unet", &unet_cfg.to_json(), &model.unet)?;
+    bundle::save_component(&paths.out, "class_embedder", &serde_json::to_value(ce_cfg).expect("json"), &model.classes)?;
+    save_optim::<B, _>(&paths.optim("unet"), optim.to_record())?;
+    let valid = model.valid();
+    let samples = paths.samples(&format!("unet_step{:06}.png", state.unet_step));
+    write_samples(vae, &valid.unet, &valid.classes, config, ds.num_classes(), dims, scale as f64, &samples, ds, device)?;
+    fsio::write_json(&paths.state(), state)
+}
+
+/// Every training image's posterior (host memory), `[c, h, w]` latents each.
+struct Latents {
+    means: Vec<f32>,
+    stds: Vec<f32>,
+    dims: [usize; 3],
+}
+
+/// The UNet's training batches: posterior samples of random training images, noised to a random
+/// timestep, their classes dropped to the null class at rate `cond_drop`. Batch `step` depends on
+/// the seed and the step only, so a resumed run draws the same batches.
+struct NoisedBatches<'a> {
+    latents: &'a Latents,
+    labels: &'a [u32],
+    null_class: usize,
+    scale: f32,
+    abar: Vec<f64>,
+    seed: u64,
+    batch: usize,
+    cond_drop: f32,
+}
+
+impl NoisedBatches<'_> {
+    /// `(z_t, eps, timesteps, classes)` of batch `step`.
+    fn batch<B: Backend>(&self, step: usize, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 4>, Vec<f32>, Vec<usize>) {
+        let (b, seed, lat) = (self.batch, self.seed, self.latents);
+        let latent_len: usize = lat.dims.iter().product();
+        let idx = batch_indices(seed, step, self.labels.len(), b);
+        let post = SeedRng::new(seed, step as u64, Stream::VaeSample);
+        let noise = SeedRng::new(seed, step as u64, Stream::AddNoise);
+        let pick = SeedRng::new(seed, step as u64, Stream::MixupGamma);
+        let mut zt = vec![0f32; b * latent_len];
+        let mut eps = vec![0f32; b * latent_len];
+        noise.fill_normal(&mut eps);
+        let mut n = vec![0f32; b * latent_len];
+        post.fill_normal(&mut n);
+        let mut ts = Vec::with_capacity(b);
+        let mut labels = Vec::with_capacity(b);
+        for (j, &i) in idx.iter().enumerate() {
+            let t = pick.below_at(2 * j as u64, self.abar.len() as u32) as usize;
+            let (a, s) = (self.abar[t].sqrt() as f32, (1.0 - self.abar[t]).sqrt() as f32);
+            for k in 0..latent_len {
+                let p = j * latent_len + k;
+                let z0 = (lat.means[i * latent_len + k] + lat.stds[i * latent_len + k] * n[p]) * self.scale;
+                zt[p] = a * z0 + s * eps[p];
+            }
+            ts.push(t as f32);
+            let drop = pick.uniform_at(2 * j as u64 + 1) < self.cond_drop;
+            labels.push(if drop { self.null_class } else { self.labels[i] as usize });
+        }
+        let shape = [b, lat.dims[0], lat.dims[1], lat.dims[2]];
+        let zt = Tensor::<B, 4>::from_data(TensorData::new(zt, shape), device);
+        let eps = Tensor::<B, 4>::from_data(TensorData::new(eps, shape), device);
+        (zt, eps, ts, labels)
+    }
+}
+
 /// Posterior means and standard deviations of every training image (host memory).
-fn encode_all<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, device: &B::Device) -> (Vec<f32>, Vec<f32>, [usize; 3]) {
+fn encode_all<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, device: &B::Device) -> Latents {
     let n = ds.train.len();
     let bar = progress::bar(n.div_ceil(500) as u64, "latents");
     let (mut means, mut stds) = (Vec::new(), Vec::new());
@@ -599,7 +657,7 @@ fn encode_all<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, device: &B::
         bar.inc(1);
     }
     bar.finish_and_clear();
-    (means, stds, dims)
+    Latents { means, stds, dims }
 }
 
 /// Class-conditional samples: one row per class, guided, Euler-ancestral.

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use rand::seq::SliceRandom;
@@ -28,7 +29,7 @@ use crate::kernels::TrainBackend;
 use crate::models::{Classifier, ClassifierConfig};
 use crate::package::AugmentConfig;
 use crate::train::step::{finite_loss, StepAt};
-use crate::train::{evaluate, progress, ImageBatcher, Normalization};
+use crate::train::{evaluate, progress, EvalReport, ImageBatcher, Normalization};
 
 /// Where the training targets come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,38 +213,16 @@ pub fn train_student_with<B: TrainBackend>(
     mut epoch_images: Option<EpochImages<'_>>,
     device: &B::Device,
 ) -> Result<StudentReport> {
-    if set.is_empty() {
-        return Err(DaceError::Invalid("empty training set".into()));
-    }
-    if config.batch_size == 0 || config.epochs == 0 {
-        return Err(DaceError::Invalid(format!(
-            "student: batch size ({}) and epochs ({}) must be at least 1",
-            config.batch_size, config.epochs
-        )));
-    }
-    if epoch_images.is_some() && !matches!(labels, Labels::Stored(_)) {
-        return Err(DaceError::Invalid("regenerated training images need the stored labels made for them".into()));
-    }
-    if let Labels::Stored(stored) = &labels {
-        stored.check_fits(set, &config.augment)?;
-    }
+    check_inputs(config, set, &labels, epoch_images.is_some())?;
     let start = Instant::now();
     B::seed(device, config.seed);
     let mut model: Classifier<B> = config.model.init(device);
-    let (decay, plain) = decayed_params(&model);
-    // PyTorch's AdamW epsilon (burn's default is 1e-5). With T = 20 and no T^2 factor the KL
-    // gradients are ~1/400 of a cross-entropy's, small enough for 1e-5 to damp Adam's steps.
-    let adamw = || AdamWConfig::new().with_epsilon(ADAM_EPSILON);
-    let mut opt_decay = adamw().with_weight_decay(config.weight_decay as f32).init::<B, Classifier<B>>();
-    let mut opt_plain = adamw().with_weight_decay(0.0).init::<B, Classifier<B>>();
-    let (c, h, w) = (set.channels, set.height, set.width);
-    let t = config.temperature;
+    let mut optim = StudentOptimizer::new(&model, config.weight_decay);
     let stored = match &labels {
         Labels::Stored(s) => Some(*s),
         _ => None,
     };
-    let eval_batcher = ImageBatcher::plain(ds, norm.clone());
-    let curve_split = curve_subset(ds, CURVE_TEST_IMAGES);
+    let eval = StudentEval { batcher: ImageBatcher::plain(ds, norm.clone()), curve_split: curve_subset(ds, CURVE_TEST_IMAGES), ds };
     let mut history = Vec::new();
     let mut last_eval = None;
     let mut trained = 0usize;
@@ -269,46 +248,23 @@ pub fn train_student_with<B: TrainBackend>(
         let images: &[u8] = regenerated.as_deref().map_or(&set.images, |v| v.as_slice());
         for batch in order.chunks(config.batch_size) {
             let n = batch.len();
-            let x =
-                Tensor::<B, 4>::from_data(TensorData::new(set.views_in(images, batch, seed, &config.augment, norm), [n, c, h, w]), device);
+            let views = set.views_in(images, batch, seed, &config.augment, norm);
+            let x = Tensor::<B, 4>::from_data(TensorData::new(views, [n, set.channels, set.height, set.width]), device);
             let logits = model.forward(x.clone());
-            let loss = match &labels {
-                Labels::Hard => {
-                    let y: Vec<i64> = batch.iter().map(|&i| set.labels[i] as i64).collect();
-                    let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [n]), device);
-                    burn::nn::loss::CrossEntropyLossConfig::new().init(device).forward(logits, y)
-                }
-                Labels::Online(teacher) => {
-                    let target = teacher.forward(x.inner());
-                    kl_loss(logits, Tensor::from_inner(target), t)
-                }
-                Labels::Stored(s) => {
-                    let si = stored_index(s, epoch);
-                    let k = set.num_classes;
-                    let v: Vec<f32> = batch.iter().flat_map(|&i| s.get(si, i).iter().copied()).collect();
-                    kl_loss(logits, Tensor::from_data(TensorData::new(v, [n, k]), device), t)
-                }
-            };
+            let loss = batch_loss(&labels, set, batch, epoch, x, logits, config.temperature, device);
             let value = finite_loss(&loss, StepAt { epoch: epoch + 1, step: trained }, &bar)?;
             loss_sum += value as f64 * n as f64;
-            let mut grads = loss.backward();
-            let g_decay = GradientsParams::from_params(&mut grads, &model, &decay);
-            let g_plain = GradientsParams::from_params(&mut grads, &model, &plain);
-            model = opt_decay.step(lr, model, g_decay);
-            model = opt_plain.step(lr, model, g_plain);
+            model = optim.step(lr, model, loss);
             trained += n;
         }
         train_seconds += epoch_start.elapsed().as_secs_f64();
-        let last = epoch + 1 == config.epochs;
-        let test_accuracy = if last {
-            let eval = evaluate(&model.valid(), &eval_batcher, &ds.test, ds.num_classes(), 500, device);
-            let acc = eval.accuracy;
-            last_eval = Some(eval);
+        let test_accuracy = if epoch + 1 == config.epochs {
+            let full = eval.full(&model, device);
+            let acc = full.accuracy;
+            last_eval = Some(full);
             Some(acc)
-        } else if config.eval_every > 0 && (epoch + 1) % config.eval_every == 0 {
-            Some(evaluate(&model.valid(), &eval_batcher, &curve_split, ds.num_classes(), 500, device).accuracy)
         } else {
-            None
+            eval.curve_point(epoch, config.eval_every, &model, device)
         };
         history.push(EpochPoint { epoch: epoch + 1, train_loss: loss_sum / set.len() as f64, test_accuracy });
         bar.set_message(format!(
@@ -335,6 +291,105 @@ pub fn train_student_with<B: TrainBackend>(
         train_img_per_s: trained as f64 / (train_seconds - regen_seconds).max(1e-9),
         regen_seconds,
     })
+}
+
+/// Refuses a run that cannot train before any work starts.
+fn check_inputs<B: Backend>(config: &StudentConfig, set: &TrainingSet, labels: &Labels<'_, B>, regenerated: bool) -> Result<()> {
+    if set.is_empty() {
+        return Err(DaceError::Invalid("empty training set".into()));
+    }
+    if config.batch_size == 0 || config.epochs == 0 {
+        return Err(DaceError::Invalid(format!(
+            "student: batch size ({}) and epochs ({}) must be at least 1",
+            config.batch_size, config.epochs
+        )));
+    }
+    if regenerated && !matches!(labels, Labels::Stored(_)) {
+        return Err(DaceError::Invalid("regenerated training images need the stored labels made for them".into()));
+    }
+    if let Labels::Stored(stored) = labels {
+        stored.check_fits(set, &config.augment)?;
+    }
+    Ok(())
+}
+
+/// The loss of one batch: cross-entropy to the class, or KL to the teacher's softened outputs
+/// (run online on the same augmented views, or stored for this epoch's seed).
+fn batch_loss<B: TrainBackend>(
+    labels: &Labels<'_, B::InnerBackend>,
+    set: &TrainingSet,
+    batch: &[usize],
+    epoch: usize,
+    x: Tensor<B, 4>,
+    logits: Tensor<B, 2>,
+    temperature: f64,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let n = batch.len();
+    match labels {
+        Labels::Hard => {
+            let y: Vec<i64> = batch.iter().map(|&i| set.labels[i] as i64).collect();
+            let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [n]), device);
+            burn::nn::loss::CrossEntropyLossConfig::new().init(device).forward(logits, y)
+        }
+        Labels::Online(teacher) => {
+            let target = teacher.forward(x.inner());
+            kl_loss(logits, Tensor::from_inner(target), temperature)
+        }
+        Labels::Stored(s) => {
+            let si = stored_index(s, epoch);
+            let v: Vec<f32> = batch.iter().flat_map(|&i| s.get(si, i).iter().copied()).collect();
+            kl_loss(logits, Tensor::from_data(TensorData::new(v, [n, set.num_classes]), device), temperature)
+        }
+    }
+}
+
+/// RDED's AdamW: weight decay on weights only, none on biases and norm parameters.
+struct StudentOptimizer<B: TrainBackend> {
+    decay: Vec<ParamId>,
+    plain: Vec<ParamId>,
+    opt_decay: OptimizerAdaptor<AdamW, Classifier<B>, B>,
+    opt_plain: OptimizerAdaptor<AdamW, Classifier<B>, B>,
+}
+
+impl<B: TrainBackend> StudentOptimizer<B> {
+    fn new(model: &Classifier<B>, weight_decay: f64) -> Self {
+        let (decay, plain) = decayed_params(model);
+        // PyTorch's AdamW epsilon (burn's default is 1e-5). With T = 20 and no T^2 factor the KL
+        // gradients are ~1/400 of a cross-entropy's, small enough for 1e-5 to damp Adam's steps.
+        let adamw = || AdamWConfig::new().with_epsilon(ADAM_EPSILON);
+        let opt_decay = adamw().with_weight_decay(weight_decay as f32).init::<B, Classifier<B>>();
+        let opt_plain = adamw().with_weight_decay(0.0).init::<B, Classifier<B>>();
+        StudentOptimizer { decay, plain, opt_decay, opt_plain }
+    }
+
+    /// Backpropagates `loss` (already checked finite) and updates both parameter groups.
+    fn step(&mut self, lr: f64, model: Classifier<B>, loss: Tensor<B, 1>) -> Classifier<B> {
+        let mut grads = loss.backward();
+        let g_decay = GradientsParams::from_params(&mut grads, &model, &self.decay);
+        let g_plain = GradientsParams::from_params(&mut grads, &model, &self.plain);
+        let model = self.opt_decay.step(lr, model, g_decay);
+        self.opt_plain.step(lr, model, g_plain)
+    }
+}
+
+/// The student's evaluations: the full test split at the end, a fixed subset for the curve.
+struct StudentEval<'a> {
+    batcher: ImageBatcher,
+    curve_split: crate::data::Split,
+    ds: &'a Dataset,
+}
+
+impl StudentEval<'_> {
+    fn full<B: TrainBackend>(&self, model: &Classifier<B>, device: &B::Device) -> EvalReport {
+        evaluate(&model.valid(), &self.batcher, &self.ds.test, self.ds.num_classes(), 500, device)
+    }
+
+    /// The learning curve's point after `epoch` (every `every` epochs; never when 0).
+    fn curve_point<B: TrainBackend>(&self, epoch: usize, every: usize, model: &Classifier<B>, device: &B::Device) -> Option<f64> {
+        let due = every > 0 && (epoch + 1).is_multiple_of(every);
+        due.then(|| evaluate(&model.valid(), &self.batcher, &self.curve_split, self.ds.num_classes(), 500, device).accuracy)
+    }
 }
 
 fn stored_index(s: &StoredLabels, epoch: usize) -> usize {

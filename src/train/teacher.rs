@@ -140,7 +140,6 @@ fn run<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
     resume: bool,
     device: &B::Device,
 ) -> Result<TeacherReport> {
-    let recorder = checkpoint::WeightRecorder::default();
     let meta = ModelMeta::new(config.model.clone(), normalization.clone(), &ds.name, &ds.classes);
     let mut model: Classifier<B> = config.model.init(device);
     let mut report = TeacherReport {
@@ -154,54 +153,16 @@ fn run<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
         finished: false,
         final_eval: None,
     };
-    let state_path = out.join(STATE_FILE);
-    if resume && state_path.exists() {
-        let saved: TeacherReport = fsio::read_json(&state_path)?;
-        if saved.config.model.arch != config.model.arch || saved.dataset != ds.name {
-            return Err(DaceError::bad_file(
-                &state_path,
-                format!("checkpoint is for {:?} on `{}`, not this run", saved.config.model.arch, saved.dataset),
-            ));
-        }
-        let (loaded, _) = checkpoint::load_model::<B>(out, device)?;
-        model = loaded;
-        let optim_path = out.join(OPTIM_FILE);
-        let record = recorder
-            .load(fsio::read(&optim_path)?, device)
-            .map_err(|e| DaceError::bad_file(&optim_path, format!("cannot read optimiser state: {e}")))?;
-        optim = optim.load_record(record);
-        report.history = saved.history;
+    if resume && out.join(STATE_FILE).exists() {
+        (model, optim, report.history) = resume_from(out, &config, ds, optim, device)?;
         eprintln!("resuming {} after epoch {}", out.display(), report.history.len());
     }
-
     let batcher = ImageBatcher::plain(ds, normalization).augmenting(config.crop_pad, config.flip);
     let eval_batcher = ImageBatcher { crop_pad: 0, flip: false, ..batcher.clone() };
-    let steps_per_epoch = ds.train.len().div_ceil(config.batch_size);
-    let total_steps = steps_per_epoch * config.epochs;
-
     for epoch in report.history.len()..config.epochs {
         let start = Instant::now();
-        let mut order: Vec<usize> = (0..ds.train.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(epoch as u64)));
-        let bar = progress::bar(steps_per_epoch as u64, format!("epoch {}/{}", epoch + 1, config.epochs));
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for (step, batch) in order.chunks(config.batch_size).enumerate() {
-            let seed = config.seed ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let images = batcher.images::<B>(&ds.train, batch, Some(seed), device);
-            let labels = ImageBatcher::labels::<B>(&ds.train, batch, device);
-            let logits = model.forward(images);
-            let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(device).forward(logits.clone(), labels.clone());
-            let hits = logits.argmax(1).squeeze_dim::<1>(1).equal(labels).int().sum();
-            let lr = cosine_lr(config.optimizer.lr, epoch * steps_per_epoch + step, total_steps);
-            let (updated, loss_value) = optimizer_step(model, &mut optim, loss, lr, StepAt { epoch: epoch + 1, step }, &bar)?;
-            model = updated;
-            loss_sum += loss_value as f64 * batch.len() as f64;
-            correct += hits.into_scalar().elem::<i64>() as usize;
-            let seen = (step * config.batch_size + batch.len()) as f64;
-            bar.set_message(format!("loss {:.4} acc {:.2}%", loss_sum / seen, 100.0 * correct as f64 / seen));
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
+        let (trained, loss_sum, correct) = train_epoch(model, &mut optim, &config, ds, &batcher, epoch, device)?;
+        model = trained;
         let train_seconds = start.elapsed().as_secs_f64();
         let eval = evaluate(&model.valid(), &eval_batcher, &ds.test, ds.num_classes(), 256, device);
         let stats = EpochStats {
@@ -214,30 +175,13 @@ fn run<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
             train_img_per_s: ds.train.len() as f64 / train_seconds,
             infer_img_per_s: eval.infer_img_per_s,
         };
-        eprintln!(
-            "epoch {:>3}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.0}s, {:.0} img/s train, {:.0} img/s infer",
-            stats.epoch,
-            config.epochs,
-            stats.train_loss,
-            stats.train_accuracy,
-            stats.test_loss,
-            stats.test_accuracy,
-            stats.seconds,
-            stats.train_img_per_s,
-            stats.infer_img_per_s
-        );
+        print_epoch(&stats, config.epochs);
         report.history.push(stats);
         report.finished = epoch + 1 == config.epochs;
         if report.finished {
             report.final_eval = Some(eval);
         }
-        // Weights and optimiser first, history last: a crash between them resumes one epoch early
-        // rather than skipping one.
-        checkpoint::save_model(out, &model, &meta)?;
-        let optim_bytes =
-            recorder.record(optim.to_record(), ()).map_err(|e| DaceError::Invalid(format!("cannot serialise optimiser state: {e}")))?;
-        fsio::write_atomic(&out.join(OPTIM_FILE), &optim_bytes)?;
-        fsio::write_json(&state_path, &report)?;
+        save_state(out, &model, &meta, &optim, &report)?;
     }
     report.finished = true;
     if report.final_eval.is_none() {
@@ -247,4 +191,97 @@ fn run<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
     }
     fsio::write_json(&out.join(REPORT_FILE), &report)?;
     Ok(report)
+}
+
+/// The weights, optimiser state and history of an interrupted run in `out`, after checking that
+/// it trained this architecture on this dataset.
+fn resume_from<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
+    out: &Path,
+    config: &TeacherConfig,
+    ds: &Dataset,
+    optim: O,
+    device: &B::Device,
+) -> Result<(Classifier<B>, O, Vec<EpochStats>)> {
+    let state_path = out.join(STATE_FILE);
+    let saved: TeacherReport = fsio::read_json(&state_path)?;
+    if saved.config.model.arch != config.model.arch || saved.dataset != ds.name {
+        return Err(DaceError::bad_file(
+            &state_path,
+            format!("checkpoint is for {:?} on `{}`, not this run", saved.config.model.arch, saved.dataset),
+        ));
+    }
+    let (model, _) = checkpoint::load_model::<B>(out, device)?;
+    let optim_path = out.join(OPTIM_FILE);
+    let record = checkpoint::WeightRecorder::default()
+        .load(fsio::read(&optim_path)?, device)
+        .map_err(|e| DaceError::bad_file(&optim_path, format!("cannot read optimiser state: {e}")))?;
+    Ok((model, optim.load_record(record), saved.history))
+}
+
+/// One pass over the shuffled training set. Returns the model, the summed loss and the number
+/// of correct predictions.
+fn train_epoch<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
+    mut model: Classifier<B>,
+    optim: &mut O,
+    config: &TeacherConfig,
+    ds: &Dataset,
+    batcher: &ImageBatcher,
+    epoch: usize,
+    device: &B::Device,
+) -> Result<(Classifier<B>, f64, usize)> {
+    let steps_per_epoch = ds.train.len().div_ceil(config.batch_size);
+    let total_steps = steps_per_epoch * config.epochs;
+    let mut order: Vec<usize> = (0..ds.train.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(epoch as u64)));
+    let bar = progress::bar(steps_per_epoch as u64, format!("epoch {}/{}", epoch + 1, config.epochs));
+    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    for (step, batch) in order.chunks(config.batch_size).enumerate() {
+        let seed = config.seed ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let images = batcher.images::<B>(&ds.train, batch, Some(seed), device);
+        let labels = ImageBatcher::labels::<B>(&ds.train, batch, device);
+        let logits = model.forward(images);
+        let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(device).forward(logits.clone(), labels.clone());
+        let hits = logits.argmax(1).squeeze_dim::<1>(1).equal(labels).int().sum();
+        let lr = cosine_lr(config.optimizer.lr, epoch * steps_per_epoch + step, total_steps);
+        let (updated, loss_value) = optimizer_step(model, optim, loss, lr, StepAt { epoch: epoch + 1, step }, &bar)?;
+        model = updated;
+        loss_sum += loss_value as f64 * batch.len() as f64;
+        correct += hits.into_scalar().elem::<i64>() as usize;
+        let seen = (step * config.batch_size + batch.len()) as f64;
+        bar.set_message(format!("loss {:.4} acc {:.2}%", loss_sum / seen, 100.0 * correct as f64 / seen));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok((model, loss_sum, correct))
+}
+
+fn print_epoch(stats: &EpochStats, epochs: usize) {
+    eprintln!(
+        "epoch {:>3}/{epochs}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.0}s, {:.0} img/s train, {:.0} img/s infer",
+        stats.epoch,
+        stats.train_loss,
+        stats.train_accuracy,
+        stats.test_loss,
+        stats.test_accuracy,
+        stats.seconds,
+        stats.train_img_per_s,
+        stats.infer_img_per_s
+    );
+}
+
+/// Weights and optimiser first, history last: a crash between them resumes one epoch early
+/// rather than skipping one.
+fn save_state<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
+    out: &Path,
+    model: &Classifier<B>,
+    meta: &ModelMeta,
+    optim: &O,
+    report: &TeacherReport,
+) -> Result<()> {
+    checkpoint::save_model(out, model, meta)?;
+    let optim_bytes = checkpoint::WeightRecorder::default()
+        .record(optim.to_record(), ())
+        .map_err(|e| DaceError::Invalid(format!("cannot serialise optimiser state: {e}")))?;
+    fsio::write_atomic(&out.join(OPTIM_FILE), &optim_bytes)?;
+    fsio::write_json(&out.join(STATE_FILE), report)
 }

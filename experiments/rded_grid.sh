@@ -3,7 +3,7 @@
 # student, IPC 1/10/50 x r = 1/2/4, random-subset baselines, 3 student seeds per cell.
 # Resumable: every finished student run is kept under $RUNS and skipped when this is rerun.
 #
-#   DATA=/tmp/dace-data bench/rded_grid.sh      # after `dace data fetch fashion-mnist|mnist --dest $DATA`
+#   DATA=/tmp/dace-data experiments/rded_grid.sh  # after `dace data fetch fashion-mnist|mnist --dest $DATA`
 set -euo pipefail
 DACE=${DACE:-target/release/dace}
 DATA=${DATA:-data}

@@ -3,9 +3,9 @@
 # into one directory: finished packages and student runs are reused, so steps can be run in any
 # order, stopped and resumed, and extended (more seeds, more variants) later.
 #
-#   DATA=/tmp/dace-data bench/expansion_grid.sh               # every Fashion-MNIST step
-#   STEPS="main10" DATA=/tmp/dace-data bench/expansion_grid.sh
-#   DATASET=mnist DATA=/tmp/dace-data bench/expansion_grid.sh    # MNIST's main table
+#   DATA=/tmp/dace-data experiments/expansion_grid.sh             # every Fashion-MNIST step
+#   STEPS="main10" DATA=/tmp/dace-data experiments/expansion_grid.sh
+#   DATASET=mnist DATA=/tmp/dace-data experiments/expansion_grid.sh  # MNIST's main table
 #
 # MNIST's prior is committed (artifacts/priors/mnist); it was made with (about an hour on 2 cores,
 # resumes from its checkpoints):

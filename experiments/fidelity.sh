@@ -4,7 +4,7 @@
 # machine without a GPU; any Vulkan/Metal device otherwise), compared pixel by pixel and by the
 # teacher's argmax against the stored labels.
 #
-#   DATA=/tmp/dace-data bench/fidelity.sh       # after `dace data fetch fashion-mnist --dest $DATA`
+#   DATA=/tmp/dace-data experiments/fidelity.sh  # after `dace data fetch fashion-mnist --dest $DATA`
 set -euo pipefail
 DACE=${DACE:-target/release/dace}
 DATA=${DATA:-data}
@@ -18,4 +18,4 @@ mkdir -p "$OUT"
 "$DACE" expand --package "$OUT/package" --prior $PRIOR --teacher $TEACHER --device cpu --out "$OUT/cpu-a"
 "$DACE" expand --package "$OUT/package" --prior $PRIOR --teacher $TEACHER --device cpu --out "$OUT/cpu-b" --compare "$OUT/cpu-a"
 "$DACE" expand --package "$OUT/package" --prior $PRIOR --teacher $TEACHER --device wgpu --out "$OUT/wgpu" --compare "$OUT/cpu-a"
-python3 bench/fidelity_results.py --runs "$OUT" --out docs/results
+python3 experiments/fidelity_results.py --runs "$OUT" --out docs/results

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """docs/results/expansion.{md,json} (+ figures in docs/results/expansion/) from the
-`dace experiment expansion` results of bench/expansion_grid.sh and the RDED grid's rows.
+`dace experiment expansion` results of experiments/expansion_grid.sh and the RDED grid's rows.
 
-  python3 bench/expansion_results.py --runs runs/exp-fmnist-ablation --commit SHA --machine "..."
+  python3 experiments/expansion_results.py --runs runs/exp-fmnist-ablation --commit SHA --machine "..."
+
+The intro (experiments/expansion_intro.md) is fixed prose; its {name} placeholders (the throughput,
+the label-encoding table and top-k's cost) are filled from the same rows that expansion.json records.
 """
-import argparse, json, shutil, sys
+import argparse, json, re, shutil, sys
 from pathlib import Path
 
 ap = argparse.ArgumentParser()
@@ -13,7 +16,7 @@ ap.add_argument("--rded", default="docs/results/rded.json")
 ap.add_argument("--out", default="docs/results")
 ap.add_argument("--commit", default="?")
 ap.add_argument("--machine", default="?")
-ap.add_argument("--intro", default="bench/expansion_intro.md")
+ap.add_argument("--intro", default="experiments/expansion_intro.md")
 ap.add_argument("--label-runs", nargs="*", default=[],
                 help="grids of one cell distilled with other --labels encodings (compared with the f16 cell of --runs)")
 a = ap.parse_args()
@@ -60,7 +63,50 @@ VARIANTS = [("rded", "patches upsampled, no diffusion (RDED's selection, the pap
             ("sr", "img2img rho 0.4 (super-resolution)"),
             ("sr-aug", "img2img rho 0.8 (SR + augmentation)"),
             ("sr-aug-mixup", "rho 0.8 + same-class latent mixup (the full method)")]
-lines = [open(a.intro).read().rstrip(), ""] if Path(a.intro).exists() else []
+# The label-encoding cells (--label-runs): the same cell distilled with another --labels encoding.
+base = find("fashion-mnist", "sr-aug-mixup", 1, 2)
+label_rows = []  # kept out of `rows`, which the main table searches
+for lr in [json.load(open(Path(r) / "results.json")) for r in a.label_runs]:
+    enc = lr["config"]["labels"]
+    for c in lr["cells"]:
+        if (c["variant"], c["ipc"], c["factor"], c["arch"]) != ("sr-aug-mixup", 1, 2, "convnet3") or not c["final_stats"]:
+            continue
+        label_rows.append({"dataset": lr["dataset"], "method": "dace", "variant": "sr-aug-mixup", "layout": "patches",
+                     "labels": enc, "ipc": 1, "factor": 2, "arch": "convnet3", "epochs": c["epochs"], "runs": c["final_stats"]["n"],
+                     "acc_mean": c["final_stats"]["mean"], "acc_std": c["final_stats"]["std"], "seeds_per_patch": c["seeds"],
+                     "package_bytes": c["package_bytes"], "ipc_budget_bytes": c["ipc_budget_bytes"]})
+
+# The intro's numbers, filled from the rows: its placeholders are {name} in experiments/expansion_intro.md.
+def seeds_note(x):
+    return f"{x['acc_mean']:.2f} % (1 seed)" if x["runs"] == 1 else f"{x['acc_mean']:.2f} ± {x['acc_std']:.2f} % ({x['runs']} seeds)"
+
+def label_name(enc):
+    return f"top-{enc['k']}" if enc["encoding"] == "top-k" else enc["encoding"]
+
+# Throughput: min and max of expansions_per_s over the diffusion variants' distillations (the `rded`
+# rows only upsample; the RDED grid's rows have no expansion).
+speeds = [x["expansions_per_s"] for x in rows if x.get("expansions_per_s") is not None and x["variant"] != "rded"]
+intro_values = {"throughput": f"{min(speeds):.1f} to {max(speeds):.1f}" if speeds else "(not measured)"}
+# The size section's label-encoding table (f16 = the main grid's cell) and top-k's accuracy cost against f16.
+if base and label_rows:
+    table = ["  | labels | accuracy (IPC 1, r = 2, full method) | package |", "  |---|---|---|",
+             f"  | f16 | {seeds_note(base)} | {base['package_bytes']:,} B |"]
+    table += [f"  | {label_name(x['labels'])} | {seeds_note(x)} | {x['package_bytes']:,} B |" for x in label_rows]
+    intro_values["label_table"] = "\n".join(table)
+    topk = [x for x in label_rows if x["labels"]["encoding"] == "top-k"]
+    intro_values["topk_cost"] = f"{base['acc_mean'] - topk[0]['acc_mean']:.1f}" if topk else "(not run)"
+else:
+    intro_values["label_table"] = "  (the label-encoding runs were not given to this renderer)"
+    intro_values["topk_cost"] = "(not run)"
+lines = []
+if Path(a.intro).exists():
+    intro = open(a.intro).read().rstrip()
+    for k, v in intro_values.items():
+        intro = intro.replace("{" + k + "}", v)
+    left = re.findall(r"\{[a-z0-9_]+\}", intro)
+    if left:
+        sys.exit(f"{a.intro}: no value for {', '.join(left)}")
+    lines = [intro, ""]
 for rep in reports:
     ds = rep["dataset"]
     cfg = rep["config"]
@@ -125,28 +171,17 @@ for rep in reports:
         lines += ["Expansions of the first patch of each class (rows): the upsampled patch, then the first seeds (IPC 1, r = 2 for every variant; then the full method at r = 4 and r = 7, from 7x7 and 4x4 patches):", ""]
         lines += [f"![{g.stem}](expansion/{g.name})" for g in grids]
         lines.append("")
-label_reports = [json.load(open(Path(r) / "results.json")) for r in a.label_runs]
-label_rows = []  # kept out of `rows`, which the main table searches
-if label_reports:
+if a.label_runs:
     lines += ["## Label encodings (Fashion-MNIST, IPC 1, r = 2, full method, ConvNet-3)", "",
               "The same coreset and seeds distilled with each `--labels` encoding; the student trains on the decoded labels.", "",
               "| labels | accuracy | package bytes | vs f16 |", "|---|---|---|---|"]
-    base = find("fashion-mnist", "sr-aug-mixup", 1, 2)
     if base:
         lines.append(f"| f16 | {show(base)} | {base['package_bytes']} | 1.00x |")
-    for lr in label_reports:
-        enc = lr["config"]["labels"]
+    for x in label_rows:
+        enc = x["labels"]
         name = enc["encoding"] + (f" (k = {enc['k']})" if enc.get("k") else "")
-        for c in lr["cells"]:
-            if (c["variant"], c["ipc"], c["factor"], c["arch"]) != ("sr-aug-mixup", 1, 2, "convnet3") or not c["final_stats"]:
-                continue
-            x = {"acc_mean": c["final_stats"]["mean"], "acc_std": c["final_stats"]["std"], "runs": c["final_stats"]["n"]}
-            ratio = f"{c['package_bytes'] / base['package_bytes']:.2f}x" if base else "—"
-            lines.append(f"| {name} | {show(x)} | {c['package_bytes']} | {ratio} |")
-            label_rows.append({"dataset": lr["dataset"], "method": "dace", "variant": "sr-aug-mixup", "layout": "patches",
-                         "labels": enc, "ipc": 1, "factor": 2, "arch": "convnet3", "epochs": c["epochs"], "runs": x["runs"],
-                         "acc_mean": x["acc_mean"], "acc_std": x["acc_std"], "seeds_per_patch": c["seeds"],
-                         "package_bytes": c["package_bytes"], "ipc_budget_bytes": c["ipc_budget_bytes"]})
+        ratio = f"{x['package_bytes'] / base['package_bytes']:.2f}x" if base else "—"
+        lines.append(f"| {name} | {show(x)} | {x['package_bytes']} | {ratio} |")
     lines.append("")
 
 lines += ["## Main table (ConvNet-3, final-epoch accuracy %, full method = sr-aug-mixup at its r)", "",
@@ -165,7 +200,7 @@ for ds in ("fashion-mnist", "mnist"):
 lines += ["", f"Commit {a.commit} · machine: {a.machine}.", ""]
 (out / "expansion.md").write_text("\n".join(lines))
 json.dump({"rows": rows + label_rows, "commit": a.commit, "machine": a.machine,
-           "command": "DATA=/tmp/dace-data bench/expansion_grid.sh; DATASET=mnist DATA=/tmp/dace-data bench/expansion_grid.sh; "
-                      "the label-encoding grids of expansion.md; python3 bench/expansion_results.py " + " ".join(sys.argv[1:])},
+           "command": "DATA=/tmp/dace-data experiments/expansion_grid.sh; DATASET=mnist DATA=/tmp/dace-data experiments/expansion_grid.sh; "
+                      "the label-encoding grids of expansion.md; python3 experiments/expansion_results.py " + " ".join(sys.argv[1:])},
           open(out / "expansion.json", "w"), indent=2)
 print("\n".join(lines))

@@ -5,13 +5,13 @@ Inputs: the prior directory (train_state.json: training history and time), the r
 `dace prior eval` (prior_eval.json + PNG grids), bench/prior_speed.py's prior_speed.json, and the
 diffusers parity errors printed by `cargo test --release --test prior_parity -- --nocapture`.
 
-    python3 bench/prior_results.py --prior artifacts/priors/fashion-mnist --eval runs/prior-eval \
+    python3 experiments/prior_results.py --prior artifacts/priors/fashion-mnist --eval runs/prior-eval \
         --speed runs/prior-speed/prior_speed.json --out docs/results --commit $(git rev-parse --short HEAD) \
         --machine "..."
 
 Another dataset's prior is added to those files (its own section, without rerunning parity/speed):
 
-    python3 bench/prior_results.py --add --prior artifacts/priors/mnist --eval runs/prior-eval-mnist \
+    python3 experiments/prior_results.py --add --prior artifacts/priors/mnist --eval runs/prior-eval-mnist \
         --commit $(git rev-parse --short HEAD) --machine "..."
 """
 import argparse

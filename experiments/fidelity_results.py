@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""docs/results/fidelity.{md,json} from the outputs of bench/fidelity.sh."""
+"""docs/results/fidelity.{md,json} from the outputs of experiments/fidelity.sh."""
 import argparse, json, os, subprocess
 
 GPU_SECTION = """
@@ -39,7 +39,7 @@ data = {
     "wgpu_images_per_s": wgpu["images_per_s"],
     "commit": commit,
     "machine": a.machine,
-    "command": "DATA=/tmp/dace-data bench/fidelity.sh",
+    "command": "DATA=/tmp/dace-data experiments/fidelity.sh",
 }
 json.dump(data, open(os.path.join(a.out, "fidelity.json"), "w"), indent=2)
 ok = lambda b: "yes" if b else "no"

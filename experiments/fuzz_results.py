@@ -2,7 +2,7 @@
 """docs/results/fuzz.{md,json} from the raw reports of recorded fuzz runs in docs/results/fuzz/
 (written by tests/fuzz_readers.rs with DACE_FUZZ_REPORT set).
 
-    python3 bench/fuzz_results.py --commit SHA --machine "..."
+    python3 experiments/fuzz_results.py --commit SHA --machine "..."
 """
 import argparse
 import json
@@ -21,7 +21,7 @@ md = ["# Fuzzing the readers of untrusted files", "",
       "deleted or duplicated bytes, truncation, an emptied file, a digit of a JSON number changed.",
       "Every case must load or be refused with a `DaceError` naming a file of the reader; a panic",
       "fails the run. The test suite runs 1,000 cases per reader; the recorded runs below run more.",
-      f"Written by `python3 bench/fuzz_results.py` (commit `{a.commit}`, {a.machine}).", ""]
+      f"Written by `python3 experiments/fuzz_results.py` (commit `{a.commit}`, {a.machine}).", ""]
 total = 0
 for path, run in runs:
     md += [f"## `{path.relative_to(ROOT)}`", "", f"Command: `{run['command']}`", "",
@@ -39,7 +39,7 @@ md += ["", "Findings. Runs of this harness (logs not kept) stopped on three chec
        "takes ~25 ms to load and a checkpoint ~2.5 ms, a package 0.17 ms. The million is the package",
        "reader's alone."]
 (ROOT / "docs/results/fuzz.md").write_text("\n".join(md) + "\n")
-out = {"command": "python3 bench/fuzz_results.py", "commit": a.commit, "machine": a.machine,
+out = {"command": "python3 experiments/fuzz_results.py", "commit": a.commit, "machine": a.machine,
        "runs": [{"record": str(p.relative_to(ROOT)), **r} for p, r in runs], "total_cases": total}
 (ROOT / "docs/results/fuzz.json").write_text(json.dumps(out, indent=2) + "\n")
 print(f"wrote docs/results/fuzz.md and fuzz.json ({total:,} cases)")

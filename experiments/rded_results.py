@@ -2,7 +2,7 @@
 """Collects the RDED grids (runs/rded-*/results.json, written by `dace experiment rded`) into
 docs/results/rded.md, docs/results/rded.json and the plots under docs/results/rded/.
 
-    python3 bench/rded_results.py --runs runs --out docs/results --commit <sha> --machine "..."
+    python3 experiments/rded_results.py --runs runs --out docs/results --commit <sha> --machine "..."
 """
 import argparse
 import json
