@@ -240,6 +240,9 @@ fn dace_convolution_matches_burn_values_and_gradients() {
         (5, 4, 4, 6, 1, 1, 0, true),
         (7, 8, 4, 8, 3, 1, 1, true),
         (6, 3, 6, 4, 3, 2, 1, false),
+        // "Same" convolutions (one shifted copy per tap): 5x5 with padding 2, and a 1x1 plane.
+        (2, 3, 7, 4, 5, 1, 2, true),
+        (2, 3, 1, 4, 3, 1, 1, true),
     ] {
         let conv = Conv2dConfig::new([ci, co], [k, k])
             .with_stride([stride, stride])
@@ -359,4 +362,206 @@ fn group_norm_timing() {
         y * norm.gamma.as_ref().unwrap().val().reshape([1, c, 1, 1]) + norm.beta.as_ref().unwrap().val().reshape([1, c, 1, 1])
     });
     time("dace instance_norm", &|x| kernels::instance_norm(&inorm, x));
+}
+
+/// Largest absolute difference between two equally long outputs, relative to the reference's
+/// largest magnitude (NaN when any value is NaN).
+fn rel_diff(ours: &[f32], reference: &[f32]) -> f32 {
+    assert_eq!(ours.len(), reference.len());
+    let scale = nan_max(reference.iter().map(|v| v.abs())).max(1e-3);
+    nan_max(ours.iter().zip(reference).map(|(a, b)| (a - b).abs())) / scale
+}
+
+/// GroupNorm + SiLU: the CPU kernel (one pass) against group norm then burn's SiLU, and on
+/// autodiff (prior training) values and gradients against burn's `GroupNorm` then `silu`.
+#[test]
+fn fused_group_norm_silu_matches_burn() {
+    use burn::nn::GroupNormConfig;
+    use burn::tensor::activation::silu;
+    type B = CpuBackend;
+    let device = Default::default();
+    for (shape, groups) in [([2, 32, 7, 7], 16), ([1, 64, 14, 14], 32), ([3, 8, 5, 3], 8), ([2, 6, 1, 1], 3)] {
+        let c = shape[1];
+        let mut norm = GroupNormConfig::new(groups, c).init::<B>(&device);
+        norm.gamma = Some(Param::from_tensor(Tensor::random([c], Distribution::Normal(1.0, 0.5), &device)));
+        norm.beta = Some(Param::from_tensor(Tensor::random([c], Distribution::Normal(0.0, 0.5), &device)));
+        let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device);
+        let ours: Vec<f32> = kernels::group_norm_silu(&norm, x.clone()).into_data().to_vec().unwrap();
+        let reference: Vec<f32> = silu(norm.forward(x)).into_data().to_vec().unwrap();
+        let err = rel_diff(&ours, &reference);
+        assert!(err <= 2e-6, "group norm + silu {shape:?} / {groups}: relative error {err:e}");
+    }
+    let (shape, groups) = ([2, 12, 5, 4], 4);
+    let config = GroupNormConfig::new(groups, 12);
+    let params = || {
+        let gamma = Tensor::<AD, 1>::random([12], Distribution::Normal(1.0, 0.5), &device);
+        let beta = Tensor::<AD, 1>::random([12], Distribution::Normal(0.0, 0.5), &device);
+        (Param::from_tensor(gamma), Param::from_tensor(beta))
+    };
+    check_norm("group norm + silu (autodiff)", shape, params, |x, gamma, beta, fused| {
+        let mut norm = config.init::<AD>(&device);
+        norm.gamma = Some(gamma.clone());
+        norm.beta = Some(beta.clone());
+        if fused {
+            kernels::group_norm_silu(&norm, x)
+        } else {
+            silu(norm.forward(x))
+        }
+    });
+    // A NaN input poisons its group's output instead of disappearing.
+    let norm = GroupNormConfig::new(2, 4).init::<B>(&device);
+    let mut values = vec![0.5f32; 2 * 4 * 3 * 3];
+    values[5] = f32::NAN;
+    let y: Vec<f32> = kernels::group_norm_silu(&norm, Tensor::<B, 4>::from_data(TensorData::new(values, [2, 4, 3, 3]), &device))
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert!(y[..18].iter().all(|v| v.is_nan()) && y[18..].iter().all(|v| v.is_finite()), "{y:?}");
+}
+
+/// GEGLU: the CPU kernel against burn's `chunk` + erf `gelu`, values and (through autodiff,
+/// which composes burn's ops) gradients.
+#[test]
+fn fused_geglu_matches_burn() {
+    use burn::tensor::activation::gelu;
+    type B = CpuBackend;
+    let device = Default::default();
+    for shape in [[2, 49, 512], [1, 196, 256], [3, 5, 6]] {
+        let x = Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, 2.0), &device);
+        let ours: Vec<f32> = kernels::geglu(x.clone()).into_data().to_vec().unwrap();
+        let [h, gate] = x.chunk(2, 2).try_into().unwrap();
+        let reference: Vec<f32> = (h * gelu(gate)).into_data().to_vec().unwrap();
+        let err = rel_diff(&ours, &reference);
+        assert!(err <= 2e-6, "geglu {shape:?}: relative error {err:e}");
+    }
+    let x0 = Tensor::<AD, 3>::random([2, 7, 8], Distribution::Normal(0.0, 2.0), &device);
+    let mut grads_of = Vec::new();
+    for fused in [true, false] {
+        let x = x0.clone().detach().require_grad();
+        let y = if fused {
+            kernels::geglu(x.clone())
+        } else {
+            let [h, gate] = x.clone().chunk(2, 2).try_into().unwrap();
+            h * gelu(gate)
+        };
+        let g = x.grad(&(y * x0.clone().slice([0..2, 0..7, 0..4])).sum().backward()).unwrap();
+        grads_of.push(g.into_data().to_vec::<f32>().unwrap());
+    }
+    assert!(rel_diff(&grads_of[0], &grads_of[1]) <= 1e-6, "geglu gradients differ");
+    let nan = Tensor::<B, 3>::from_data(TensorData::new(vec![1.0, f32::NAN, f32::NAN, 1.0], [1, 1, 4]), &device);
+    let y: Vec<f32> = kernels::geglu(nan).into_data().to_vec().unwrap();
+    assert!(y[0].is_nan() && y[1].is_nan(), "{y:?}");
+}
+
+/// Multi-head attention: the strided CPU kernel against burn's attention on transposed copies,
+/// self- and cross-attention, one head and several, token counts that do not fill a query block.
+#[test]
+fn fused_attention_matches_burn() {
+    type B = CpuBackend;
+    let device = Default::default();
+    let prim = |t: Tensor<B, 3>| t.into_primitive().tensor();
+    let back = |p| Tensor::<B, 3>::from_primitive(burn::tensor::TensorPrimitive::Float(p));
+    // (batch, queries, keys, heads, head dim)
+    for (b, n, m, heads, d) in [(2, 49, 49, 2, 32), (3, 196, 1, 1, 32), (1, 130, 77, 5, 8), (4, 7, 9, 3, 4), (1, 1, 1, 1, 1)] {
+        let q = Tensor::<B, 3>::random([b, n, heads * d], Distribution::Normal(0.0, 1.0), &device);
+        let k = Tensor::<B, 3>::random([b, m, heads * d], Distribution::Normal(0.0, 1.0), &device);
+        let v = Tensor::<B, 3>::random([b, m, heads * d], Distribution::Normal(0.0, 1.0), &device);
+        let ours: Vec<f32> = kernels::attention(q.clone(), k.clone(), v.clone(), heads).into_data().to_vec().unwrap();
+        let reference = back(kernels::generic::attention::<B>(prim(q), prim(k), prim(v), heads));
+        let err = rel_diff(&ours, &reference.into_data().to_vec::<f32>().unwrap());
+        assert!(err <= 2e-6, "attention b{b} n{n} m{m} heads {heads} d{d}: relative error {err:e}");
+    }
+    // A NaN key poisons every query of its image and head.
+    let q = Tensor::<B, 3>::ones([2, 3, 4], &device);
+    let mut kv = vec![0.5f32; 2 * 5 * 4];
+    kv[0] = f32::NAN;
+    let k = Tensor::<B, 3>::from_data(TensorData::new(kv, [2, 5, 4]), &device);
+    let y: Vec<f32> = kernels::attention(q, k.clone(), k, 2).into_data().to_vec().unwrap();
+    assert!(y[..2].iter().all(|v| v.is_nan()) && y[12..].iter().all(|v| v.is_finite()), "{y:?}");
+}
+
+// The vectorised activations of `kernels::activation_cpu` against their definitions.
+use dace::kernels::activation_cpu::{exp, geglu, gelu, silu_inplace};
+
+fn rel(a: f32, b: f32) -> f32 {
+    if a == b {
+        0.0
+    } else {
+        (a - b).abs() / b.abs().max(f32::MIN_POSITIVE)
+    }
+}
+
+#[test]
+fn cpu_exp_matches_std_to_a_few_ulps() {
+    let mut worst = 0f32;
+    let mut x = -87.0f32;
+    while x < 88.5 {
+        let e = rel(exp(x), (x as f64).exp() as f32);
+        assert!(!e.is_nan(), "exp({x}) is NaN");
+        worst = worst.max(e);
+        x += 0.000_37;
+    }
+    assert!(worst <= 3e-7, "worst relative error {worst:e}");
+    assert_eq!(exp(f32::INFINITY), f32::INFINITY);
+    assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+    assert_eq!(exp(200.0), f32::INFINITY);
+    assert_eq!(exp(-200.0), 0.0);
+    assert!(exp(f32::NAN).is_nan());
+    assert_eq!(exp(0.0), 1.0);
+}
+
+#[test]
+fn cpu_silu_and_gelu_match_their_definitions() {
+    let xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.005).collect();
+    let mut s = xs.clone();
+    silu_inplace(&mut s);
+    let mut worst = (0f64, 0f64);
+    for (&x, &y) in xs.iter().zip(&s) {
+        let want = x as f64 / (1.0 + (-x as f64).exp());
+        worst.0 = worst.0.max((y as f64 - want).abs());
+        let g = gelu(x) as f64;
+        let want = 0.5 * x as f64 * (1.0 + libm_erf(x as f64 / std::f64::consts::SQRT_2));
+        worst.1 = worst.1.max((g - want).abs());
+    }
+    assert!(worst.0 <= 2e-6, "silu worst abs error {:e}", worst.0);
+    assert!(worst.1 <= 4e-6, "gelu worst abs error {:e}", worst.1);
+    let mut nan = [f32::NAN, 1.0];
+    silu_inplace(&mut nan);
+    assert!(nan[0].is_nan() && gelu(f32::NAN).is_nan());
+}
+
+/// erf in f64 by its Taylor series (|x| < 3) or the asymptotic complement: a reference good
+/// to ~1e-12, independent of the approximation under test.
+fn libm_erf(x: f64) -> f64 {
+    let a = x.abs();
+    let y = if a < 3.0 {
+        let (mut term, mut sum, mut k) = (a, a, 0.0);
+        while term.abs() > 1e-17 {
+            k += 1.0;
+            term *= -a * a / k;
+            sum += term / (2.0 * k + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        let mut s = 1.0;
+        let mut t = 1.0;
+        for k in 1..8 {
+            t *= -((2 * k - 1) as f64) / (2.0 * a * a);
+            s += t;
+        }
+        1.0 - (-a * a).exp() / (a * std::f64::consts::PI.sqrt()) * s
+    };
+    y.copysign(x)
+}
+
+#[test]
+fn cpu_geglu_multiplies_each_half_by_the_gelu_of_the_other() {
+    let x: Vec<f32> = (0..3 * 8).map(|i| (i as f32 - 11.0) * 0.3).collect();
+    let out = geglu(&x, 4);
+    for r in 0..3 {
+        for j in 0..4 {
+            let want = x[r * 8 + j] * gelu(x[r * 8 + 4 + j]);
+            assert_eq!(out[r * 4 + j], want);
+        }
+    }
 }

@@ -8,8 +8,10 @@ use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{DType, TensorPrimitive};
 
+use super::activation_cpu;
+use super::attention_cpu::{self, AttentionShape};
 use super::conv_cpu::{self, ConvGeometry};
 use super::norm_cpu::{self, Stats};
 use super::pool_cpu;
@@ -47,6 +49,30 @@ pub trait DaceBackend: Backend {
 
     /// `avgpool2x2(relu(x))` with stride 2 in floor mode, for `x [N, C, H, W]`.
     fn relu_pool2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `silu(group_norm(x))` (see [`DaceBackend::group_norm`]). The default composes the two, so
+    /// on autodiff it trains through the fused group norm's own backward.
+    fn group_norm_silu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        generic::silu::<Self>(Self::group_norm(x, gamma, beta, groups, eps))
+    }
+
+    /// GEGLU over the last axis of `x [.., 2w]`: `h * gelu(gate)` with `[h | gate]` its halves
+    /// (erf GELU, as diffusers' `GEGLU`). Returns `[.., w]`.
+    fn geglu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::geglu::<Self>(x)
+    }
+
+    /// Multi-head attention `softmax(q k^T / sqrt(d)) v` of `q [B, N, heads * d]` and
+    /// `k`, `v [B, M, heads * d]`, head `h` owning channels `h*d .. (h+1)*d`. Returns `[B, N, heads * d]`.
+    fn multi_head_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        generic::attention::<Self>(q, k, v, heads)
+    }
 }
 
 /// A backend that trains: autodiff over a backend that has the kernels too (for evaluation).
@@ -133,6 +159,24 @@ pub trait KernelOps: Backend {
     fn relu_pool2_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
         generic::relu_pool2::<Self>(x)
     }
+
+    /// `silu(group_norm(x))`, inference only (autodiff composes the tracked ops instead).
+    fn group_norm_silu_fwd(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let [y, _, _] = Self::group_norm_fwd(x, gamma, beta, groups, eps);
+        generic::silu::<Self>(y)
+    }
+    fn geglu_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::geglu::<Self>(x)
+    }
+    fn attention_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        generic::attention::<Self>(q, k, v, heads)
+    }
     /// Gradient of `relu_pool2` with respect to its input `x`, given the output gradient `dy`.
     fn relu_pool2_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         generic::relu_pool2_bwd::<Self>(x, dy)
@@ -176,6 +220,15 @@ macro_rules! plain_backend {
             }
             fn relu_pool2(x: FloatTensor<Self>) -> FloatTensor<Self> {
                 <Self as KernelOps>::relu_pool2_fwd(x)
+            }
+            fn group_norm_silu(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f64) -> FloatTensor<Self> {
+                <Self as KernelOps>::group_norm_silu_fwd(x, gamma, beta, groups, eps)
+            }
+            fn geglu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                <Self as KernelOps>::geglu_fwd(x)
+            }
+            fn multi_head_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+                <Self as KernelOps>::attention_fwd(q, k, v, heads)
             }
         }
     )*};
@@ -509,6 +562,52 @@ impl KernelOps for burn::backend::Flex {
         let (xs, dys) = (flex::contiguous(&x), flex::contiguous(&dy));
         flex::tensor(pool_cpu::relu_pool_backward(flex::slice(&xs), flex::slice(&dys), h, w), vec![n, c, h, w])
     }
+
+    fn group_norm_silu_fwd(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let Some([n, c, h, w]) = flex::dims4_f32(&x).filter(|d| groups > 0 && d[1].is_multiple_of(groups) && d[2] * d[3] > 0) else {
+            let [y, _, _] = Self::group_norm_fwd(x, gamma, beta, groups, eps);
+            return generic::silu::<Self>(y);
+        };
+        let (xs, gs, bs) = (flex::contiguous(&x), flex::contiguous(&gamma), flex::contiguous(&beta));
+        let mut y = vec![0f32; n * c * h * w];
+        norm_cpu::group_norm_silu_forward(flex::slice(&xs), flex::slice(&gs), flex::slice(&bs), c, groups, h * w, eps, &mut y);
+        flex::tensor(y, vec![n, c, h, w])
+    }
+
+    fn geglu_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = x.layout().shape().to_vec();
+        let Some(&last) = shape.last().filter(|&&l| x.dtype() == DType::F32 && l % 2 == 0 && l > 0) else {
+            return generic::geglu::<Self>(x);
+        };
+        let xs = flex::contiguous(&x);
+        let mut out_shape = shape;
+        *out_shape.last_mut().expect("non-empty shape") = last / 2;
+        flex::tensor(activation_cpu::geglu(flex::slice(&xs), last / 2), out_shape)
+    }
+
+    fn attention_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        let dims3 = |t: &FloatTensor<Self>| {
+            let s = t.layout().shape();
+            (t.dtype() == DType::F32 && s.len() == 3).then(|| [s[0], s[1], s[2]])
+        };
+        let shape = match (dims3(&q), dims3(&k), dims3(&v)) {
+            (Some([b, n, inner]), Some([bk, m, ik]), Some(vd))
+                if bk == b && ik == inner && vd == [b, m, inner] && heads > 0 && inner % heads == 0 =>
+            {
+                AttentionShape { batch: b, queries: n, keys: m, heads, head_dim: inner / heads }
+            }
+            _ => return generic::attention::<Self>(q, k, v, heads),
+        };
+        let (qs, ks, vs) = (flex::contiguous(&q), flex::contiguous(&k), flex::contiguous(&v));
+        let o = attention_cpu::attention(flex::slice(&qs), flex::slice(&ks), flex::slice(&vs), shape);
+        flex::tensor(o, vec![shape.batch, shape.queries, shape.heads * shape.head_dim])
+    }
 }
 
 /// Access to Flex tensors as f32 slices.
@@ -575,6 +674,36 @@ mod flex {
 /// against, and the path of the GPU backends).
 pub mod generic {
     use super::*;
+
+    pub fn silu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+        burn::tensor::activation::silu(t::<B, 4>(x)).into_primitive().tensor()
+    }
+
+    /// `h * gelu(gate)` over the halves of the last axis (any rank up to 4).
+    pub fn geglu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+        fn halves<B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<B> {
+            let [h, gate] = x.chunk(2, D - 1).try_into().expect("two halves");
+            (h * burn::tensor::activation::gelu(gate)).into_primitive().tensor()
+        }
+        match burn::tensor::TensorMetadata::rank(&x) {
+            2 => halves(t::<B, 2>(x)),
+            3 => halves(t::<B, 3>(x)),
+            _ => halves(t::<B, 4>(x)),
+        }
+    }
+
+    /// burn's attention on `[B, heads, tokens, d]` views of the `[B, tokens, heads * d]` inputs.
+    pub fn attention<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, heads: usize) -> FloatTensor<B> {
+        use burn::tensor::module::attention;
+        use burn::tensor::ops::AttentionModuleOptions;
+        let (q, k, v) = (t::<B, 3>(q), t::<B, 3>(k), t::<B, 3>(v));
+        let [b, n, inner] = q.dims();
+        let m = k.dims()[1];
+        let d = inner / heads;
+        let split = |x: Tensor<B, 3>, len: usize| x.reshape([b, len, heads, d]).swap_dims(1, 2);
+        let o = attention(split(q, n), split(k, m), split(v, m), None, None, AttentionModuleOptions::default());
+        o.swap_dims(1, 2).reshape([b, n, inner]).into_primitive().tensor()
+    }
 
     fn t<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
         Tensor::from_primitive(TensorPrimitive::Float(p))

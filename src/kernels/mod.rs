@@ -5,12 +5,15 @@
 //! every backend dace runs on implements it, with burn's tensor ops as the portable default and
 //! fused kernels where they pay (the CPU normalisation kernels of `norm_cpu`).
 
+pub mod activation_cpu;
+pub mod attention_cpu;
 mod backend;
 pub mod coeffs;
 pub mod conformance;
 pub mod conv_cpu;
 pub mod diffusion;
 pub mod diffusion_ref;
+pub mod matmul_cpu;
 pub mod norm_cpu;
 pub mod pool_cpu;
 
@@ -75,6 +78,31 @@ pub fn group_norm<B: DaceBackend>(norm: &burn::nn::GroupNorm<B>, x: Tensor<B, 4>
         return y.cast(float_dtype(dtype));
     }
     tensor(B::group_norm(prim(x), prim(gamma), prim(beta), norm.num_groups, norm.epsilon))
+}
+
+/// `silu(group_norm(x))` with the parameters of `norm`: one pass on the CPU backend. Half-precision
+/// activations keep the composed form (group norm in f32, SiLU in the activations' type), so
+/// their results do not change with this fusion.
+pub fn group_norm_silu<B: DaceBackend>(norm: &burn::nn::GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if matches!(x.dtype(), DType::F16 | DType::BF16) {
+        return burn::tensor::activation::silu(group_norm(norm, x));
+    }
+    let c = x.dims()[1];
+    assert_eq!(c, norm.num_channels, "group norm over {} channels applied to {c}", norm.num_channels);
+    let device = x.device();
+    let gamma = norm.gamma.as_ref().map(|g| g.val()).unwrap_or_else(|| Tensor::ones([c], &device));
+    let beta = norm.beta.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([c], &device));
+    tensor(B::group_norm_silu(prim(x), prim(gamma), prim(beta), norm.num_groups, norm.epsilon))
+}
+
+/// GEGLU over the last axis: `h * gelu(gate)` for `x = [h | gate]` ([`DaceBackend::geglu`]).
+pub fn geglu<B: DaceBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    tensor(B::geglu(prim(x)))
+}
+
+/// Multi-head attention of `[batch, tokens, heads * d]` inputs ([`DaceBackend::attention`]).
+pub fn attention<B: DaceBackend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, heads: usize) -> Tensor<B, 3> {
+    tensor(B::multi_head_attention(prim(q), prim(k), prim(v), heads))
 }
 
 /// Batch norm: batch statistics (and a running-average update) while training, running

@@ -9,6 +9,8 @@
 
 use rayon::prelude::*;
 
+use super::activation_cpu;
+
 /// Statistics of one normalised group: mean and reciprocal standard deviation.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
@@ -127,6 +129,34 @@ pub fn group_norm_forward(
     eps: f64,
     y: &mut [f32],
 ) -> Vec<Stats> {
+    group_norm_forward_then::<false>(x, gamma, beta, channels, groups, plane, eps, y)
+}
+
+/// [`group_norm_forward`] followed by SiLU in the same pass (the pre-activation of every ResNet
+/// block and output head of the UNet and VAE): the normalised plane is still in cache.
+pub fn group_norm_silu_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    channels: usize,
+    groups: usize,
+    plane: usize,
+    eps: f64,
+    y: &mut [f32],
+) -> Vec<Stats> {
+    group_norm_forward_then::<true>(x, gamma, beta, channels, groups, plane, eps, y)
+}
+
+fn group_norm_forward_then<const SILU: bool>(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    channels: usize,
+    groups: usize,
+    plane: usize,
+    eps: f64,
+    y: &mut [f32],
+) -> Vec<Stats> {
     assert!(groups > 0 && channels.is_multiple_of(groups), "{channels} channels in {groups} groups");
     let per_group = channels / groups;
     let len = per_group * plane;
@@ -151,6 +181,9 @@ pub fn group_norm_forward(
                 for (y, &x) in y.iter_mut().zip(x) {
                     *y = x * scale + shift;
                 }
+            }
+            if SILU {
+                activation_cpu::silu_inplace(y);
             }
         }
         *st = s;

@@ -4,9 +4,9 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, silu};
-use burn::tensor::module::{attention, interpolate};
-use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
+use burn::tensor::activation::silu;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use crate::kernels::{self, DaceBackend};
 
@@ -60,12 +60,12 @@ impl ResnetSpec {
 
 impl<B: DaceBackend> ResnetBlock2D<B> {
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
-        let mut h = kernels::conv2d(&self.conv1, silu(kernels::group_norm(&self.norm1, x.clone())));
+        let mut h = kernels::conv2d(&self.conv1, kernels::group_norm_silu(&self.norm1, x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(silu(temb.clone()));
             h = h + t.unsqueeze_dim::<3>(2).unsqueeze_dim(3);
         }
-        let h = kernels::conv2d(&self.conv2, silu(kernels::group_norm(&self.norm2, h)));
+        let h = kernels::conv2d(&self.conv2, kernels::group_norm_silu(&self.norm2, h));
         let skip = match &self.conv_shortcut {
             Some(c) => kernels::conv2d(c, x),
             None => x,
@@ -77,16 +77,6 @@ impl<B: DaceBackend> ResnetBlock2D<B> {
             out.div_scalar(self.output_scale)
         }
     }
-}
-
-/// Multi-head attention `softmax(q k^T / sqrt(d)) v` of `[batch, tokens, channels]` inputs.
-fn multi_head<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, heads: usize) -> Tensor<B, 3> {
-    let [b, n, inner] = q.dims();
-    let m = k.dims()[1];
-    let d = inner / heads;
-    let split = |t: Tensor<B, 3>, len: usize| t.reshape([b, len, heads, d]).swap_dims(1, 2);
-    let o = attention(split(q, n), split(k, m), split(v, m), None, None, AttentionModuleOptions::default());
-    o.swap_dims(1, 2).reshape([b, n, inner])
 }
 
 /// diffusers' `Attention` as used in transformer blocks: no biases on q/k/v, `to_out.0` with bias.
@@ -112,10 +102,12 @@ impl<B: Backend> Attention<B> {
             heads,
         }
     }
+}
 
+impl<B: DaceBackend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, context: Option<&Tensor<B, 3>>) -> Tensor<B, 3> {
         let ctx = context.cloned().unwrap_or_else(|| x.clone());
-        let o = multi_head(self.to_q.forward(x), self.to_k.forward(ctx.clone()), self.to_v.forward(ctx), self.heads);
+        let o = kernels::attention(self.to_q.forward(x), self.to_k.forward(ctx.clone()), self.to_v.forward(ctx), self.heads);
         self.to_out[0].forward(o)
     }
 }
@@ -148,7 +140,7 @@ impl<B: DaceBackend> SpatialAttention<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let t = kernels::group_norm(&self.group_norm, x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
-        let o = multi_head(self.to_q.forward(t.clone()), self.to_k.forward(t.clone()), self.to_v.forward(t), 1);
+        let o = kernels::attention(self.to_q.forward(t.clone()), self.to_k.forward(t.clone()), self.to_v.forward(t), 1);
         let o = self.to_out[0].forward(o).swap_dims(1, 2).reshape([b, c, h, w]);
         o + x
     }
@@ -167,10 +159,11 @@ impl<B: Backend> FeedForward<B> {
         let inner = 4 * dim;
         FeedForward { geglu: LinearConfig::new(dim, 2 * inner).init(device), out: LinearConfig::new(inner, dim).init(device) }
     }
+}
 
+impl<B: DaceBackend> FeedForward<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [h, gate] = self.geglu.forward(x).chunk(2, 2).try_into().expect("two halves");
-        self.out.forward(h * gelu(gate))
+        self.out.forward(kernels::geglu(self.geglu.forward(x)))
     }
 }
 
@@ -198,7 +191,9 @@ impl<B: Backend> TransformerBlock<B> {
             ff: FeedForward::new(dim, device),
         }
     }
+}
 
+impl<B: DaceBackend> TransformerBlock<B> {
     pub fn forward(&self, x: Tensor<B, 3>, context: &Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
         let x = self.attn2.forward(self.norm2.forward(x.clone()), Some(context)) + x;

@@ -6,7 +6,6 @@ use burn::module::{ModuleMapper, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use burn::tensor::FloatDType;
 
 use super::config::{BlockKind, TextTimeSpec, UNetConfig};
@@ -226,7 +225,7 @@ impl<B: DaceBackend> UNet2DConditionModel<B> {
                 x = up.forward(x, size);
             }
         }
-        kernels::conv2d(&self.conv_out, silu(kernels::group_norm(&self.conv_norm_out, x))).cast(io)
+        kernels::conv2d(&self.conv_out, kernels::group_norm_silu(&self.conv_norm_out, x)).cast(io)
     }
 
     /// `concat(text_embeds, add_time_proj(time_ids))`, diffusers' `get_aug_embed` for text_time.

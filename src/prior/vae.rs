@@ -3,7 +3,6 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::config::VaeConfig;
 use super::layers::{conv1x1, conv3x3, group_norm, Downsample2D, ResnetBlock2D, ResnetSpec, SpatialAttention, Upsample2D};
@@ -162,7 +161,7 @@ impl<B: DaceBackend> AutoencoderKL<B> {
             x = block.forward(x);
         }
         x = e.mid_block.forward(x);
-        x = kernels::conv2d(&e.conv_out, silu(kernels::group_norm(&e.conv_norm_out, x)));
+        x = kernels::conv2d(&e.conv_out, kernels::group_norm_silu(&e.conv_norm_out, x));
         if let Some(q) = &self.quant_conv {
             x = kernels::conv2d(q, x);
         }
@@ -183,6 +182,6 @@ impl<B: DaceBackend> AutoencoderKL<B> {
         for block in &d.up_blocks {
             x = block.forward(x);
         }
-        kernels::conv2d(&d.conv_out, silu(kernels::group_norm(&d.conv_norm_out, x)))
+        kernels::conv2d(&d.conv_out, kernels::group_norm_silu(&d.conv_norm_out, x))
     }
 }

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Renders docs/results/expansion_speed.{md,json} from the raw records under
+docs/results/expansion_speed/:
+
+- `speed-LABEL.json`: one `bench/prior_speed.py --suite` run (dace and diffusers alternating,
+  medians per row); LABEL says which dace it timed (e.g. `before`, `after`);
+- `perf-LABEL.txt`: `perf report --no-children --sort symbol --stdio` of `perf record -g` on
+  `dace bench prior` (Fashion-MNIST prior, batch 64), grouped here into where the time goes.
+
+The .json is the latest speed record's rows (`--latest`, default `after`) with its command,
+commit and machine; the .md shows every record side by side with the targets of issue 18.
+
+    python3 bench/expansion_speed_results.py [--latest after]
+"""
+import argparse
+import json
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RAW = ROOT / "docs/results/expansion_speed"
+
+# Where a symbol's time goes: the first pattern that matches names the group.
+GROUPS = [
+    ("GEMM micro-kernels", r"gemm|matmul|nano_gemm|sgemm"),
+    ("im2col / col2im", r"im2col|col2im|conv_cpu"),
+    # burn's `unary_op` is where the composed SiLU/GELU evaluated their exp and erf.
+    ("exp / erf / activations", r"expf|exp\b|erf|silu|gelu|sigmoid|tanh|activation_cpu|exp_shifted|unary_op"),
+    ("normalisation", r"norm_cpu|group_norm|layer_norm|instance_norm"),
+    ("strided copies / layout changes", r"copy|strided|contiguous|permute|swap|transpose|reshape|broadcast|gather|to_contiguous"),
+    ("memmove / memcpy / memset", r"memmove|memcpy|memset"),
+    ("allocation", r"malloc|free|alloc|realloc|mmap|page_fault|clear_page"),
+    ("attention (softmax, scores)", r"softmax|attention"),
+    ("rayon work items (inlined loops) and scheduling", r"rayon|crossbeam|futex|sched_|spin|park"),
+]
+
+TARGETS = {"expand": 1.0}
+TARGET_FMNIST_64 = 1.5
+
+
+def parse_perf(path):
+    """[(percent, symbol)] from a `perf report --stdio --no-children --sort symbol` listing."""
+    rows = []
+    for line in path.read_text().splitlines():
+        m = re.match(r"\s*([0-9.]+)%\s+(?:\S+\s+)?\[[.k]\]\s+(.*)$", line)
+        if m:
+            rows.append((float(m.group(1)), re.sub(r"[\s-]+$", "", m.group(2))))
+    return rows
+
+
+def group_perf(rows):
+    totals = {name: 0.0 for name, _ in GROUPS}
+    totals["other"] = 0.0
+    for pct, sym in rows:
+        for name, pat in GROUPS:
+            if re.search(pat, sym, re.IGNORECASE):
+                totals[name] += pct
+                break
+        else:
+            totals["other"] += pct
+    return totals
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--latest", default="after", help="label of the record the .json reports")
+    args = ap.parse_args()
+    # Records in the order before, after, then any others by name.
+    order = lambda p: ({"before": 0, "after": 1}.get(p.stem.split("-", 1)[1], 2), p.name)
+    speeds = {p.stem[len("speed-"):]: json.loads(p.read_text()) for p in sorted(RAW.glob("speed-*.json"), key=order)}
+    perfs = {p.stem[len("perf-"):]: parse_perf(p) for p in sorted(RAW.glob("perf-*.txt"), key=order)}
+    if args.latest not in speeds:
+        raise SystemExit(f"no docs/results/expansion_speed/speed-{args.latest}.json (have: {sorted(speeds)})")
+    latest = speeds[args.latest]
+    out = {k: latest[k] for k in ("rows", "commit", "machine", "command")}
+    out["dace_binary"] = latest.get("dace_binary")
+    out["renderer"] = "python3 bench/expansion_speed_results.py --latest " + args.latest
+    (ROOT / "docs/results/expansion_speed.json").write_text(json.dumps(out, indent=1) + "\n")
+
+    md = ["# Expansion throughput on the CPU: dace vs diffusers (issue 18)", ""]
+    md += [
+        "Written by `python3 bench/expansion_speed_results.py` from the raw records in",
+        "`docs/results/expansion_speed/` (`speed-*.json`: `bench/prior_speed.py --suite`; `perf-*.txt`:",
+        "`perf report` of `perf record -g` on `dace bench prior`).",
+        "",
+        "Workloads as `dace bench prior` defines them: `unet_forward` is one UNet call at t = 500;",
+        "`expand` is a whole expansion (VAE encode, posterior sample, noise, 5 Euler-ancestral steps",
+        "at strength 1, VAE decode). Rates are images/s, medians of alternating dace/diffusers repeats",
+        "in one script run on the same CPU and threads; ratio = dace / diffusers.",
+        f"Targets: expand ratio >= {TARGETS['expand']:.1f}x on every row, >= {TARGET_FMNIST_64:.1f}x for the Fashion-MNIST prior at batch 64.",
+        "",
+    ]
+    for label, rec in speeds.items():
+        md += [f"## `{label}`: dace {rec.get('dace_binary', '?')}", "",
+               f"- command: `{rec['command']}`",
+               f"- recorded at commit `{rec['commit']}`",
+               f"- machine: {rec['machine']}; torch {rec['versions']['torch']}, diffusers {rec['versions']['diffusers']}; "
+               f"{rec['repeats']} repeats ({rec.get('repeats_256px', rec['repeats'])} at 256 px), at least {rec['seconds']} s and 3 timed runs after 2 warm-up runs per measurement", "",
+               "| prior | px | batch | workload | dace img/s | diffusers img/s | ratio | target |",
+               "|---|---|---|---|---|---|---|---|"]
+        for r in rec["rows"]:
+            target = TARGET_FMNIST_64 if (r["prior"] == "fashion-mnist" and r["batch"] == 64 and r["workload"] == "expand") \
+                else TARGETS.get(r["workload"])
+            if target is None:
+                verdict = "—"
+            elif r["ratio"] >= target:
+                verdict = f"met ({target:.1f}x)"
+            else:
+                verdict = f"**missed** by {100 * (1 - r['ratio'] / target):.0f} % ({target:.1f}x)"
+            md.append(f"| {r['prior']} | {r['resolution']} | {r['batch']} | {r['workload']} | {r['dace_img_s']:.2f} | "
+                      f"{r['diffusers_img_s']:.2f} | {r['ratio']:.2f}x | {verdict} |")
+        md.append("")
+    if perfs:
+        md += ["## Where the time goes (`perf`, Fashion-MNIST prior, batch 64, 2 threads)", "",
+               "Share of samples per group of symbols (self time; the grouping patterns are in the renderer):", ""]
+        labels = list(perfs)
+        grouped = {label: group_perf(rows) for label, rows in perfs.items()}
+        md.append("| group | " + " | ".join(f"`{l}`" for l in labels) + " |")
+        md.append("|---|" + "---|" * len(labels))
+        for name in [g for g, _ in GROUPS] + ["other"]:
+            md.append(f"| {name} | " + " | ".join(f"{grouped[l][name]:.1f} %" for l in labels) + " |")
+        md.append("")
+        for label, rows in perfs.items():
+            md += [f"Top symbols of `{label}`:", "", "| self % | symbol |", "|---|---|"]
+            for pct, sym in rows[:12]:
+                md.append(f"| {pct:.2f} | `{sym[:110]}` |")
+            md.append("")
+    fidelity = RAW / "fidelity.json"
+    if fidelity.exists():
+        f = json.loads(fidelity.read_text())
+        md += ["## Regeneration of packages distilled before the change", "",
+               f"`{f['command']}` (commit `{f['commit']}`; old: {f['old_binary']}; new: {f['new_binary']}; {f['machine']}):",
+               "each package distilled and regenerated by the old binary, regenerated again by the new one.",
+               "Bound: largest pixel difference <= 1/255 where the arithmetic changed.", "",
+               "| variant | images | largest pixel difference | PSNR | bit-identical |", "|---|---|---|---|---|"]
+        for r in f["rows"]:
+            psnr = "inf" if r["psnr_db"] is None else f"{r['psnr_db']:.1f} dB"
+            md.append(f"| {r['variant']} | {r['images']} | {r['max_abs_diff']}/255 | {psnr} | {r['bit_identical']} |")
+        md.append("")
+    notes = RAW / "notes.md"
+    if notes.exists():
+        md += [notes.read_text().rstrip(), ""]
+    (ROOT / "docs/results/expansion_speed.md").write_text("\n".join(md))
+    print("wrote docs/results/expansion_speed.{md,json}")
+
+
+if __name__ == "__main__":
+    main()
