@@ -41,49 +41,18 @@ def timed(fn, seconds):
 
 
 def torch_rows(prior, batch, steps, seconds, threads):
+    """The PyTorch rows of the single-prior mode: the suite's workloads on the prior in `prior`."""
+    import diffusers
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel, EulerAncestralDiscreteScheduler
-    from safetensors.torch import load_file
-
     torch.set_num_threads(threads)
-    vae = AutoencoderKL.from_pretrained(os.path.join(prior, "vae")).eval()
-    unet = UNet2DConditionModel.from_pretrained(os.path.join(prior, "unet")).eval()
-    table = load_file(os.path.join(prior, "class_embedder", "diffusion_pytorch_model.safetensors"))
-    emb = table["embedding.weight"]
-    index = json.load(open(os.path.join(prior, "model_index.json")))
-    c, h, w = index["image_shape"]
-    classes = torch.arange(batch) % len(index["classes"])
-    ctx = emb[classes].unsqueeze(1)
-    g = torch.Generator().manual_seed(0)
-    f = 2 ** (len(vae.config.block_out_channels) - 1)
-    z = torch.randn(batch, vae.config.latent_channels, h // f, w // f, generator=g)
-    images = torch.rand(batch, c, h, w, generator=g) * 2 - 1
-    sched = EulerAncestralDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                            beta_schedule="scaled_linear", timestep_spacing="trailing")
-    scale = vae.config.scaling_factor
-
-    def unet_fwd():
-        with torch.inference_mode():
-            unet(z, 500, encoder_hidden_states=ctx).sample
-
-    def expand():
-        with torch.inference_mode():
-            lat = vae.encode(images).latent_dist.sample(generator=g) * scale
-            sched.set_timesteps(steps)
-            noise = torch.randn(lat.shape, generator=g)
-            x = sched.add_noise(lat, noise, sched.timesteps[:1])
-            for t in sched.timesteps:
-                eps = unet(sched.scale_model_input(x, t), t, encoder_hidden_states=ctx).sample
-                x = sched.step(eps, t, x, generator=g).prev_sample
-            vae.decode(x / scale).sample
-
+    work = torch_workloads(prior_models(prior), batch, steps)
     rows = []
-    for what, fn in [("unet_forward", unet_fwd), (f"expand_{steps}_steps", expand)]:
+    for what, fn in [("unet_forward", work["unet_forward"]), (f"expand_{steps}_steps", work["expand"])]:
         ms = timed(fn, seconds)
         rows.append({"device": "torch-cpu", "what": what, "batch": batch, "ms_per_batch": ms,
                      "img_per_s": batch * 1e3 / ms})
-    import diffusers
     return rows, {"torch": torch.__version__, "diffusers": diffusers.__version__}
+
 
 # ---------------------------------------------------------------------------------------------
 # The expansion-speed suite (issue 18): the rows users run, dace and diffusers alternating.
@@ -131,10 +100,16 @@ def torch_models(label, resolution):
         vae = AutoencoderKL(**SD_TURBO_VAE).eval()
         unet = UNet2DConditionModel(**SD_TURBO_UNET).eval()
         return vae, unet, None, (3, resolution, resolution)
-    prior = "artifacts/priors/" + label
+    return prior_models("artifacts/priors/" + label)
+
+
+def prior_models(prior):
+    """(vae, unet, (class table, classes), image shape) of a dace prior directory, loaded by
+    diffusers' own `from_pretrained` (dace writes them in diffusers' layout)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
     vae = AutoencoderKL.from_pretrained(os.path.join(prior, "vae")).eval()
     unet = UNet2DConditionModel.from_pretrained(os.path.join(prior, "unet")).eval()
-    from safetensors.torch import load_file
     table = load_file(os.path.join(prior, "class_embedder", "diffusion_pytorch_model.safetensors"))["embedding.weight"]
     index = json.load(open(os.path.join(prior, "model_index.json")))
     return vae, unet, (table, len(index["classes"])), tuple(index["image_shape"])

@@ -168,8 +168,7 @@ pub trait KernelOps: Backend {
         groups: usize,
         eps: f64,
     ) -> FloatTensor<Self> {
-        let [y, _, _] = Self::group_norm_fwd(x, gamma, beta, groups, eps);
-        generic::silu::<Self>(y)
+        composed_group_norm_silu::<Self>(x, gamma, beta, groups, eps)
     }
     fn geglu_fwd(x: FloatTensor<Self>) -> FloatTensor<Self> {
         generic::geglu::<Self>(x)
@@ -181,6 +180,18 @@ pub trait KernelOps: Backend {
     fn relu_pool2_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         generic::relu_pool2_bwd::<Self>(x, dy)
     }
+}
+
+/// `silu(group_norm_fwd(x))` in two ops: the default, and the CPU kernel's fallback.
+fn composed_group_norm_silu<B: KernelOps>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    groups: usize,
+    eps: f64,
+) -> FloatTensor<B> {
+    let [y, _, _] = B::group_norm_fwd(x, gamma, beta, groups, eps);
+    generic::silu::<B>(y)
 }
 
 /// burn's own convolution gradients: `(dx, dweight, dbias)`.
@@ -571,8 +582,7 @@ impl KernelOps for burn::backend::Flex {
         eps: f64,
     ) -> FloatTensor<Self> {
         let Some([n, c, h, w]) = flex::dims4_f32(&x).filter(|d| groups > 0 && d[1].is_multiple_of(groups) && d[2] * d[3] > 0) else {
-            let [y, _, _] = Self::group_norm_fwd(x, gamma, beta, groups, eps);
-            return generic::silu::<Self>(y);
+            return composed_group_norm_silu::<Self>(x, gamma, beta, groups, eps);
         };
         let (xs, gs, bs) = (flex::contiguous(&x), flex::contiguous(&gamma), flex::contiguous(&beta));
         let mut y = vec![0f32; n * c * h * w];

@@ -6,8 +6,9 @@
 //! "filters") runs far below GEMM speed; here every pass is one GEMM per image on an im2col
 //! buffer of `[C_in * kh * kw, H_out * W_out]`.
 
-use gemm::Parallelism;
 use rayon::prelude::*;
+
+use super::matmul_cpu::{self, Parallelism, View};
 
 /// Shape and options of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +44,7 @@ impl ConvGeometry {
     }
 }
 
-/// Row-major `[m, k] x [k, n]` with arbitrary strides: `dst = (accumulate ? dst : 0) + a * b`.
+/// Row-major `[m, k] x [k, n]` into a contiguous `dst [m, n]`: `dst = (accumulate ? dst : 0) + a * b`.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     m: usize,
@@ -57,42 +58,8 @@ fn matmul(
     accumulate: bool,
     parallelism: Parallelism,
 ) {
-    assert!(dst.len() >= m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    let last = |s: [usize; 2], r: usize, c: usize| (r - 1) * s[0] + (c - 1) * s[1];
-    assert!(a.len() > last(a_strides, m, k) && b.len() > last(b_strides, k, n));
-    // SAFETY: the asserts above bound every element the GEMM reads or writes.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_strides[1] as isize,
-            a_strides[0] as isize,
-            b.as_ptr(),
-            b_strides[1] as isize,
-            b_strides[0] as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    let (a, b) = (View { data: a, strides: a_strides }, View { data: b, strides: b_strides });
+    matmul_cpu::matmul(m, n, k, dst, [n, 1], a, b, 1.0, accumulate, parallelism);
 }
 
 /// Output columns `ox` whose input column `ox*stride + kx - pad` lies inside `[0, width)`.
