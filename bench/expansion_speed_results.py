@@ -75,6 +75,13 @@ def main():
     out = {k: latest[k] for k in ("rows", "commit", "machine", "command")}
     out["dace_binary"] = latest.get("dace_binary")
     out["renderer"] = "python3 bench/expansion_speed_results.py --latest " + args.latest
+    # Every record the .md shows, with its own command, commit, machine and binary.
+    out["records"] = {label: {k: rec.get(k) for k in ("rows", "command", "commit", "machine", "dace_binary")}
+                      for label, rec in speeds.items()}
+    out["profile_shares_percent"] = {label: group_perf(rows) for label, rows in perfs.items()}
+    fidelity_path = RAW / "fidelity.json"
+    if fidelity_path.exists():
+        out["fidelity"] = json.loads(fidelity_path.read_text())
     (ROOT / "docs/results/expansion_speed.json").write_text(json.dumps(out, indent=1) + "\n")
 
     md = ["# Expansion throughput on the CPU: dace vs diffusers (issue 18)", ""]

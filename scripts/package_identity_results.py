@@ -32,4 +32,9 @@ for path in records:
     r = json.loads(path.read_text())
     lines.append(f"- `{path.name}`: `{r['distill']}`; machine: {r['machine']}; all identical: {r['all_identical']}")
 (root / "docs/results/refactor.md").write_text("\n".join(lines) + "\n")
-print("wrote docs/results/refactor.md")
+summary = {
+    "renderer": "python3 scripts/package_identity_results.py",
+    "records": [{"record": f"docs/results/refactor/{p.name}", **json.loads(p.read_text())} for p in records],
+}
+(root / "docs/results/refactor.json").write_text(json.dumps(summary, indent=2) + "\n")
+print("wrote docs/results/refactor.{md,json}")
