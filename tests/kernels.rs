@@ -574,3 +574,155 @@ fn cpu_geglu_multiplies_each_half_by_the_gelu_of_the_other() {
         }
     }
 }
+
+/// Every vector tier of the CPU kernels gives the same bits as the baseline build: AVX2 and
+/// AVX-512, where this CPU has them, on inputs with NaN, infinities and lengths that leave a
+/// remainder after the 16-lane chunks.
+#[test]
+fn cpu_kernel_tiers_give_the_same_bits() {
+    use dace::kernels::activation_cpu::{exp_shifted, geglu_rows, max_or_nan};
+    use dace::kernels::norm_cpu::sum_and_dot;
+    use dace::kernels::simd::{with_tier, Tier};
+    let tiers = Tier::all_supported();
+    assert!(tiers.contains(&Tier::Baseline));
+    #[cfg(target_arch = "x86_64")]
+    assert!(tiers.contains(&Tier::Avx2), "the test machines have AVX2; this one does not: {tiers:?}");
+    let mut xs: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 2000) as f32 * 0.013 - 13.0).collect();
+    xs.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 90.0, -90.0]);
+    let run = |tier: Tier| {
+        with_tier(tier, || {
+            let mut s = xs.clone();
+            silu_inplace(&mut s);
+            let mut e = xs[..999].to_vec();
+            let total = exp_shifted(&mut e, 3.0);
+            let mut g = vec![0f32; 500];
+            geglu_rows(&mut g, &xs[..1000], 50);
+            let (sum, dot) = sum_and_dot(&xs[..1001], &xs[3..1004]);
+            let maxima: Vec<f32> = [0, 1, 15, 16, 17, 999, 1001].iter().map(|&n| max_or_nan(&xs[..n])).collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            (bits(&s), bits(&e), total.to_bits(), bits(&g), sum.to_bits(), dot.to_bits(), bits(&maxima))
+        })
+        .expect("a supported tier")
+    };
+    let baseline = run(Tier::Baseline);
+    for &tier in &tiers[1..] {
+        assert!(run(tier) == baseline, "{tier:?} differs from the baseline build");
+    }
+}
+
+/// The vectorised row maximum used by the softmax: the plain maximum, NaN if any value is NaN,
+/// -inf for an empty row.
+#[test]
+fn cpu_row_maximum_propagates_nan() {
+    use dace::kernels::activation_cpu::max_or_nan;
+    assert_eq!(max_or_nan(&[]), f32::NEG_INFINITY);
+    for n in [1, 5, 16, 17, 40] {
+        let row: Vec<f32> = (0..n).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+        let want = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert_eq!(max_or_nan(&row), want, "{n} values");
+        for at in [0, n / 2, n - 1] {
+            let mut with_nan = row.clone();
+            with_nan[at] = f32::NAN;
+            assert!(max_or_nan(&with_nan).is_nan(), "NaN at {at} of {n} dropped");
+        }
+    }
+}
+
+/// The thread's scratch buffer is handed out with old contents: a convolution after a call that
+/// left NaN in all of it still matches burn (every im2col element is written), and a nested
+/// request gets a buffer of its own.
+#[test]
+fn convolution_writes_every_scratch_element() {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::PaddingConfig2d;
+    use dace::kernels::matmul_cpu::with_scratch;
+    type B = CpuBackend;
+    let device = Default::default();
+    with_scratch(3, |outer| {
+        outer.fill(1.0);
+        with_scratch(5, |inner| inner.fill(2.0));
+        assert_eq!(outer, [1.0; 3], "a nested request reused the outer buffer");
+    });
+    for (n, ci, s, co, stride) in [(7, 8, 4, 8, 1), (3, 5, 7, 6, 1), (4, 3, 6, 4, 2)] {
+        let conv = Conv2dConfig::new([ci, co], [3, 3])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init::<B>(&device);
+        let x = Tensor::<B, 4>::random([n, ci, s, s], Distribution::Normal(0.0, 1.0), &device);
+        let reference: Vec<f32> = conv.forward(x.clone()).into_data().to_vec().unwrap();
+        // Poison this thread's buffer and the pool threads' (the convolution runs on the pool).
+        let poison = || with_scratch(1 << 20, |b| b.fill(f32::NAN));
+        poison();
+        rayon::broadcast(|_| poison());
+        let ours: Vec<f32> = kernels::conv2d(&conv, x).into_data().to_vec().unwrap();
+        let err = rel_diff(&ours, &reference);
+        assert!(err <= 1e-5, "conv {n}x{ci}x{s}x{s} -> {co} s{stride}: relative error {err:e}");
+    }
+}
+
+/// `kernels::linear` (one GEMM that starts from the bias) against burn's `Linear::forward`, for
+/// rank 2 to 4 with and without bias; values exact or within rounding, gradients on autodiff
+/// (burn's own op there), NaN propagated.
+#[test]
+fn fused_linear_matches_burn() {
+    use burn::nn::LinearConfig;
+    type B = CpuBackend;
+    let device = Default::default();
+    for bias in [true, false] {
+        let layer = LinearConfig::new(64, 48).with_bias(bias).init::<B>(&device);
+        let check = |name: &str, ours: Vec<f32>, reference: Vec<f32>| {
+            let err = rel_diff(&ours, &reference);
+            assert!(err <= 1e-6, "linear {name} (bias {bias}): relative error {err:e}");
+        };
+        let x2 = Tensor::<B, 2>::random([130, 64], Distribution::Normal(0.0, 1.0), &device);
+        check("rank 2", kernels::linear(&layer, x2.clone()).into_data().to_vec().unwrap(), layer.forward(x2).into_data().to_vec().unwrap());
+        let x3 = Tensor::<B, 3>::random([3, 49, 64], Distribution::Normal(0.0, 1.0), &device);
+        check(
+            "rank 3",
+            kernels::linear(&layer, x3.clone()).into_data().to_vec().unwrap(),
+            layer.forward(x3.clone()).into_data().to_vec().unwrap(),
+        );
+        // A transposed (non-contiguous) input.
+        let xt = x3.swap_dims(0, 1);
+        check(
+            "strided",
+            kernels::linear(&layer, xt.clone()).into_data().to_vec().unwrap(),
+            layer.forward(xt).into_data().to_vec().unwrap(),
+        );
+        // Channels-first activations seen as tokens (read in place), and a view of three row
+        // groups (copied first).
+        let nchw = Tensor::<B, 4>::random([2, 64, 3, 5], Distribution::Normal(0.0, 1.0), &device);
+        let tokens = nchw.permute([0, 2, 3, 1]).reshape([2, 15, 64]);
+        check(
+            "tokens",
+            kernels::linear(&layer, tokens.clone()).into_data().to_vec().unwrap(),
+            layer.forward(tokens).into_data().to_vec().unwrap(),
+        );
+        let x4 = Tensor::<B, 4>::random([2, 3, 4, 64], Distribution::Normal(0.0, 1.0), &device).permute([2, 1, 0, 3]);
+        check(
+            "3 groups",
+            kernels::linear(&layer, x4.clone()).into_data().to_vec().unwrap(),
+            layer.forward(x4).into_data().to_vec().unwrap(),
+        );
+        let x4 = Tensor::<B, 4>::random([2, 2, 3, 64], Distribution::Normal(0.0, 1.0), &device);
+        let y4 = kernels::linear(&layer, x4.clone());
+        assert_eq!(y4.dims(), [2, 2, 3, 48]);
+        check("rank 4", y4.into_data().to_vec().unwrap(), layer.forward(x4).into_data().to_vec().unwrap());
+    }
+    let layer = LinearConfig::new(4, 3).init::<AD>(&device);
+    dace::models::materialize(&layer);
+    let x0 = Tensor::<AD, 3>::random([2, 5, 4], Distribution::Normal(0.0, 1.0), &device);
+    let mut grads_of = Vec::new();
+    for ours in [true, false] {
+        let x = x0.clone().detach().require_grad();
+        let y = if ours { kernels::linear(&layer, x.clone()) } else { layer.forward(x.clone()) };
+        let grads = (y.clone() * y.detach()).sum().backward();
+        let wg = layer.weight.val().grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+        grads_of.push((x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), wg));
+    }
+    assert!(grads_of[0] == grads_of[1], "linear gradients differ on autodiff");
+    let layer = LinearConfig::new(2, 2).init::<B>(&device);
+    let nan = Tensor::<B, 2>::from_data(TensorData::new(vec![f32::NAN, 1.0, 1.0, 1.0], [2, 2]), &device);
+    let y: Vec<f32> = kernels::linear(&layer, nan).into_data().to_vec().unwrap();
+    assert!(y[0].is_nan() && y[1].is_nan() && !y[2].is_nan(), "{y:?}");
+}

@@ -7,9 +7,11 @@
 //! 16 values compile to SIMD. Relative error <= 3e-7 (a couple of ulps), checked against the
 //! standard library in the tests.
 //!
-//! The loops are compiled twice: for the baseline x86-64 target and, chosen at run time, with
-//! AVX2 + FMA (8 lanes, fused multiply-adds). `f32::mul_add` rounds once on both paths (an FMA
-//! instruction, or libm's exact `fmaf`), so the results are the same bits on every x86-64 CPU.
+//! The loops are compiled for the baseline x86-64 and, chosen at run time, for AVX2 + FMA and
+//! AVX-512 (`super::simd`). `f32::mul_add` rounds once on every path (an FMA instruction, or
+//! libm's exact `fmaf`), so the results are the same bits on every x86-64 CPU.
+
+use super::simd::with_simd;
 
 /// Values per unrolled chunk: 16 f32 lanes fill one AVX-512 register or two AVX2 ones.
 const LANES: usize = 16;
@@ -53,29 +55,9 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
-/// Runs `body` compiled with AVX2 + FMA where the CPU has them, else the baseline build of it.
-macro_rules! with_simd {
-    ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {
-        pub fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn generic($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    generic($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU supports the features `avx2` was compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            generic($($arg),*)
-        }
-    };
-}
-
-with_simd!(silu_inplace(values: &mut [f32]) {
+/// `silu` over a slice in chunks of [`LANES`] (inlined into each vector build that uses it).
+#[inline(always)]
+pub(crate) fn silu_slice(values: &mut [f32]) {
     let mut chunks = values.chunks_exact_mut(LANES);
     for chunk in &mut chunks {
         for v in chunk.iter_mut() {
@@ -85,40 +67,69 @@ with_simd!(silu_inplace(values: &mut [f32]) {
     for v in chunks.into_remainder() {
         *v = silu(*v);
     }
-});
-
-with_simd!(geglu_rows(out: &mut [f32], x: &[f32], width: usize) {
-    for (o, row) in out.chunks_exact_mut(width).zip(x.chunks_exact(2 * width)) {
-        let (h, gate) = row.split_at(width);
-        for ((o, &h), &g) in o.iter_mut().zip(h).zip(gate) {
-            *o = h * gelu(g);
-        }
-    }
-});
-
-/// `row[i] = exp(row[i] - shift)`; returns the sum of the results.
-pub fn exp_shifted(row: &mut [f32], shift: f32) -> f32 {
-    let mut sum = [0f32; 1];
-    exp_shifted_into(row, shift, &mut sum);
-    sum[0]
 }
 
-with_simd!(exp_shifted_into(row: &mut [f32], shift: f32, total: &mut [f32; 1]) {
-    let mut lanes = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for chunk in &mut chunks {
-        for (v, s) in chunk.iter_mut().zip(lanes.iter_mut()) {
-            *v = exp(*v - shift);
-            *s += *v;
+with_simd!(
+    pub fn silu_inplace(values: &mut [f32]) {
+        silu_slice(values)
+    }
+);
+
+with_simd!(
+    pub fn geglu_rows(out: &mut [f32], x: &[f32], width: usize) {
+        for (o, row) in out.chunks_exact_mut(width).zip(x.chunks_exact(2 * width)) {
+            let (h, gate) = row.split_at(width);
+            for ((o, &h), &g) in o.iter_mut().zip(h).zip(gate) {
+                *o = h * gelu(g);
+            }
         }
     }
-    let mut sum: f32 = lanes.iter().sum();
-    for v in chunks.into_remainder() {
-        *v = exp(*v - shift);
-        sum += *v;
+);
+
+with_simd!(
+    /// `row[i] = exp(row[i] - shift)`; returns the sum of the results (added up in [`LANES`]
+    /// lanes, then across them, in a fixed order).
+    pub fn exp_shifted(row: &mut [f32], shift: f32) -> f32 {
+        let mut lanes = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            for (v, s) in chunk.iter_mut().zip(lanes.iter_mut()) {
+                *v = exp(*v - shift);
+                *s += *v;
+            }
+        }
+        let mut sum: f32 = lanes.iter().sum();
+        for v in chunks.into_remainder() {
+            *v = exp(*v - shift);
+            sum += *v;
+        }
+        sum
     }
-    total[0] = sum;
-});
+);
+
+with_simd!(
+    /// The largest value of `row`, or NaN if it holds one (-inf when empty): [`LANES`] running
+    /// maxima, so it vectorises (a max is exact, so the order does not matter).
+    pub fn max_or_nan(row: &[f32]) -> f32 {
+        #[inline(always)]
+        fn max(m: f32, x: f32) -> f32 {
+            if x.is_nan() || x > m {
+                x
+            } else {
+                m
+            }
+        }
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for chunk in chunks {
+            for (m, &x) in lanes.iter_mut().zip(chunk) {
+                *m = max(*m, x);
+            }
+        }
+        lanes.iter().chain(rest).copied().fold(f32::NEG_INFINITY, max)
+    }
+);
 
 #[inline(always)]
 fn silu(x: f32) -> f32 {

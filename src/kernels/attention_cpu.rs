@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::activation_cpu;
-use super::matmul_cpu::{matmul, Parallelism, View};
+use super::matmul_cpu::{matmul, with_scratch, Parallelism, View};
 
 /// Queries per score block: the scores of one block are `QUERY_BLOCK x keys` floats.
 const QUERY_BLOCK: usize = 64;
@@ -54,19 +54,20 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: AttentionShape) -> Vec<f32>
         image.par_chunks_mut(QUERY_BLOCK * inner).enumerate().for_each(|(block, out)| {
             let q0 = b * s.queries + block * QUERY_BLOCK;
             let rows = out.len() / inner;
-            let mut scores = vec![0f32; rows * s.keys];
-            for h in 0..s.heads {
-                let qh = View { data: &q[q0 * inner + h * d..], strides: [inner, 1] };
-                // k^T: element (c, j) of the head's transpose is k[j, h*d + c].
-                let kt = View { data: &kb[h * d..], strides: [1, inner] };
-                matmul(rows, s.keys, d, &mut scores, [s.keys, 1], qh, kt, scale, false, Parallelism::None);
-                for row in scores.chunks_exact_mut(s.keys) {
-                    softmax_inplace(row);
+            with_scratch(rows * s.keys, |scores| {
+                for h in 0..s.heads {
+                    let qh = View { data: &q[q0 * inner + h * d..], strides: [inner, 1] };
+                    // k^T: element (c, j) of the head's transpose is k[j, h*d + c].
+                    let kt = View { data: &kb[h * d..], strides: [1, inner] };
+                    matmul(rows, s.keys, d, scores, [s.keys, 1], qh, kt, scale, false, Parallelism::None);
+                    for row in scores.chunks_exact_mut(s.keys) {
+                        softmax_inplace(row);
+                    }
+                    let p = View { data: scores, strides: [s.keys, 1] };
+                    let vh = View { data: &vb[h * d..], strides: [inner, 1] };
+                    matmul(rows, d, s.keys, &mut out[h * d..], [inner, 1], p, vh, 1.0, false, Parallelism::None);
                 }
-                let p = View { data: &scores, strides: [s.keys, 1] };
-                let vh = View { data: &vb[h * d..], strides: [inner, 1] };
-                matmul(rows, d, s.keys, &mut out[h * d..], [inner, 1], p, vh, 1.0, false, Parallelism::None);
-            }
+            })
         });
     });
     o
@@ -74,7 +75,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: AttentionShape) -> Vec<f32>
 
 /// Numerically stable softmax of one row, in place (a NaN anywhere makes the row NaN).
 fn softmax_inplace(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, |m, x| if x.is_nan() || x > m { x } else { m });
+    let max = activation_cpu::max_or_nan(row);
     let inv = 1.0 / activation_cpu::exp_shifted(row, max);
     for v in row.iter_mut() {
         *v *= inv;

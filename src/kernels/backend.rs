@@ -13,6 +13,7 @@ use burn::tensor::{DType, TensorPrimitive};
 use super::activation_cpu;
 use super::attention_cpu::{self, AttentionShape};
 use super::conv_cpu::{self, ConvGeometry};
+use super::matmul_cpu::{self, RowsLayout};
 use super::norm_cpu::{self, Stats};
 use super::pool_cpu;
 
@@ -72,6 +73,12 @@ pub trait DaceBackend: Backend {
     /// `k`, `v [B, M, heads * d]`, head `h` owning channels `h*d .. (h+1)*d`. Returns `[B, N, heads * d]`.
     fn multi_head_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
         generic::attention::<Self>(q, k, v, heads)
+    }
+
+    /// `x [.., d_in] weight [d_in, d_out] + bias [d_out]`, burn's `Linear` (its op by default,
+    /// differentiable on autodiff).
+    fn dace_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
+        <Self as ModuleOps<Self>>::linear(x, weight, bias)
     }
 }
 
@@ -176,6 +183,9 @@ pub trait KernelOps: Backend {
     fn attention_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
         generic::attention::<Self>(q, k, v, heads)
     }
+    fn linear_fwd(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
+        <Self as ModuleOps<Self>>::linear(x, weight, bias)
+    }
     /// Gradient of `relu_pool2` with respect to its input `x`, given the output gradient `dy`.
     fn relu_pool2_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         generic::relu_pool2_bwd::<Self>(x, dy)
@@ -240,6 +250,9 @@ macro_rules! plain_backend {
             }
             fn multi_head_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
                 <Self as KernelOps>::attention_fwd(q, k, v, heads)
+            }
+            fn dace_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
+                <Self as KernelOps>::linear_fwd(x, weight, bias)
             }
         }
     )*};
@@ -618,6 +631,30 @@ impl KernelOps for burn::backend::Flex {
         let o = attention_cpu::attention(flex::slice(&qs), flex::slice(&ks), flex::slice(&vs), shape);
         flex::tensor(o, vec![shape.batch, shape.queries, shape.heads * shape.head_dim])
     }
+
+    fn linear_fwd(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
+        let mut shape = x.layout().shape().to_vec();
+        let w = weight.layout().shape().to_vec();
+        let f32s = x.dtype() == DType::F32 && weight.dtype() == DType::F32 && bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
+        let fits = w.len() == 2
+            && shape.len() >= 2
+            && shape.last() == Some(&w[0])
+            && bias.as_ref().is_none_or(|b| b.layout().shape().to_vec() == [w[1]]);
+        if !(f32s && fits) {
+            return <Self as ModuleOps<Self>>::linear(x, weight, bias);
+        }
+        let (ws, bs) = (flex::contiguous(&weight), bias.as_ref().map(flex::contiguous));
+        let (ws, bs) = (flex::slice(&ws), bs.as_ref().map(flex::slice));
+        let y = match flex::rows_layout(&x) {
+            Some(layout) => matmul_cpu::linear(x.storage::<f32>(), layout, ws, bs, w[0], w[1]),
+            None => {
+                let rows = shape[..shape.len() - 1].iter().product();
+                matmul_cpu::linear(flex::slice(&flex::contiguous(&x)), RowsLayout::contiguous(rows, w[0]), ws, bs, w[0], w[1])
+            }
+        };
+        *shape.last_mut().expect("rank >= 2") = w[1];
+        flex::tensor(y, shape)
+    }
 }
 
 /// Access to Flex tensors as f32 slices.
@@ -625,7 +662,7 @@ mod flex {
     use burn::backend::flex::FlexTensor;
     use burn::tensor::{DType, TensorData};
 
-    use super::{ConvGeometry, ConvOptions, Stats};
+    use super::{ConvGeometry, ConvOptions, RowsLayout, Stats};
 
     pub fn dims4_f32(t: &FlexTensor) -> Option<[usize; 4]> {
         let shape = t.layout().shape();
@@ -638,6 +675,42 @@ mod flex {
         } else {
             t.to_contiguous()
         }
+    }
+
+    /// The input of a linear layer (`[.., d_in]`, f32) as at most two levels of rows read in
+    /// place: leading axes merged where their strides allow, `None` when more than two groups
+    /// remain or a stride is negative (then the caller copies).
+    pub fn rows_layout(t: &FlexTensor) -> Option<RowsLayout> {
+        let layout = t.layout();
+        let (shape, strides) = (layout.shape(), layout.strides());
+        let last = shape.num_dims().checked_sub(1)?;
+        if !layout.has_positive_strides() {
+            return None;
+        }
+        // (size, stride) of the row axes, outermost first, size-1 axes dropped, mergeable
+        // neighbours merged.
+        let mut groups: Vec<(usize, usize)> = Vec::new();
+        for i in 0..last {
+            let (size, stride) = (shape[i], strides[i] as usize);
+            if size == 1 {
+                continue;
+            }
+            match groups.last_mut() {
+                Some((outer, outer_stride)) if *outer_stride == stride * size => {
+                    *outer *= size;
+                    *outer_stride = stride;
+                }
+                _ => groups.push((size, stride)),
+            }
+        }
+        let column = strides[last] as usize;
+        let (batches, batch_stride, rows, row_stride) = match groups[..] {
+            [] => (1, 0, 1, 0),
+            [(rows, stride)] => (1, 0, rows, stride),
+            [(batches, batch_stride), (rows, stride)] => (batches, batch_stride, rows, stride),
+            _ => return None,
+        };
+        Some(RowsLayout { offset: layout.start_offset(), batches, batch_stride, rows, strides: [row_stride, column] })
     }
 
     pub fn slice(t: &FlexTensor) -> &[f32] {

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul_cpu::{self, Parallelism, View};
+use super::matmul_cpu::{self, with_scratch, Parallelism, View};
 
 /// Shape and options of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,6 +225,15 @@ fn regroup(src: &[f32], dst: &mut [f32], images: usize, rows: usize, plane: usiz
     }
 }
 
+/// Floats of scratch one group of `gs` images needs: its im2col columns (none for a pointwise
+/// convolution of one image, whose input already is them), then a `[C_out, gs * plane]` block
+/// when several images share the GEMM.
+fn scratch_len(g: &ConvGeometry, gs: usize) -> (usize, usize) {
+    let (plane, pointwise) = (g.out_plane(), g.is_pointwise() && gs == 1);
+    let cols = if pointwise { 0 } else { g.patch_len() * plane * gs };
+    (cols, if gs > 1 { g.out_channels * plane * gs } else { 0 })
+}
+
 /// `y[n] = W [C_out, K] x im2col(x[n]) + bias`, returned as `[N, C_out, H_out, W_out]`.
 pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
     let (k, plane, co) = (g.patch_len(), g.out_plane(), g.out_channels);
@@ -232,9 +241,10 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
     let gs = group_size(g);
     let par = inner_parallelism(g.batch.div_ceil(gs));
     let pointwise = g.is_pointwise() && gs == 1;
-    y.par_chunks_mut(gs * co * plane).zip(x.par_chunks(gs * g.in_image())).for_each_init(
-        || (vec![0f32; if pointwise { 0 } else { k * plane * gs }], vec![0f32; if gs > 1 { co * plane * gs } else { 0 }]),
-        |(cols, tmp), (y, x)| {
+    let (cols_len, tmp_len) = scratch_len(g, gs);
+    y.par_chunks_mut(gs * co * plane).zip(x.par_chunks(gs * g.in_image())).for_each(|(y, x)| {
+        with_scratch(cols_len + tmp_len, |scratch| {
+            let (cols, tmp) = scratch.split_at_mut(cols_len);
             let n = x.len() / g.in_image();
             let ld = n * plane;
             let cols: &[f32] = if pointwise {
@@ -261,8 +271,8 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
                     }
                 }
             }
-        },
-    );
+        })
+    });
     y
 }
 
@@ -273,15 +283,16 @@ pub fn input_grad(dy: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let gs = group_size(g);
     let par = inner_parallelism(g.batch.div_ceil(gs));
     let pointwise = g.is_pointwise() && gs == 1;
-    dx.par_chunks_mut(gs * g.in_image()).zip(dy.par_chunks(gs * co * plane)).for_each_init(
-        || (vec![0f32; if pointwise { 0 } else { k * plane * gs }], vec![0f32; if gs > 1 { co * plane * gs } else { 0 }]),
-        |(cols, tmp), (dx, dy)| {
-            let n = dy.len() / (co * plane);
-            let ld = n * plane;
-            if pointwise {
-                matmul(k, plane, co, dx, weight, [1, k], dy, [plane, 1], false, par);
-                return;
-            }
+    let (cols_len, tmp_len) = scratch_len(g, gs);
+    dx.par_chunks_mut(gs * g.in_image()).zip(dy.par_chunks(gs * co * plane)).for_each(|(dx, dy)| {
+        let n = dy.len() / (co * plane);
+        let ld = n * plane;
+        if pointwise {
+            matmul(k, plane, co, dx, weight, [1, k], dy, [plane, 1], false, par);
+            return;
+        }
+        with_scratch(cols_len + tmp_len, |scratch| {
+            let (cols, tmp) = scratch.split_at_mut(cols_len);
             let dy: &[f32] = if gs > 1 {
                 regroup(dy, tmp, n, co, plane, false);
                 &tmp[..co * ld]
@@ -292,8 +303,8 @@ pub fn input_grad(dy: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
             for (j, dxi) in dx.chunks_mut(g.in_image()).enumerate() {
                 col2im_add(&cols[j * plane..], g, dxi, ld);
             }
-        },
-    );
+        })
+    });
     dx
 }
 
@@ -303,40 +314,39 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> (Vec<f32>, Vec<f3
     let gs = group_size(g);
     let par = inner_parallelism(g.batch.div_ceil(gs));
     let pointwise = g.is_pointwise() && gs == 1;
+    let (cols_len, tmp_len) = scratch_len(g, gs);
     let (dw, db) = x
         .par_chunks(gs * g.in_image())
         .zip(dy.par_chunks(gs * co * plane))
         .fold(
-            || {
-                let cols = vec![0f32; if pointwise { 0 } else { k * plane * gs }];
-                let tmp = vec![0f32; if gs > 1 { co * plane * gs } else { 0 }];
-                (vec![0f32; co * k], vec![0f32; co], cols, tmp)
-            },
-            |(mut dw, mut db, mut cols, mut tmp), (x, dy)| {
-                let n = x.len() / g.in_image();
-                let ld = n * plane;
-                let cols_ref: &[f32] = if pointwise {
-                    x
-                } else {
-                    for (j, xi) in x.chunks(g.in_image()).enumerate() {
-                        im2col(xi, g, &mut cols[j * plane..], ld);
+            || (vec![0f32; co * k], vec![0f32; co]),
+            |(mut dw, mut db), (x, dy)| {
+                with_scratch(cols_len + tmp_len, |scratch| {
+                    let (cols, tmp) = scratch.split_at_mut(cols_len);
+                    let n = x.len() / g.in_image();
+                    let ld = n * plane;
+                    let cols_ref: &[f32] = if pointwise {
+                        x
+                    } else {
+                        for (j, xi) in x.chunks(g.in_image()).enumerate() {
+                            im2col(xi, g, &mut cols[j * plane..], ld);
+                        }
+                        &cols[..k * ld]
+                    };
+                    let dy_ref: &[f32] = if gs > 1 {
+                        regroup(dy, tmp, n, co, plane, false);
+                        &tmp[..co * ld]
+                    } else {
+                        dy
+                    };
+                    matmul(co, k, ld, &mut dw, dy_ref, [ld, 1], cols_ref, [1, ld], true, par);
+                    for (b, row) in db.iter_mut().zip(dy_ref.chunks(ld)) {
+                        *b += crate::kernels::norm_cpu::sum_and_dot(row, row).0 as f32;
                     }
-                    &cols[..k * ld]
-                };
-                let dy_ref: &[f32] = if gs > 1 {
-                    regroup(dy, &mut tmp, n, co, plane, false);
-                    &tmp[..co * ld]
-                } else {
-                    dy
-                };
-                matmul(co, k, ld, &mut dw, dy_ref, [ld, 1], cols_ref, [1, ld], true, par);
-                for (b, row) in db.iter_mut().zip(dy_ref.chunks(ld)) {
-                    *b += crate::kernels::norm_cpu::sum_and_dot(row, row).0 as f32;
-                }
-                (dw, db, cols, tmp)
+                });
+                (dw, db)
             },
         )
-        .map(|(dw, db, _, _)| (dw, db))
         .reduce(
             || (vec![0f32; co * k], vec![0f32; co]),
             |(mut a, mut b), (c, d)| {

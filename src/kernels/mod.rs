@@ -16,6 +16,7 @@ pub mod diffusion_ref;
 pub mod matmul_cpu;
 pub mod norm_cpu;
 pub mod pool_cpu;
+pub mod simd;
 
 pub use backend::{generic, DaceBackend, KernelOps, TrainBackend};
 
@@ -98,6 +99,15 @@ pub fn group_norm_silu<B: DaceBackend>(norm: &burn::nn::GroupNorm<B>, x: Tensor<
 /// GEGLU over the last axis: `h * gelu(gate)` for `x = [h | gate]` ([`DaceBackend::geglu`]).
 pub fn geglu<B: DaceBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     tensor(B::geglu(prim(x)))
+}
+
+/// `layer.forward(x)` of a `Linear` layer, through [`DaceBackend::dace_linear`].
+pub fn linear<B: DaceBackend, const D: usize>(layer: &burn::nn::Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    if D < 2 {
+        return layer.forward(x);
+    }
+    let bias = layer.bias.as_ref().map(|b| prim(b.val()));
+    tensor(B::dace_linear(prim(x), prim(layer.weight.val()), bias))
 }
 
 /// Multi-head attention of `[batch, tokens, heads * d]` inputs ([`DaceBackend::attention`]).

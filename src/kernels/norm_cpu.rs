@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use super::activation_cpu;
+use super::simd::with_simd;
 
 /// Statistics of one normalised group: mean and reciprocal standard deviation.
 #[derive(Clone, Copy, Debug, Default)]
@@ -18,27 +19,42 @@ pub struct Stats {
     pub rstd: f32,
 }
 
-/// Sums of `a` and of `a * b` over a slice, in 16 independent f32 lanes (so the compiler
-/// vectorises them) combined in f64. Per-plane sums stay short enough for f32 lanes.
-pub fn sum_and_dot(a: &[f32], b: &[f32]) -> (f64, f64) {
-    const L: usize = 16;
-    let (mut s, mut d) = ([0f32; L], [0f32; L]);
-    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..L {
-            s[i] += x[i];
-            d[i] += x[i] * y[i];
+with_simd!(
+    /// Sums of `a` and of `a * b` over a slice, in 16 independent f32 lanes (so the compiler
+    /// vectorises them) combined in f64. Per-plane sums stay short enough for f32 lanes.
+    pub fn sum_and_dot(a: &[f32], b: &[f32]) -> (f64, f64) {
+        const L: usize = 16;
+        let (mut s, mut d) = ([0f32; L], [0f32; L]);
+        let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for i in 0..L {
+                s[i] += x[i];
+                d[i] += x[i] * y[i];
+            }
+        }
+        let mut sum: f64 = s.iter().map(|&v| v as f64).sum();
+        let mut dot: f64 = d.iter().map(|&v| v as f64).sum();
+        for (&x, &y) in ra.iter().zip(rb) {
+            sum += x as f64;
+            dot += (x * y) as f64;
+        }
+        (sum, dot)
+    }
+);
+
+with_simd!(
+    /// `y = (x - k) * scale + shift`, then SiLU if `silu`: one channel of a group norm's output
+    /// (`k` is 0 unless the group is centred first; `x - 0` is `x`, bit for bit).
+    fn normalise_plane(y: &mut [f32], x: &[f32], k: f32, scale: f32, shift: f32, silu: bool) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = (x - k) * scale + shift;
+        }
+        if silu {
+            activation_cpu::silu_slice(y);
         }
     }
-    let mut sum: f64 = s.iter().map(|&v| v as f64).sum();
-    let mut dot: f64 = d.iter().map(|&v| v as f64).sum();
-    for (&x, &y) in ra.iter().zip(rb) {
-        sum += x as f64;
-        dot += (x * y) as f64;
-    }
-    (sum, dot)
-}
+);
 
 /// Mean and reciprocal std of the concatenation of `planes`.
 fn stats<'a>(planes: impl Iterator<Item = &'a [f32]>, eps: f64) -> (f64, f64, f32, f32) {
@@ -173,18 +189,7 @@ fn group_norm_forward_then<const SILU: bool>(
         for (j, (y, x)) in y.chunks_mut(plane).zip(x.chunks(plane)).enumerate() {
             let (g, b) = (gamma[c0 + j], beta[c0 + j]);
             let (scale, shift) = (g * s.rstd, b - g * s.rstd * (s.mean - k));
-            if centre {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = (x - k) * scale + shift;
-                }
-            } else {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = x * scale + shift;
-                }
-            }
-            if SILU {
-                activation_cpu::silu_inplace(y);
-            }
+            normalise_plane(y, x, k, scale, shift, SILU);
         }
         *st = s;
     });

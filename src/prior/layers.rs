@@ -62,7 +62,7 @@ impl<B: DaceBackend> ResnetBlock2D<B> {
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
         let mut h = kernels::conv2d(&self.conv1, kernels::group_norm_silu(&self.norm1, x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(silu(temb.clone()));
+            let t = kernels::linear(proj, silu(temb.clone()));
             h = h + t.unsqueeze_dim::<3>(2).unsqueeze_dim(3);
         }
         let h = kernels::conv2d(&self.conv2, kernels::group_norm_silu(&self.norm2, h));
@@ -107,8 +107,13 @@ impl<B: Backend> Attention<B> {
 impl<B: DaceBackend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, context: Option<&Tensor<B, 3>>) -> Tensor<B, 3> {
         let ctx = context.cloned().unwrap_or_else(|| x.clone());
-        let o = kernels::attention(self.to_q.forward(x), self.to_k.forward(ctx.clone()), self.to_v.forward(ctx), self.heads);
-        self.to_out[0].forward(o)
+        let o = kernels::attention(
+            kernels::linear(&self.to_q, x),
+            kernels::linear(&self.to_k, ctx.clone()),
+            kernels::linear(&self.to_v, ctx),
+            self.heads,
+        );
+        kernels::linear(&self.to_out[0], o)
     }
 }
 
@@ -140,8 +145,13 @@ impl<B: DaceBackend> SpatialAttention<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let t = kernels::group_norm(&self.group_norm, x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
-        let o = kernels::attention(self.to_q.forward(t.clone()), self.to_k.forward(t.clone()), self.to_v.forward(t), 1);
-        let o = self.to_out[0].forward(o).swap_dims(1, 2).reshape([b, c, h, w]);
+        let o = kernels::attention(
+            kernels::linear(&self.to_q, t.clone()),
+            kernels::linear(&self.to_k, t.clone()),
+            kernels::linear(&self.to_v, t),
+            1,
+        );
+        let o = kernels::linear(&self.to_out[0], o).swap_dims(1, 2).reshape([b, c, h, w]);
         o + x
     }
 }
@@ -163,7 +173,7 @@ impl<B: Backend> FeedForward<B> {
 
 impl<B: DaceBackend> FeedForward<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.out.forward(kernels::geglu(self.geglu.forward(x)))
+        kernels::linear(&self.out, kernels::geglu(kernels::linear(&self.geglu, x)))
     }
 }
 
@@ -243,14 +253,14 @@ impl<B: DaceBackend> Transformer2D<B> {
         let from_tokens = |t: Tensor<B, 3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let normed = kernels::group_norm(&self.norm, x.clone());
         let mut t = match &self.proj_in {
-            Projection::Linear(l) => l.forward(to_tokens(normed)),
+            Projection::Linear(l) => kernels::linear(l, to_tokens(normed)),
             Projection::Conv(cv) => to_tokens(kernels::conv2d(cv, normed)),
         };
         for block in &self.transformer_blocks {
             t = block.forward(t, context);
         }
         let out = match &self.proj_out {
-            Projection::Linear(l) => from_tokens(l.forward(t)),
+            Projection::Linear(l) => from_tokens(kernels::linear(l, t)),
             Projection::Conv(cv) => kernels::conv2d(cv, from_tokens(t)),
         };
         out + x
@@ -342,8 +352,10 @@ impl<B: Backend> TimestepMlp<B> {
     pub fn new(c_in: usize, dim: usize, device: &B::Device) -> Self {
         TimestepMlp { linear_1: LinearConfig::new(c_in, dim).init(device), linear_2: LinearConfig::new(dim, dim).init(device) }
     }
+}
 
+impl<B: DaceBackend> TimestepMlp<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.linear_2.forward(silu(self.linear_1.forward(x)))
+        kernels::linear(&self.linear_2, silu(kernels::linear(&self.linear_1, x)))
     }
 }
