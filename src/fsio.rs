@@ -26,6 +26,55 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| DaceError::io(path, e))
 }
 
+/// A file's bytes: memory-mapped on native targets, so that a multi-gigabyte weights file is paged
+/// in by the OS as it is hashed and read instead of copied whole into memory; owned bytes otherwise
+/// (the browser hands dace fetched bytes).
+pub enum FileBytes {
+    Owned(Vec<u8>),
+    #[cfg(not(target_family = "wasm"))]
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Owned(v) => v,
+            #[cfg(not(target_family = "wasm"))]
+            FileBytes::Mapped(m) => m,
+        }
+    }
+}
+
+impl From<Vec<u8>> for FileBytes {
+    fn from(v: Vec<u8>) -> Self {
+        FileBytes::Owned(v)
+    }
+}
+
+/// The bytes of `path` (the browser build has no memory maps).
+#[cfg(target_family = "wasm")]
+pub fn map(path: &Path) -> Result<FileBytes> {
+    read(path).map(FileBytes::Owned)
+}
+
+/// The bytes of `path`, memory-mapped (see [`FileBytes`]).
+#[cfg(not(target_family = "wasm"))]
+pub fn map(path: &Path) -> Result<FileBytes> {
+    let file = std::fs::File::open(path).map_err(|e| DaceError::io(path, e))?;
+    let len = file.metadata().map_err(|e| DaceError::io(path, e))?.len();
+    if len == 0 {
+        // An empty file cannot be mapped on every platform; its reader refuses it by name.
+        return Ok(FileBytes::Owned(Vec::new()));
+    }
+    // SAFETY: the map is only read. dace never writes a file while it holds a map of it (every
+    // write goes to a new file renamed into place, see `write_atomic`); a file truncated by
+    // another process while mapped is the same hazard burn-store's own file reader accepts.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DaceError::io(path, e))?;
+    Ok(FileBytes::Mapped(map))
+}
+
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = read(path)?;
     serde_json::from_slice(&bytes).map_err(|e| DaceError::bad_file(path, format!("invalid JSON: {e}")))

@@ -4,6 +4,8 @@
 //! tests/fixtures/make_clip_parity.py), the CLIP BPE tokenizer (make_clip_tokenizer.py), and
 //! `dace prior import` of whole SD-Turbo- and SDXL-Turbo-layout pipelines
 //! (make_import_fixture.py), including the colour ImageFolder path through an imported prior.
+//! Issue 25: checkpoints as current diffusers / transformers save them, with `tokenizer.json`
+//! tokenizers and sharded weights (make_clip_tokenizer.py, make_sharded_import_fixture.py).
 
 mod common;
 
@@ -96,25 +98,53 @@ fn clip_configs_and_inputs_are_checked() {
 
 /// dace's CLIP BPE against transformers' CLIPTokenizer on the same vocab.json + merges.txt
 /// (tests/fixtures/make_clip_tokenizer.py): whitespace runs, case, accents, emoji, apostrophes,
-/// digits, literal special tokens, the empty prompt and truncation to 77; two pad tokens.
+/// digits, literal special tokens, the empty prompt and truncation to 77; two pad tokens. Each
+/// tokenizer is read in both forms: vocab.json + merges.txt, and the tokenizer.json +
+/// tokenizer_config.json that transformers 5 saves instead (`clip/json/`); the ids are the same.
 #[test]
 fn clip_tokenizer_matches_transformers() {
     use dace::prior::tokenizer::ClipTokenizer;
     let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("tokenizer_expected.json")).unwrap()).unwrap();
     let mut fingerprints = Vec::new();
     for name in ["tokenizer", "tokenizer_2"] {
-        let tok = ClipTokenizer::from_dir(&fixture(name)).unwrap();
+        let json_dir = fixture("json").join(name);
+        assert!(json_dir.join("tokenizer.json").exists() && !json_dir.join("vocab.json").exists());
+        let forms = [ClipTokenizer::from_dir(&fixture(name)).unwrap(), ClipTokenizer::from_dir(&json_dir).unwrap()];
         let cases = expected["cases"][name].as_array().unwrap();
         assert!(cases.len() >= 10);
-        for case in cases {
-            let prompt = case["prompt"].as_str().unwrap();
-            let want: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
-            assert_eq!(tok.encode(prompt).unwrap(), want, "{name}: {prompt:?}");
+        for (form, tok) in ["vocab.json + merges.txt", "tokenizer.json"].iter().zip(&forms) {
+            for case in cases {
+                let prompt = case["prompt"].as_str().unwrap();
+                let want: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
+                assert_eq!(tok.encode(prompt).unwrap(), want, "{name} from {form}: {prompt:?}");
+            }
+            // A literal pad token: "!" is a special token where it pads (SDXL's tokenizer_2), as in transformers.
+            let bang = tok.encode("wow! them!!").unwrap();
+            let want = if name == "tokenizer_2" { [0, 0, 0] } else { [256, 0, 256] };
+            assert_eq!([bang[4], bang[7], bang[8]], want, "{name} from {form}: {bang:?}");
         }
-        fingerprints.push(tok.fingerprint.clone());
+        assert_eq!((forms[0].pad_id, forms[0].eos_id, &forms[0].special), (forms[1].pad_id, forms[1].eos_id, &forms[1].special));
+        fingerprints.extend(forms.iter().map(|t| t.fingerprint.clone()));
     }
-    // Same vocabulary, different pad token: different tokenizers.
-    assert_ne!(fingerprints[0], fingerprints[1]);
+    // Same vocabulary, different pad token: different tokenizers (and each form hashes its own files).
+    let distinct: std::collections::HashSet<&String> = fingerprints.iter().collect();
+    assert_eq!(distinct.len(), 4);
+}
+
+/// Where a directory has both forms, tokenizer.json is the one read (as transformers does).
+#[test]
+fn tokenizer_json_is_preferred_over_vocab_and_merges() {
+    use dace::prior::tokenizer::ClipTokenizer;
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture("json/tokenizer_2").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("vocab.json"), "not JSON").unwrap();
+    std::fs::write(dir.path().join("merges.txt"), "a b c\n").unwrap();
+    let both = ClipTokenizer::from_dir(dir.path()).unwrap();
+    let json = ClipTokenizer::from_dir(&fixture("json/tokenizer_2")).unwrap();
+    assert_eq!(both.fingerprint, json.fingerprint);
+    assert_eq!(both.encode("a photo of a sneaker").unwrap(), json.encode("a photo of a sneaker").unwrap());
 }
 
 #[test]
@@ -135,7 +165,28 @@ fn broken_tokenizer_files_are_named() {
 
     std::fs::remove_file(dir.path().join("vocab.json")).unwrap();
     let err = ClipTokenizer::from_dir(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("vocab.json"), "{err}");
+    assert!(err.contains("vocab.json") && err.contains("tokenizer.json"), "{err}");
+
+    // tokenizer.json: truncated, another model type, an added token whose id the file contradicts.
+    let good = std::fs::read(fixture("json/tokenizer").join("tokenizer.json")).unwrap();
+    let json_path = dir.path().join("tokenizer.json");
+    std::fs::write(&json_path, &good[..good.len() / 2]).unwrap();
+    let err = ClipTokenizer::from_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.json") && err.contains("not a BPE tokenizer.json"), "{err}");
+    let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    v["model"]["type"] = "Unigram".into();
+    std::fs::write(&json_path, serde_json::to_vec(&v).unwrap()).unwrap();
+    let err = ClipTokenizer::from_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.json") && err.contains("Unigram"), "{err}");
+    let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    v["model"]["type"] = "BPE".into();
+    v["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({
+        "id": 900, "content": "<cat-toy>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": true, "special": false
+    }));
+    std::fs::write(&json_path, serde_json::to_vec(&v).unwrap()).unwrap();
+    std::fs::write(dir.path().join("special_tokens_map.json"), "{}").unwrap();
+    let err = ClipTokenizer::from_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.json") && err.contains("<cat-toy>") && err.contains("900"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -153,6 +204,7 @@ mod import {
     use dace::prior::import::{import, ImportOptions};
     use dace::prior::pipeline::{self, NoiseId};
     use dace::prior::scheduler::{img2img_plan, Sampler, ScheduleConfig};
+    use dace::prior::weights::{self, ShardIndex};
 
     type B = CpuBackend;
     const TOL: f32 = 1e-4;
@@ -161,8 +213,13 @@ mod import {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import")
     }
 
-    fn expected<const D: usize>(name: &str) -> Tensor<B, D> {
-        let bytes = std::fs::read(fixtures().join("expected.safetensors")).unwrap();
+    fn sharded() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import_sharded")
+    }
+
+    /// Tensor `name` of an expected-values file.
+    fn expected<const D: usize>(file: &Path, name: &str) -> Tensor<B, D> {
+        let bytes = std::fs::read(file).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture has no {name}"));
         let v: Vec<f32> = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
@@ -187,17 +244,52 @@ mod import {
         }
     }
 
-    /// Imports `name`, then checks the stored prompt embeddings and an img2img run against diffusers.
+    /// Imports fixture `name`, then checks it against diffusers (see `check_import`).
     fn check_pipeline(name: &str, kind: PipelineKind) -> Vec<(String, f32)> {
         let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("prior");
+        check_import(&fixtures().join(name), &fixtures().join("expected.safetensors"), name, kind, &tmp.path().join("prior"))
+    }
+
+    /// sha256 of a prior as docs/FORMAT.md defines it: per component `config.json`, then
+    /// `diffusion_pytorch_model.safetensors` or the index and its shards in name order, each file
+    /// as `"<component>/<file>:<byte length>\n"` and its bytes.
+    fn documented_fingerprint(dir: &Path) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for c in ["vae", "unet", "class_embedder"] {
+            let mut files = vec![weights::CONFIG_FILE.to_string()];
+            let index = dir.join(c).join(weights::WEIGHTS_INDEX_FILE);
+            if index.exists() {
+                let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+                let shards: std::collections::BTreeSet<String> =
+                    v["weight_map"].as_object().unwrap().values().map(|s| s.as_str().unwrap().to_string()).collect();
+                files.push(weights::WEIGHTS_INDEX_FILE.to_string());
+                files.extend(shards);
+            } else {
+                files.push(weights::WEIGHTS_FILE.to_string());
+            }
+            for f in files {
+                let bytes = std::fs::read(dir.join(c).join(&f)).unwrap();
+                h.update(format!("{c}/{f}:{}\n", bytes.len()).as_bytes());
+                h.update(&bytes);
+            }
+        }
+        format!("{:x}", h.finalize())
+    }
+
+    /// Imports `source` into `out`, then checks the stored prompt embeddings and an img2img run
+    /// against diffusers (`{name}.*` in `expected_file`), and the prior's fingerprint against its
+    /// definition.
+    fn check_import(source: &Path, expected_file: &Path, name: &str, kind: PipelineKind, out: &Path) -> Vec<(String, f32)> {
+        let out = out.to_path_buf();
         let device = Default::default();
-        let report = import::<B>(&fixtures().join(name), &options(), &out, &device).unwrap();
+        let report = import::<B>(source, &options(), &out, &device).unwrap();
         assert_eq!(report.record.kind, kind);
         assert_eq!(report.record.prompts[2], "A photo of Ankle boot");
         assert_eq!(report.tokens, 77);
         let prior = Prior::<B>::load(&out, &device).unwrap();
         assert_eq!(prior.fingerprint, report.fingerprint);
+        assert_eq!(prior.fingerprint, documented_fingerprint(&out));
         assert_eq!(prior.index.image_shape, [3, 32, 32]);
         assert!(prior.index.imported.is_some());
 
@@ -206,19 +298,26 @@ mod import {
             errs.push((format!("{name} {what}"), e));
             assert!(e <= TOL, "{name} {what}: {e}");
         };
-        check("prompt_embeds", err("context", prior.classes.context(&[0, 1, 2], &device), expected(&format!("{name}.prompt_embeds"))));
+        check(
+            "prompt_embeds",
+            err("context", prior.classes.context(&[0, 1, 2], &device), expected(expected_file, &format!("{name}.prompt_embeds"))),
+        );
         let null = prior.classes.null_class();
         check(
             "negative_prompt_embeds",
-            err("null context", prior.classes.context(&[null], &device), expected(&format!("{name}.negative_prompt_embeds"))),
+            err(
+                "null context",
+                prior.classes.context(&[null], &device),
+                expected(expected_file, &format!("{name}.negative_prompt_embeds")),
+            ),
         );
         if kind == PipelineKind::StableDiffusionXl {
             let pooled = prior.classes.pooled(&[0, 1, 2], &device).expect("SDXL stores pooled embeddings");
-            check("pooled_prompt_embeds", err("pooled", pooled, expected(&format!("{name}.pooled_prompt_embeds"))));
+            check("pooled_prompt_embeds", err("pooled", pooled, expected(expected_file, &format!("{name}.pooled_prompt_embeds"))));
             let null_pooled = prior.classes.pooled(&[null], &device).unwrap();
             check(
                 "negative_pooled_prompt_embeds",
-                err("null pooled", null_pooled, expected(&format!("{name}.negative_pooled_prompt_embeds"))),
+                err("null pooled", null_pooled, expected(expected_file, &format!("{name}.negative_pooled_prompt_embeds"))),
             );
             let cond = prior.cond(&[0, 2], &device);
             assert_eq!(cond.text_time.unwrap().time_ids, [32.0, 32.0, 0.0, 0.0, 32.0, 32.0].repeat(2));
@@ -231,14 +330,14 @@ mod import {
         let out = pipeline::img2img(
             &prior.vae,
             &prior.unet,
-            expected(&format!("{name}.image")),
+            expected(expected_file, &format!("{name}.image")),
             &prior.cond(&[0, 2], &device),
             None,
             &steps,
             prior.vae_config.scaling_factor,
             &ids,
         );
-        check("img2img", err("img2img", out, expected(&format!("{name}.img2img"))));
+        check("img2img", err("img2img", out, expected(expected_file, &format!("{name}.img2img"))));
         errs
     }
 
@@ -329,6 +428,171 @@ mod import {
             let tmp = tempfile::tempdir().unwrap();
             let ckpt = tmp.path().join("ckpt");
             copy_dir(&fixtures().join("sd"), &ckpt);
+            breaks(&ckpt);
+            let out = tmp.path().join("prior");
+            let e = import::<B>(&ckpt, &options(), &out, &device).err().unwrap_or_else(|| panic!("{what}: imported"));
+            let msg = e.to_string();
+            for n in needles {
+                assert!(msg.contains(n), "{what}: {msg:?} lacks {n:?}");
+            }
+            assert!(!out.exists(), "{what}: a failed import left {}", out.display());
+            let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(leftovers.len(), 1, "{what}: temporary files left: {leftovers:?}");
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Issue 25: a pipeline as diffusers 0.42 / transformers 5 `save_pretrained` write it, every
+    // component sharded and the tokenizer as tokenizer.json (make_sharded_import_fixture.py).
+    // -----------------------------------------------------------------------------------------
+
+    const UNET_INDEX: &str = "unet/diffusion_pytorch_model.safetensors.index.json";
+
+    fn index_of(path: &Path) -> ShardIndex {
+        ShardIndex::parse(path, &std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// The sharded checkpoint imports, matches diffusers, and becomes a prior that keeps the index
+    /// and the shards (linked, recorded, listed for the browser, fingerprinted as documented).
+    #[test]
+    fn sharded_checkpoint_as_diffusers_saves_it_imports_and_matches() {
+        let src = sharded().join("sd");
+        assert!(src.join("tokenizer/tokenizer.json").exists() && !src.join("tokenizer/vocab.json").exists());
+        for (component, index) in
+            [("unet", weights::WEIGHTS_INDEX_FILE), ("vae", weights::WEIGHTS_INDEX_FILE), ("text_encoder", "model.safetensors.index.json")]
+        {
+            assert!(index_of(&src.join(component).join(index)).shards().len() >= 2, "{component} is not sharded");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("prior");
+        let errs = check_import(&src, &sharded().join("expected.safetensors"), "sd", PipelineKind::StableDiffusion, &out);
+        println!("{errs:?}");
+
+        let device = Default::default();
+        let shards = index_of(&out.join(UNET_INDEX)).shards();
+        assert!(!out.join("unet").join(weights::WEIGHTS_FILE).exists());
+        let files = dace::prior::bundle::prior_files(&out).unwrap();
+        for f in [UNET_INDEX.to_string(), format!("unet/{}", shards[0]), format!("unet/{}", shards[shards.len() - 1])] {
+            assert!(files.contains(&f), "{f} not in {files:?}");
+        }
+        let prior = Prior::<B>::load(&out, &device).unwrap();
+        let record = prior.index.imported.clone().unwrap();
+        for f in [UNET_INDEX, "text_encoder/model.safetensors.index.json", "text_encoder/model-00002-of-00002.safetensors"] {
+            assert!(record.weights.iter().any(|w| w == f), "{f} not recorded in {:?}", record.weights);
+        }
+        // The browser's path (files handed over by name) reads the same prior.
+        let read = |rel: &str| std::fs::read(out.join(rel)).map_err(|e| dace::DaceError::io(rel, e));
+        let fetched = Prior::<B>::from_files(Path::new("prior"), &read, &device).unwrap();
+        assert_eq!(fetched.fingerprint, prior.fingerprint);
+        // Another shard under the same name is another prior.
+        let last = out.join("unet").join(&shards[shards.len() - 1]);
+        let mut bytes = std::fs::read(&last).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::remove_file(&last).unwrap(); // a hard link to the fixture: never write through it
+        std::fs::write(&last, &bytes).unwrap();
+        assert_ne!(Prior::<B>::load(&out, &device).unwrap().fingerprint, prior.fingerprint);
+        // A shard lost from the prior is named.
+        std::fs::remove_file(out.join("unet").join(&shards[1])).unwrap();
+        let err = Prior::<B>::load(&out, &device).err().expect("refused").to_string();
+        assert!(err.contains(&shards[1]), "{err}");
+    }
+
+    /// SDXL's two tokenizers as transformers 5 saves them (tokenizer.json, no vocab.json): the
+    /// same class table, bit for bit, as from vocab.json + merges.txt, so the same prior.
+    #[test]
+    fn sdxl_with_tokenizer_json_imports_the_same_table() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpt = tmp.path().join("ckpt");
+        copy_dir(&fixtures().join("sdxl"), &ckpt);
+        for name in ["tokenizer", "tokenizer_2"] {
+            std::fs::remove_dir_all(ckpt.join(name)).unwrap();
+            copy_dir(&super::fixture("json").join(name), &ckpt.join(name));
+        }
+        let device = Default::default();
+        let from_json = import::<B>(&ckpt, &options(), &tmp.path().join("json"), &device).unwrap();
+        let from_vocab = import::<B>(&fixtures().join("sdxl"), &options(), &tmp.path().join("vocab"), &device).unwrap();
+        let (a, b) =
+            (Prior::<B>::load(&tmp.path().join("json"), &device).unwrap(), Prior::<B>::load(&tmp.path().join("vocab"), &device).unwrap());
+        let rows = [0, 1, 2, a.classes.null_class()];
+        assert_eq!(a.classes.context(&rows, &device).into_data(), b.classes.context(&rows, &device).into_data());
+        assert_eq!(a.classes.pooled(&rows, &device).unwrap().into_data(), b.classes.pooled(&rows, &device).unwrap().into_data());
+        assert_eq!(a.fingerprint, b.fingerprint);
+        // The record still tells the two sources apart.
+        assert_ne!(from_json.record.tokenizers, from_vocab.record.tokenizers);
+    }
+
+    /// Every way a sharded checkpoint can be broken fails the import with the file named, and
+    /// leaves nothing at --out.
+    #[test]
+    fn broken_shards_are_refused_by_name() {
+        let device = Default::default();
+        let unet_shard = |k: usize| format!("unet/diffusion_pytorch_model-0000{k}-of-00005.safetensors");
+        let truncate = |p: PathBuf| {
+            let bytes = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
+        };
+        // Moves tensor `conv_in.bias` of the UNet's index to another shard, or out of the map.
+        let remap_conv_in = |d: &Path, to: Option<&str>| {
+            edit_json(&d.join(UNET_INDEX), |v| {
+                let map = v["weight_map"].as_object_mut().unwrap();
+                match to {
+                    Some(shard) => map.insert("conv_in.bias".into(), shard.into()),
+                    None => map.remove("conv_in.bias"),
+                };
+            })
+        };
+        let u1 = unet_shard(1);
+        let u2 = unet_shard(2);
+        let u3 = unet_shard(3);
+        type Case<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            ("missing UNet shard", Box::new(|d: &Path| std::fs::remove_file(d.join(&u2)).unwrap()), vec![u2.as_str(), "missing"]),
+            ("truncated UNet shard", Box::new(|d: &Path| truncate(d.join(&u3))), vec![u3.as_str()]),
+            (
+                "missing text encoder shard",
+                Box::new(|d: &Path| std::fs::remove_file(d.join("text_encoder/model-00002-of-00002.safetensors")).unwrap()),
+                vec!["text_encoder/model-00002-of-00002.safetensors"],
+            ),
+            (
+                "truncated text encoder shard",
+                Box::new(|d: &Path| truncate(d.join("text_encoder/model-00001-of-00002.safetensors"))),
+                vec!["text_encoder/model-00001-of-00002.safetensors"],
+            ),
+            (
+                "index names a tensor its shard lacks",
+                Box::new(|d: &Path| {
+                    edit_json(&d.join(UNET_INDEX), |v| {
+                        v["weight_map"]["conv_in.extra"] = "diffusion_pytorch_model-00001-of-00005.safetensors".into()
+                    })
+                }),
+                vec![u1.as_str(), "conv_in.extra"],
+            ),
+            (
+                "index puts a tensor in the wrong shard",
+                Box::new(|d: &Path| remap_conv_in(d, Some("diffusion_pytorch_model-00005-of-00005.safetensors"))),
+                vec![UNET_INDEX, "conv_in.bias"],
+            ),
+            ("a tensor the index does not map", Box::new(|d: &Path| remap_conv_in(d, None)), vec!["conv_in.bias", "does not map"]),
+            (
+                "index with another total_size",
+                Box::new(|d: &Path| {
+                    edit_json(&d.join(UNET_INDEX), |v| {
+                        let total = v["metadata"]["total_size"].as_u64().unwrap();
+                        v["metadata"]["total_size"] = (total + 4).into();
+                    })
+                }),
+                vec![UNET_INDEX, "total_size"],
+            ),
+            (
+                "shard outside the component",
+                Box::new(|d: &Path| remap_conv_in(d, Some("../vae/diffusion_pytorch_model-00001-of-00002.safetensors"))),
+                vec![UNET_INDEX, "beside the index"],
+            ),
+        ];
+        for (what, breaks, needles) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let ckpt = tmp.path().join("ckpt");
+            copy_dir(&sharded().join("sd"), &ckpt);
             breaks(&ckpt);
             let out = tmp.path().join("prior");
             let e = import::<B>(&ckpt, &options(), &out, &device).err().unwrap_or_else(|| panic!("{what}: imported"));

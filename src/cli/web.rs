@@ -100,7 +100,7 @@ fn data(args: WebDataArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = &args.prior {
         // The prior's own files only (not its training state or sample grids).
-        for rel in crate::prior::bundle::prior_files() {
+        for rel in crate::prior::bundle::prior_files(dir)? {
             let to = args.out.join("prior").join(&rel);
             std::fs::create_dir_all(to.parent().expect("parent"))?;
             std::fs::copy(dir.join(&rel), &to).with_context(|| format!("copying {}", dir.join(&rel).display()))?;

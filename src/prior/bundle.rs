@@ -8,9 +8,13 @@
 //! PRIOR/class_embedder/{config.json, diffusion_pytorch_model.safetensors}   (class-conditional)
 //! ```
 //!
+//! A component imported from a sharded checkpoint holds diffusers' index
+//! (`diffusion_pytorch_model.safetensors.index.json`) and its shards in place of the one file.
+//!
 //! The class embedder is a table of `num_classes + 1` rows (the last is the null class used for
 //! unconditional prediction); a class's row is the UNet's one-token `encoder_hidden_states`.
-//! A prior is identified by its fingerprint: sha256 over each component's config and weights.
+//! A prior is identified by its fingerprint: sha256 over each component's config and weights
+//! (index and shards, for sharded weights).
 
 use std::path::{Path, PathBuf};
 
@@ -21,10 +25,10 @@ use sha2::{Digest, Sha256};
 
 use super::config::{UNetConfig, VaeConfig};
 use super::pipeline::Cond;
-use super::weights::{self, CONFIG_FILE, WEIGHTS_FILE};
+use super::weights::{self, ShardIndex, Weights, CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 use super::{AutoencoderKL, TextTime, UNet2DConditionModel};
 use crate::error::{DaceError, Result};
-use crate::fsio;
+use crate::fsio::{self, FileBytes};
 use crate::kernels::DaceBackend;
 
 pub const INDEX_FILE: &str = "model_index.json";
@@ -205,33 +209,69 @@ fn component(dir: &Path, name: &str, file: &str) -> PathBuf {
 }
 
 /// The files a prior consists of, relative to its directory (what loading it reads; its
-/// training checkpoints and sample grids are not among them).
-pub fn prior_files() -> Vec<String> {
+/// training checkpoints and sample grids are not among them). A sharded component lists its index
+/// and shards.
+pub fn prior_files(dir: &Path) -> Result<Vec<String>> {
     let mut files = vec![INDEX_FILE.to_string()];
-    files.extend(COMPONENTS.iter().flat_map(|name| [CONFIG_FILE, WEIGHTS_FILE].map(|file| format!("{name}/{file}"))));
-    files
+    for name in COMPONENTS {
+        files.push(format!("{name}/{CONFIG_FILE}"));
+        let index_path = component(dir, name, WEIGHTS_INDEX_FILE);
+        if component(dir, name, WEIGHTS_FILE).exists() || !index_path.exists() {
+            files.push(format!("{name}/{WEIGHTS_FILE}"));
+            continue;
+        }
+        let index = ShardIndex::parse(&index_path, &fsio::read(&index_path)?)?;
+        files.push(format!("{name}/{WEIGHTS_INDEX_FILE}"));
+        files.extend(index.shards().into_iter().map(|shard| format!("{name}/{shard}")));
+    }
+    Ok(files)
 }
 
 /// sha256 over every component's config and weights, in a fixed order (see `read_components`).
 pub fn fingerprint(dir: &Path) -> Result<String> {
-    Ok(read_components(&|rel| fsio::read(&dir.join(rel)))?.0)
+    Ok(read_components(dir, &|rel| fsio::map(&dir.join(rel)))?.0)
 }
 
-/// Config and weights of each component in the fingerprint's order (`vae/config.json`,
-/// `vae/diffusion_pytorch_model.safetensors`, `unet/...`, `class_embedder/...`), and the
-/// fingerprint: sha256 over `"{component}/{file}:{len}\n"` then the bytes, file after file.
-fn read_components(read: &dyn Fn(&str) -> Result<Vec<u8>>) -> Result<(String, Vec<Vec<u8>>)> {
+/// A component's config and weights, as read for loading.
+struct ComponentFiles {
+    config: FileBytes,
+    weights: Weights,
+}
+
+/// Config and weights of each component in the fingerprint's order (`vae`, `unet`,
+/// `class_embedder`), and the fingerprint: sha256 over `"{component}/{file}:{len}\n"` then the
+/// bytes, file after file: `config.json`, then `diffusion_pytorch_model.safetensors` or, for
+/// sharded weights, the index followed by its shards in name order.
+fn read_components(dir: &Path, read: &dyn Fn(&str) -> Result<FileBytes>) -> Result<(String, Vec<ComponentFiles>)> {
     let mut h = Sha256::new();
-    let mut files = Vec::new();
+    let mut components = Vec::new();
     for name in COMPONENTS {
-        for file in [CONFIG_FILE, WEIGHTS_FILE] {
-            let bytes = read(&format!("{name}/{file}"))?;
-            h.update(format!("{name}/{file}:{}\n", bytes.len()).as_bytes());
-            h.update(&bytes);
-            files.push(bytes);
-        }
+        let mut read_hashed = |file: &str| -> Result<FileBytes> {
+            let rel = format!("{name}/{file}");
+            let bytes = read(&rel)?;
+            h.update(format!("{rel}:{}\n", bytes.len()).as_bytes());
+            h.update(&bytes[..]);
+            Ok(bytes)
+        };
+        let config = read_hashed(CONFIG_FILE)?;
+        let weights = read_weights(&dir.join(name), &mut read_hashed)?;
+        components.push(ComponentFiles { config, weights });
     }
-    Ok((format!("{:x}", h.finalize()), files))
+    Ok((format!("{:x}", h.finalize()), components))
+}
+
+/// A component's weights: its one file or, where there is none, its index and shards. The one
+/// file's error is the one reported when neither is there.
+fn read_weights(dir: &Path, read: &mut dyn FnMut(&str) -> Result<FileBytes>) -> Result<Weights> {
+    let single_err = match read(WEIGHTS_FILE) {
+        Ok(bytes) => return Ok(Weights::single(&dir.join(WEIGHTS_FILE), bytes)),
+        Err(e) => e,
+    };
+    let Ok(index_bytes) = read(WEIGHTS_INDEX_FILE) else {
+        return Err(single_err);
+    };
+    let index = ShardIndex::parse(&dir.join(WEIGHTS_INDEX_FILE), &index_bytes)?;
+    Weights::sharded(index, read)
 }
 
 impl<B: DaceBackend> Prior<B> {
@@ -240,13 +280,19 @@ impl<B: DaceBackend> Prior<B> {
         if !index_path.exists() {
             return Err(DaceError::bad_file(&index_path, "not a dace prior directory (no model_index.json)"));
         }
-        Self::from_files(dir, &|rel| fsio::read(&dir.join(rel)), device)
+        // Memory-mapped: a file is paged in as it is hashed and its tensors are taken.
+        Self::load_with(dir, &|rel| fsio::map(&dir.join(rel)), device)
     }
 
     /// [`Prior::load`] from any source of the prior's files (`read("unet/config.json")` returns
     /// that file's bytes), e.g. files fetched by a browser; `dir` only names them in errors. Each
-    /// file is read once: the fingerprint is hashed as the files arrive.
+    /// file is read once: the fingerprint is hashed as the files arrive. A component whose
+    /// `diffusion_pytorch_model.safetensors` cannot be read is read from its index and shards.
     pub fn from_files(dir: &Path, read: &dyn Fn(&str) -> Result<Vec<u8>>, device: &B::Device) -> Result<Self> {
+        Self::load_with(dir, &|rel| read(rel).map(FileBytes::from), device)
+    }
+
+    fn load_with(dir: &Path, read: &dyn Fn(&str) -> Result<FileBytes>, device: &B::Device) -> Result<Self> {
         let index_path = dir.join(INDEX_FILE);
         let json = |rel: &str, bytes: &[u8]| -> Result<serde_json::Value> {
             serde_json::from_slice(bytes).map_err(|e| DaceError::bad_file(dir.join(rel), format!("invalid JSON: {e}")))
@@ -257,15 +303,16 @@ impl<B: DaceBackend> Prior<B> {
             return Err(DaceError::bad_file(&index_path, format!("format `{}`, this dace reads `{FORMAT}`", index.format)));
         }
         // Config and weights of each component, hashed in the fingerprint's order.
-        let (fingerprint, files) = read_components(read)?;
-        let [vae_json, vae_bytes, unet_json, unet_bytes, ce_json, ce_bytes]: [Vec<u8>; 6] =
-            files.try_into().expect("two files per component");
+        let (fingerprint, components) = read_components(dir, read)?;
+        let Ok([vae_files, unet_files, ce_files]) = <[ComponentFiles; 3]>::try_from(components) else {
+            unreachable!("read_components reads the three components");
+        };
         let vae_path = component(dir, "vae", CONFIG_FILE);
         let unet_path = component(dir, "unet", CONFIG_FILE);
         let ce_path = component(dir, "class_embedder", CONFIG_FILE);
-        let vae_config = VaeConfig::from_json(&vae_path, json("vae/config.json", &vae_json)?)?;
-        let unet_config = UNetConfig::from_json(&unet_path, json("unet/config.json", &unet_json)?)?;
-        let ce_config: ClassEmbedderConfig = serde_json::from_value(json("class_embedder/config.json", &ce_json)?)
+        let vae_config = VaeConfig::from_json(&vae_path, json("vae/config.json", &vae_files.config)?)?;
+        let unet_config = UNetConfig::from_json(&unet_path, json("unet/config.json", &unet_files.config)?)?;
+        let ce_config: ClassEmbedderConfig = serde_json::from_value(json("class_embedder/config.json", &ce_files.config)?)
             .map_err(|e| DaceError::bad_file(&ce_path, format!("not a class embedder config: {e}")))?;
         if ce_config.num_classes != index.classes.len()
             || ce_config.embedding_dim != unet_config.cross_attention_dim
@@ -303,11 +350,11 @@ impl<B: DaceBackend> Prior<B> {
             ));
         }
         let mut vae = vae_config.init::<B>(device);
-        weights::load_bytes(&mut vae, vae_bytes, &component(dir, "vae", WEIGHTS_FILE))?;
+        weights::load_weights(&mut vae, &vae_files.weights)?;
         let mut unet = unet_config.init::<B>(device);
-        weights::load_bytes(&mut unet, unet_bytes, &component(dir, "unet", WEIGHTS_FILE))?;
+        weights::load_weights(&mut unet, &unet_files.weights)?;
         let mut classes = ce_config.init::<B>(device);
-        weights::load_bytes(&mut classes, ce_bytes, &component(dir, "class_embedder", WEIGHTS_FILE))?;
+        weights::load_weights(&mut classes, &ce_files.weights)?;
         Ok(Prior { index, vae_config, unet_config, vae, unet, classes, fingerprint })
     }
 

@@ -167,9 +167,11 @@ impl ClipTextConfig {
 /// not; both load.
 const KEY_PREFIX: [(&str, &str); 1] = [(r"^(embeddings|encoder|final_layer_norm)\.", "text_model.$1.")];
 
-/// Loads a transformers CLIP text encoder checkpoint (`model.safetensors`) into `model`.
+/// Loads a transformers CLIP text encoder checkpoint into `model`: `model.safetensors`, or the
+/// index of a sharded one (`model.safetensors.index.json`).
 pub fn load_weights<B: Backend>(model: &mut ClipTextModel<B>, path: &Path) -> Result<()> {
-    crate::prior::weights::load_bytes_remapped(model, fsio::read(path)?, path, &KEY_PREFIX)
+    let weights = crate::prior::weights::open(path)?;
+    crate::prior::weights::load_weights_remapped(model, &weights, &KEY_PREFIX)
 }
 
 #[derive(Module, Debug)]

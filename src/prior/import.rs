@@ -8,6 +8,10 @@
 //! (zeros where the pipeline sets `force_zeros_for_empty_prompt`, as SDXL does). The VAE and UNet
 //! files are hard-linked (or copied) unchanged, so an imported prior is the checkpoint's image
 //! side plus a small table, loaded by the same code as the priors dace trains.
+//!
+//! Checkpoints are read as current diffusers and transformers save them: tokenizers as
+//! `tokenizer.json` or `vocab.json` + `merges.txt`, any weights as one safetensors file or sharded
+//! (an index and its shards, linked as they are).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,7 +26,7 @@ use super::bundle::{self, ClassEmbedder, ClassEmbedderConfig, ImportRecord, Pipe
 use super::clip::{self, ClipTextConfig};
 use super::config::{UNetConfig, VaeConfig};
 use super::tokenizer::ClipTokenizer;
-use super::weights::{CONFIG_FILE, WEIGHTS_FILE};
+use super::weights::{self, Weights, CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 use crate::error::{DaceError, Result};
 use crate::fsio;
 use crate::kernels::DaceBackend;
@@ -99,23 +103,26 @@ impl Checkpoint {
         })
     }
 
-    /// The weights file of a component: `{base}.safetensors`, else the fp16 variant
-    /// `{base}.fp16.safetensors` (loaded upcast to f32).
+    /// The weights of a component: `{base}.safetensors` or the index of its shards
+    /// `{base}.safetensors.index.json`, else the fp16 variant of either (`{base}.fp16.safetensors`,
+    /// `{base}.safetensors.index.fp16.json`; loaded upcast to f32). [`weights::open`] reads both kinds.
     pub fn weights_file(&self, component: &str, base: &str) -> Result<PathBuf> {
         let dir = self.dir.join(component);
-        for name in [format!("{base}.safetensors"), format!("{base}.fp16.safetensors")] {
-            if dir.join(&name).is_file() {
-                return Ok(dir.join(name));
-            }
+        let names = [
+            format!("{base}.safetensors"),
+            format!("{base}.safetensors.index.json"),
+            format!("{base}.fp16.safetensors"),
+            format!("{base}.safetensors.index.fp16.json"),
+        ];
+        if let Some(name) = names.iter().find(|n| dir.join(n).is_file()) {
+            return Ok(dir.join(name));
         }
-        let why = if dir.join(format!("{base}.safetensors.index.json")).exists() {
-            "sharded weights are not supported: merge the shards into one safetensors file"
-        } else if dir.join(format!("{base}.bin")).exists() {
+        let why = if dir.join(format!("{base}.bin")).exists() || dir.join(format!("{base}.bin.index.json")).exists() {
             "only pickle (.bin) weights: convert them to safetensors (dace never unpickles)"
         } else {
             "no safetensors weights"
         };
-        Err(bad(&dir, format!("{why} (looked for {base}.safetensors and {base}.fp16.safetensors)")))
+        Err(bad(&dir, format!("{why} (looked for {})", names.join(", "))))
     }
 
     /// `(tokenizer dir, text encoder dir)` per encoder, in diffusers' order.
@@ -231,6 +238,25 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     std::fs::copy(from, to).map(|_| ()).map_err(|e| DaceError::io(to, e))
 }
 
+/// Links a component's weights into `dir` under a prior's names: the one file as
+/// `diffusion_pytorch_model.safetensors`, or the index as
+/// `diffusion_pytorch_model.safetensors.index.json` beside its shards, which keep their names
+/// (the index names them).
+fn link_weights(weights: &Weights, dir: &Path) -> Result<()> {
+    let Some(index) = &weights.index else {
+        return link_or_copy(weights.origin(), &dir.join(WEIGHTS_FILE));
+    };
+    link_or_copy(&index.path, &dir.join(WEIGHTS_INDEX_FILE))?;
+    for shard in index.shards() {
+        // A shard under the one-file name would be read as the whole component.
+        if shard == WEIGHTS_FILE {
+            return Err(bad(&index.path, format!("names a shard `{WEIGHTS_FILE}`, the name of an unsharded file")));
+        }
+        link_or_copy(&index.shard_path(&shard), &dir.join(&shard))?;
+    }
+    Ok(())
+}
+
 fn class_table<B: Backend>(rows: Tensor<B, 2>) -> Embedding<B> {
     Embedding { weight: Param::from_tensor(rows) }
 }
@@ -327,15 +353,19 @@ fn class_table_of<B: Backend>(
     Ok((ClassTable { config, table }, prompts, embeds.tokenizers))
 }
 
-/// The VAE's and UNet's weight files, and every weight file relative to `source` (recorded).
-fn weight_files(ckpt: &Checkpoint, source: &Path) -> Result<(PathBuf, PathBuf, Vec<String>)> {
-    let vae = ckpt.weights_file("vae", "diffusion_pytorch_model")?;
-    let unet = ckpt.weights_file("unet", "diffusion_pytorch_model")?;
-    let relative = |p: &Path| p.strip_prefix(source).unwrap_or(p).display().to_string();
-    let mut all = vec![relative(&vae), relative(&unet)];
+/// The VAE's and UNet's weights, checked where they are (a truncated file or a shard the index
+/// does not match is named in the checkpoint, not in the prior), and every weights file of the
+/// checkpoint relative to `source` (recorded; an index before its shards).
+fn weight_files(ckpt: &Checkpoint, source: &Path) -> Result<(Weights, Weights, Vec<String>)> {
+    let vae = weights::open(&ckpt.weights_file("vae", "diffusion_pytorch_model")?)?;
+    let unet = weights::open(&ckpt.weights_file("unet", "diffusion_pytorch_model")?)?;
+    vae.check()?;
+    unet.check()?;
+    let relative = |p: &PathBuf| p.strip_prefix(source).unwrap_or(p).display().to_string();
+    let mut all: Vec<String> = vae.paths().iter().chain(&unet.paths()).map(relative).collect();
     for (_, enc) in ckpt.encoders() {
         let name = enc.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
-        all.push(relative(&ckpt.weights_file(&name, "model")?));
+        all.extend(weights::open(&ckpt.weights_file(&name, "model")?)?.paths().iter().map(relative));
     }
     Ok((vae, unet, all))
 }
@@ -347,8 +377,9 @@ pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, d
     let ckpt = Checkpoint::open(source)?;
     let side = ImageSide::load(source)?;
     side.check(&ckpt, opts)?;
-    let (classes, prompts, tokenizers) = class_table_of::<B>(&ckpt, &side, opts, device)?;
+    // The image side's files first: they fail fast, before the text encoders run.
     let (vae_weights, unet_weights, weights) = weight_files(&ckpt, source)?;
+    let (classes, prompts, tokenizers) = class_table_of::<B>(&ckpt, &side, opts, device)?;
     let record = ImportRecord {
         source: source.display().to_string(),
         pipeline: ckpt.pipeline.clone(),
@@ -369,7 +400,7 @@ pub fn import<B: DaceBackend>(source: &Path, opts: &ImportOptions, out: &Path, d
             let dir = tmp.join(component);
             std::fs::create_dir_all(&dir).map_err(|e| DaceError::io(&dir, e))?;
             fsio::write_atomic(&dir.join(CONFIG_FILE), &fsio::read(cfg)?)?;
-            link_or_copy(weights, &dir.join(WEIGHTS_FILE))?;
+            link_weights(weights, &dir)?;
         }
         std::fs::create_dir_all(tmp.join("class_embedder")).map_err(|e| DaceError::io(&tmp, e))?;
         let config = serde_json::to_value(&classes.config).expect("config serialises");
