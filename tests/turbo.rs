@@ -764,3 +764,23 @@ fn web_serve_stays_inside_its_folder() {
     assert!(escape.starts_with("HTTP/1.1 404") && !escape.contains("secret"), "{escape}");
     assert!(absolute.starts_with("HTTP/1.1 404"), "{absolute}");
 }
+
+/// A module's weights serialise to the same bytes every time, and load back: burn-store writes
+/// the safetensors metadata from a hash map, whose order changed from one save to the next (and
+/// with it an imported prior's fingerprint).
+#[test]
+fn saved_weights_are_the_same_bytes_every_time() {
+    use burn::nn::LinearConfig;
+    use dace::prior::weights;
+    let device = Default::default();
+    let layer = LinearConfig::new(3, 2).init::<B>(&device);
+    let first = weights::to_bytes(&layer).unwrap();
+    for _ in 0..20 {
+        assert!(weights::to_bytes(&layer).unwrap() == first, "two saves of one module differ");
+    }
+    let header_len = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+    assert_eq!((8 + header_len) % 8, 0, "tensor data not 8-byte aligned");
+    let mut loaded = LinearConfig::new(3, 2).init::<B>(&device);
+    weights::load_bytes(&mut loaded, first, Path::new("layer.safetensors")).unwrap();
+    assert_eq!(loaded.weight.val().into_data(), layer.weight.val().into_data());
+}

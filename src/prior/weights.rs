@@ -359,7 +359,37 @@ pub fn to_bytes<B: Backend, M: Module<B>>(module: &M) -> Result<Vec<u8>> {
         store = store.with_key_remapping(from, to);
     }
     module.save_into(&mut store).map_err(|e| DaceError::Invalid(format!("cannot serialise weights: {e}")))?;
-    store.get_bytes().map_err(|e| DaceError::Invalid(format!("cannot serialise weights: {e}")))
+    let bytes = store.get_bytes().map_err(|e| DaceError::Invalid(format!("cannot serialise weights: {e}")))?;
+    canonical_header(bytes)
+}
+
+/// The same safetensors file with its JSON header's keys in sorted order.
+///
+/// burn-store writes the `__metadata__` entries from a hash map, so their order (and the file's
+/// bytes, and a prior's fingerprint) changed from one run to the next: importing one checkpoint
+/// twice gave two priors that refuse each other's packages. The tensor data is untouched.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    use std::collections::BTreeMap;
+    let bad = |why: &str| DaceError::Invalid(format!("cannot serialise weights: {why}"));
+    let len = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize).ok_or_else(|| bad("no header"))?;
+    let header = bytes.get(8..8 + len).ok_or_else(|| bad("header past the end"))?;
+    let entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+    let sorted: BTreeMap<String, serde_json::Value> = entries
+        .into_iter()
+        .map(|(k, v)| match v {
+            // Nested objects (the metadata, each tensor's info) sorted as well.
+            serde_json::Value::Object(m) => (k, serde_json::to_value(m.into_iter().collect::<BTreeMap<_, _>>()).expect("JSON values")),
+            v => (k, v),
+        })
+        .collect();
+    let mut json = serde_json::to_vec(&sorted).expect("JSON values serialise");
+    // safetensors pads the header with spaces so the data starts 8-byte aligned.
+    json.resize(json.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + len..]);
+    Ok(out)
 }
 
 /// Writes the module's weights atomically.
