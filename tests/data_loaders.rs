@@ -415,6 +415,83 @@ fn image_folder_train_and_test_classes_must_match() {
     expect_error(root, &["test", "missing [\"b\"]", "extra [\"c\"]"]);
 }
 
+/// ImageNet-style class folders (WordNet ids) get human names from `LOC_synset_mapping.txt`:
+/// the first synonym, or the whole list where two classes share it.
+#[test]
+fn image_folder_names_come_from_the_synset_mapping() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("imagenette");
+    let wnids = ["n01440764", "n02012849", "n03126707"];
+    for (i, wnid) in wnids.iter().enumerate() {
+        write_png_rgb(&root.join(format!("train/{wnid}/a.JPEG")), 4, 4, [i as u8; 3]);
+        write_png_rgb(&root.join(format!("val/{wnid}/b.JPEG")), 4, 4, [i as u8; 3]);
+    }
+    let mapping = "n01440764 tench, Tinca tinca\nn02012849 crane\nn03126707 crane, derrick\nn99999999 unused\n";
+    std::fs::write(root.join("LOC_synset_mapping.txt"), mapping).unwrap();
+    let ds = load_dir(&root).unwrap();
+    assert_eq!(ds.classes, vec!["tench", "crane", "crane, derrick"]);
+    // A mapping that misses a class folder is refused by name.
+    std::fs::write(root.join("LOC_synset_mapping.txt"), "n01440764 tench\nn02012849 crane\n").unwrap();
+    expect_error(&root, &["LOC_synset_mapping.txt", "2 of 3", "n03126707"]);
+    // classes.txt wins over the mapping and may list names in class order.
+    std::fs::write(root.join("classes.txt"), "fish\nbird\nmachine\n").unwrap();
+    assert_eq!(load_dir(&root).unwrap().classes, vec!["fish", "bird", "machine"]);
+    std::fs::write(root.join("classes.txt"), "fish\nbird\n").unwrap();
+    expect_error(&root, &["classes.txt", "one name per line"]);
+}
+
+/// Tiny-ImageNet: `train/<wnid>/images/`, `val/images/` labelled by `val_annotations.txt`, an
+/// unlabelled `test/images/`, names from `words.txt`.
+#[test]
+fn tiny_imagenet_layout_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tiny-imagenet-200");
+    let wnids = ["n01443537", "n01629819"];
+    for (c, wnid) in wnids.iter().enumerate() {
+        for i in 0..2 {
+            write_png_rgb(&root.join(format!("train/{wnid}/images/{wnid}_{i}.JPEG")), 6, 6, [10 * c as u8; 3]);
+        }
+        std::fs::write(root.join(format!("train/{wnid}/{wnid}_boxes.txt")), "ignored").unwrap();
+    }
+    for (i, c) in [1, 0, 1].iter().enumerate() {
+        write_png_rgb(&root.join(format!("val/images/val_{i}.JPEG")), 6, 6, [10 * *c as u8; 3]);
+    }
+    write_png_rgb(&root.join("test/images/test_0.JPEG"), 6, 6, [0; 3]);
+    let annotations = "val_0.JPEG\tn01629819\t0\t0\t5\t5\nval_1.JPEG\tn01443537\t0\t0\t5\t5\nval_2.JPEG\tn01629819\t1\t1\t4\t4\n";
+    std::fs::write(root.join("val/val_annotations.txt"), annotations).unwrap();
+    std::fs::write(
+        root.join("words.txt"),
+        "n00001740\tentity\nn01443537\tgoldfish, Carassius auratus\nn01629819\tEuropean fire salamander, Salamandra salamandra\n",
+    )
+    .unwrap();
+    let ds = load_dir(&root).unwrap();
+    assert_eq!(ds.classes, vec!["goldfish", "European fire salamander"]);
+    assert_eq!((ds.channels, ds.height, ds.width), (3, 6, 6));
+    assert_eq!(ds.train.labels, vec![0, 0, 1, 1]);
+    assert_eq!(ds.test.labels, vec![0, 1, 1]);
+    assert_eq!(ds.image(&ds.test, 1)[0], 10);
+    // A label that is not a train class, and a listed file that is not there, are named.
+    std::fs::write(root.join("val/val_annotations.txt"), "val_0.JPEG\tn00000000\t0\t0\t5\t5\n").unwrap();
+    expect_error(&root, &["val_annotations.txt", "line 1", "n00000000"]);
+    std::fs::write(root.join("val/val_annotations.txt"), "missing.JPEG\tn01443537\n").unwrap();
+    expect_error(&root, &["val_annotations.txt", "missing.JPEG"]);
+}
+
+/// `--classes`: a file of one name per line keeps commas inside names; otherwise a comma list.
+#[test]
+fn class_lists_come_from_a_file_or_commas() {
+    use dace::data::names::class_list;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("classes.txt");
+    std::fs::write(&file, "# ImageNet\ntench, Tinca tinca\n\ngoldfish\n").unwrap();
+    assert_eq!(class_list(file.to_str().unwrap()).unwrap(), vec!["tench, Tinca tinca", "goldfish"]);
+    assert_eq!(class_list("cat, dog,bird").unwrap(), vec!["cat", "dog", "bird"]);
+    std::fs::write(&file, "\n# nothing\n").unwrap();
+    let err = class_list(file.to_str().unwrap()).unwrap_err().to_string();
+    assert!(err.contains("classes.txt") && err.contains("no class names"), "{err}");
+    assert!(class_list(" , ").is_err());
+}
+
 #[test]
 fn unknown_and_missing_paths() {
     let tmp = tempfile::tempdir().unwrap();

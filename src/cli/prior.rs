@@ -112,9 +112,10 @@ pub struct PriorImportArgs {
     /// Dataset whose class names make the prompts (a built-in name or a path).
     #[arg(long, conflicts_with = "classes")]
     pub data: Option<String>,
-    /// Class names, comma-separated, instead of --data.
-    #[arg(long, value_delimiter = ',', required_unless_present = "data")]
-    pub classes: Vec<String>,
+    /// Class names instead of --data: a file with one name per line (names may contain commas,
+    /// as ImageNet's "tench, Tinca tinca"), or names separated by commas.
+    #[arg(long, required_unless_present = "data")]
+    pub classes: Option<String>,
     /// Dataset name recorded in the prior (with --classes).
     #[arg(long, default_value = "custom")]
     pub dataset: String,
@@ -240,7 +241,11 @@ fn import(args: PriorImportArgs) -> anyhow::Result<()> {
             let ds = load_data(data)?;
             (ds.name.clone(), ds.classes.clone())
         }
-        None => (args.dataset.clone(), args.classes.clone()),
+        None => {
+            let spec = args.classes.as_deref().ok_or_else(|| anyhow::anyhow!("give --data or --classes"))?;
+            let classes = crate::data::names::class_list(spec).map_err(|e| anyhow::anyhow!("--classes: {e}"))?;
+            (args.dataset.clone(), classes)
+        }
     };
     let opts = crate::prior::import::ImportOptions { dataset, classes, prompt: args.prompt.clone(), resolution: args.resolution };
     eprintln!(

@@ -1,5 +1,8 @@
 //! ImageFolder trees: `root/{train,test|val}/<class>/*.{png,jpg,jpeg}`, or `root/<class>/*` from
-//! which a deterministic test split is taken.
+//! which a deterministic test split is taken. ImageNet and ImageNette are this layout with WordNet
+//! ids as class folders; Tiny-ImageNet's (`train/<wnid>/images/*`, `val/images/*` labelled by
+//! `val/val_annotations.txt`, an unlabelled `test/`) is read too. Class names come from a names
+//! file in the root where there is one (`names`).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +12,7 @@ use rayon::prelude::*;
 use super::dataset::{Dataset, Split};
 use super::error::DataError;
 use super::files;
+use super::names;
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
@@ -56,7 +60,9 @@ fn list_classes(dir: &Path) -> Result<Listing, DataError> {
     }
     let mut listing = Listing { classes: Vec::new(), files: Vec::new() };
     for class_dir in class_dirs {
-        let images = sorted_entries(&class_dir, is_image_file)?;
+        // Tiny-ImageNet keeps a class's images in `<wnid>/images/` (beside a boxes file).
+        let image_dir = Some(class_dir.join("images")).filter(|d| d.is_dir()).unwrap_or_else(|| class_dir.clone());
+        let images = sorted_entries(&image_dir, is_image_file)?;
         if images.is_empty() {
             return Err(DataError::EmptyClass { path: class_dir });
         }
@@ -93,6 +99,51 @@ fn check_same_classes(train: &Listing, test: &Listing, test_dir: &Path) -> Resul
     Err(DataError::corrupt(test_dir, format!("class folders differ from train/: missing {missing:?}, extra {extra:?}")))
 }
 
+/// Tiny-ImageNet's validation labels: `val/val_annotations.txt`, `FILE<TAB>WNID<TAB>box...` per
+/// image of `val/images/`.
+const ANNOTATIONS: &str = "val_annotations.txt";
+
+/// Whether a split folder holds labels: class folders, or images with an annotations file.
+/// Tiny-ImageNet's `test/` (a lone unlabeled `images/` folder) does not.
+fn is_labeled_split(dir: &Path) -> bool {
+    if dir.join(ANNOTATIONS).is_file() {
+        return true;
+    }
+    sorted_entries(dir, Path::is_dir).is_ok_and(|dirs| match &dirs[..] {
+        [] => false,
+        [only] => !only.ends_with("images"),
+        _ => true,
+    })
+}
+
+/// The files of `dir/images/` grouped by the classes of `train`, labelled by `dir/val_annotations.txt`.
+fn list_annotated(dir: &Path, train: &Listing) -> Result<Listing, DataError> {
+    let path = dir.join(ANNOTATIONS);
+    let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+    let mut files = vec![Vec::new(); train.classes.len()];
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let mut fields = line.split('\t');
+        let (Some(file), Some(class)) = (fields.next(), fields.next()) else {
+            return Err(DataError::corrupt(&path, format!("line {}: expected FILE<TAB>CLASS", i + 1)));
+        };
+        let label = train
+            .classes
+            .iter()
+            .position(|c| c == class.trim())
+            .ok_or_else(|| DataError::corrupt(&path, format!("line {}: class `{class}` is not a folder of train/", i + 1)))?;
+        let image = dir.join("images").join(file.trim());
+        if !image.is_file() {
+            return Err(DataError::corrupt(&path, format!("line {}: {} does not exist", i + 1, image.display())));
+        }
+        files[label].push(image);
+    }
+    if let Some(empty) = files.iter().position(Vec::is_empty) {
+        return Err(DataError::corrupt(&path, format!("no image of class `{}`", train.classes[empty])));
+    }
+    files.iter_mut().for_each(|f| f.sort());
+    Ok(Listing { classes: train.classes.clone(), files })
+}
+
 fn listings(root: &Path) -> Result<(Listing, Listing), DataError> {
     let train_dir = root.join("train");
     if !train_dir.is_dir() {
@@ -101,9 +152,13 @@ fn listings(root: &Path) -> Result<(Listing, Listing), DataError> {
     let test_dir = ["test", "val"]
         .iter()
         .map(|name| root.join(name))
-        .find(|p| p.is_dir())
-        .ok_or_else(|| DataError::corrupt(root, "has a train/ folder but no test/ or val/ folder"))?;
+        .find(|p| p.is_dir() && is_labeled_split(p))
+        .ok_or_else(|| DataError::corrupt(root, "has a train/ folder but no labelled test/ or val/ folder"))?;
     let train = list_classes(&train_dir)?;
+    if test_dir.join(ANNOTATIONS).is_file() {
+        let test = list_annotated(&test_dir, &train)?;
+        return Ok((train, test));
+    }
     let test = list_classes(&test_dir)?;
     check_same_classes(&train, &test, &test_dir)?;
     Ok((train, test))
@@ -172,9 +227,11 @@ pub(crate) fn load(root: &Path) -> Result<Dataset, DataError> {
     let mut labels: Vec<u32> = items.into_iter().map(|(_, label)| label).collect();
     let test_labels = labels.split_off(train_len);
 
+    // Human names where the root has a names file (see `names`), else the folder names.
+    let classes = names::folder_names(root, &train.classes)?.unwrap_or(train.classes);
     Ok(Dataset {
         name: files::dir_name(root),
-        classes: train.classes,
+        classes,
         channels,
         height,
         width,

@@ -12,6 +12,7 @@ pub mod fetch;
 mod files;
 mod folder;
 mod idx;
+pub mod names;
 pub mod transform;
 
 use std::path::Path;
