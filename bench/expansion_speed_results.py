@@ -38,6 +38,11 @@ TARGETS = {"expand": 1.0}
 TARGET_FMNIST_64 = 1.5
 
 
+def rate(img_s):
+    """Images/s with three significant digits at least (the 256 px rows are ~0.06)."""
+    return f"{img_s:.2f}" if img_s >= 1 else f"{img_s:.4f}"
+
+
 def parse_perf(path):
     """[(percent, symbol)] from a `perf report --stdio --no-children --sort symbol` listing."""
     rows = []
@@ -66,7 +71,7 @@ def main():
     ap.add_argument("--latest", default="after", help="label of the record the .json reports")
     args = ap.parse_args()
     # Records in the order before, after, then any others by name.
-    order = lambda p: ({"before": 0, "after": 1}.get(p.stem.split("-", 1)[1], 2), p.name)
+    order = lambda p: ({"before": 0, "after": 1}.get(p.stem.split("-", 1)[1], 2), p.stem)
     speeds = {p.stem[len("speed-"):]: json.loads(p.read_text()) for p in sorted(RAW.glob("speed-*.json"), key=order)}
     perfs = {p.stem[len("perf-"):]: parse_perf(p) for p in sorted(RAW.glob("perf-*.txt"), key=order)}
     if args.latest not in speeds:
@@ -116,8 +121,8 @@ def main():
                 verdict = f"met ({target:.1f}x)"
             else:
                 verdict = f"**missed** by {100 * (1 - r['ratio'] / target):.0f} % ({target:.1f}x)"
-            md.append(f"| {r['prior']} | {r['resolution']} | {r['batch']} | {r['workload']} | {r['dace_img_s']:.2f} | "
-                      f"{r['diffusers_img_s']:.2f} | {r['ratio']:.2f}x | {verdict} |")
+            md.append(f"| {r['prior']} | {r['resolution']} | {r['batch']} | {r['workload']} | {rate(r['dace_img_s'])} | "
+                      f"{rate(r['diffusers_img_s'])} | {r['ratio']:.2f}x | {verdict} |")
         md.append("")
     if perfs:
         md += ["## Where the time goes (`perf`, Fashion-MNIST prior, batch 64, 2 threads)", "",
