@@ -371,11 +371,29 @@ mod import {
         std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
     }
 
+    /// Importing a copy of `source` changed by `breaks` fails with every needle in the message,
+    /// and leaves nothing behind: no --out, no temporary files.
+    fn assert_import_refused(source: &Path, what: &str, breaks: Box<dyn Fn(&Path) + '_>, needles: &[&str]) {
+        let device = Default::default();
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpt = tmp.path().join("ckpt");
+        copy_dir(source, &ckpt);
+        breaks(&ckpt);
+        let out = tmp.path().join("prior");
+        let e = import::<B>(&ckpt, &options(), &out, &device).err().unwrap_or_else(|| panic!("{what}: imported"));
+        let msg = e.to_string();
+        for n in needles {
+            assert!(msg.contains(n), "{what}: {msg:?} lacks {n:?}");
+        }
+        assert!(!out.exists(), "{what}: a failed import left {}", out.display());
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers.len(), 1, "{what}: temporary files left: {leftovers:?}");
+    }
+
     /// Each unsupported or broken checkpoint fails with the file and the problem named, and a failed
     /// import leaves nothing at --out.
     #[test]
     fn unsupported_checkpoints_are_refused_with_the_reason() {
-        let device = Default::default();
         type Case<'a> = (&'a str, Box<dyn Fn(&Path)>, &'a [&'a str]);
         let cases: Vec<Case> = vec![
             ("no index", Box::new(|d: &Path| std::fs::remove_file(d.join("model_index.json")).unwrap()), &["not a diffusers checkpoint"]),
@@ -425,19 +443,7 @@ mod import {
             ),
         ];
         for (what, breaks, needles) in cases {
-            let tmp = tempfile::tempdir().unwrap();
-            let ckpt = tmp.path().join("ckpt");
-            copy_dir(&fixtures().join("sd"), &ckpt);
-            breaks(&ckpt);
-            let out = tmp.path().join("prior");
-            let e = import::<B>(&ckpt, &options(), &out, &device).err().unwrap_or_else(|| panic!("{what}: imported"));
-            let msg = e.to_string();
-            for n in needles {
-                assert!(msg.contains(n), "{what}: {msg:?} lacks {n:?}");
-            }
-            assert!(!out.exists(), "{what}: a failed import left {}", out.display());
-            let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-            assert_eq!(leftovers.len(), 1, "{what}: temporary files left: {leftovers:?}");
+            assert_import_refused(&fixtures().join("sd"), what, breaks, needles);
         }
     }
 
@@ -525,7 +531,6 @@ mod import {
     /// leaves nothing at --out.
     #[test]
     fn broken_shards_are_refused_by_name() {
-        let device = Default::default();
         let unet_shard = |k: usize| format!("unet/diffusion_pytorch_model-0000{k}-of-00005.safetensors");
         let truncate = |p: PathBuf| {
             let bytes = std::fs::read(&p).unwrap();
@@ -590,19 +595,7 @@ mod import {
             ),
         ];
         for (what, breaks, needles) in cases {
-            let tmp = tempfile::tempdir().unwrap();
-            let ckpt = tmp.path().join("ckpt");
-            copy_dir(&sharded().join("sd"), &ckpt);
-            breaks(&ckpt);
-            let out = tmp.path().join("prior");
-            let e = import::<B>(&ckpt, &options(), &out, &device).err().unwrap_or_else(|| panic!("{what}: imported"));
-            let msg = e.to_string();
-            for n in needles {
-                assert!(msg.contains(n), "{what}: {msg:?} lacks {n:?}");
-            }
-            assert!(!out.exists(), "{what}: a failed import left {}", out.display());
-            let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-            assert_eq!(leftovers.len(), 1, "{what}: temporary files left: {leftovers:?}");
+            assert_import_refused(&sharded().join("sd"), what, breaks, &needles);
         }
     }
 

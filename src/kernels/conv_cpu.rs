@@ -234,6 +234,20 @@ fn scratch_len(g: &ConvGeometry, gs: usize) -> (usize, usize) {
     (cols, if gs > 1 { g.out_channels * plane * gs } else { 0 })
 }
 
+/// The im2col matrix `[K, n * plane]` of a group of `n` images `x` (their columns side by side),
+/// written into `cols`; a pointwise convolution's input already is it.
+fn group_columns<'a>(x: &'a [f32], g: &ConvGeometry, cols: &'a mut [f32], pointwise: bool) -> &'a [f32] {
+    if pointwise {
+        return x;
+    }
+    let plane = g.out_plane();
+    let ld = x.len() / g.in_image() * plane;
+    for (j, xi) in x.chunks(g.in_image()).enumerate() {
+        im2col(xi, g, &mut cols[j * plane..], ld);
+    }
+    &cols[..g.patch_len() * ld]
+}
+
 /// `y[n] = W [C_out, K] x im2col(x[n]) + bias`, returned as `[N, C_out, H_out, W_out]`.
 pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
     let (k, plane, co) = (g.patch_len(), g.out_plane(), g.out_channels);
@@ -247,14 +261,7 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
             let (cols, tmp) = scratch.split_at_mut(cols_len);
             let n = x.len() / g.in_image();
             let ld = n * plane;
-            let cols: &[f32] = if pointwise {
-                x
-            } else {
-                for (j, xi) in x.chunks(g.in_image()).enumerate() {
-                    im2col(xi, g, &mut cols[j * plane..], ld);
-                }
-                &cols[..k * ld]
-            };
+            let cols = group_columns(x, g, cols, pointwise);
             if gs == 1 {
                 if let Some(bias) = bias {
                     for (row, &b) in y.chunks_mut(plane).zip(bias) {
@@ -325,14 +332,7 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> (Vec<f32>, Vec<f3
                     let (cols, tmp) = scratch.split_at_mut(cols_len);
                     let n = x.len() / g.in_image();
                     let ld = n * plane;
-                    let cols_ref: &[f32] = if pointwise {
-                        x
-                    } else {
-                        for (j, xi) in x.chunks(g.in_image()).enumerate() {
-                            im2col(xi, g, &mut cols[j * plane..], ld);
-                        }
-                        &cols[..k * ld]
-                    };
+                    let cols_ref = group_columns(x, g, cols, pointwise);
                     let dy_ref: &[f32] = if gs > 1 {
                         regroup(dy, tmp, n, co, plane, false);
                         &tmp[..co * ld]
