@@ -38,6 +38,41 @@ TARGETS = {"expand": 1.0}
 TARGET_FMNIST_64 = 1.5
 
 
+def row_key(r):
+    return (r["prior"], r["resolution"], r["batch"], r["workload"])
+
+
+def across_records(speeds, latest):
+    """Each row's dace and diffusers rates in every record, and dace's change from `after` to
+    `latest` (how much dace itself moved, independent of the peer's run-to-run spread)."""
+    rows = {}
+    for label, rec in speeds.items():
+        for r in rec["rows"]:
+            entry = rows.setdefault(row_key(r), {"prior": r["prior"], "resolution": r["resolution"], "batch": r["batch"],
+                                                 "workload": r["workload"], "dace_img_s": {}, "diffusers_img_s": {}})
+            entry["dace_img_s"][label] = r["dace_img_s"]
+            entry["diffusers_img_s"][label] = r["diffusers_img_s"]
+    for entry in rows.values():
+        before, now = entry["dace_img_s"].get("after"), entry["dace_img_s"].get(latest)
+        entry[f"dace_change_after_to_{latest}_percent"] = None if not (before and now) else 100 * (now / before - 1)
+    return list(rows.values())
+
+
+def across_records_md(rows, labels, latest):
+    md = ["## Each row across the records", "",
+          f"dace's and diffusers' rates (images/s) in every record; the last column is dace's own change from `after` to `{latest}`.", "",
+          "| prior | px | batch | workload | " + " | ".join(f"dace `{l}`" for l in labels) + " | "
+          + " | ".join(f"diffusers `{l}`" for l in labels) + " | dace change |",
+          "|---|---|---|---|" + "---|" * (2 * len(labels) + 1)]
+    for e in rows:
+        cells = [rate(e["dace_img_s"][l]) if l in e["dace_img_s"] else "—" for l in labels]
+        cells += [rate(e["diffusers_img_s"][l]) if l in e["diffusers_img_s"] else "—" for l in labels]
+        change = e[f"dace_change_after_to_{latest}_percent"]
+        cells.append("—" if change is None else f"{change:+.0f} %")
+        md.append(f"| {e['prior']} | {e['resolution']} | {e['batch']} | {e['workload']} | " + " | ".join(cells) + " |")
+    return md + [""]
+
+
 def rate(img_s):
     """Images/s with three significant digits at least (the 256 px rows are ~0.06)."""
     return f"{img_s:.2f}" if img_s >= 1 else f"{img_s:.4f}"
@@ -83,6 +118,7 @@ def main():
     # Every record the .md shows, with its own command, commit, machine and binary.
     out["records"] = {label: {k: rec.get(k) for k in ("rows", "command", "commit", "machine", "dace_binary")}
                       for label, rec in speeds.items()}
+    out["across_records"] = across_records(speeds, args.latest)
     out["profile_shares_percent"] = {label: group_perf(rows) for label, rows in perfs.items()}
     # fidelity.json, then fidelity-2.json, ...: one record per kernel change checked.
     fidelities = [json.loads(p.read_text()) for p in sorted(RAW.glob("fidelity*.json"), key=lambda p: (len(p.name), p.name))]
@@ -124,6 +160,7 @@ def main():
             md.append(f"| {r['prior']} | {r['resolution']} | {r['batch']} | {r['workload']} | {rate(r['dace_img_s'])} | "
                       f"{rate(r['diffusers_img_s'])} | {r['ratio']:.2f}x | {verdict} |")
         md.append("")
+    md += across_records_md(out["across_records"], list(speeds), args.latest)
     if perfs:
         md += ["## Where the time goes (`perf`, Fashion-MNIST prior, batch 64, 2 threads)", "",
                "Share of samples per group of symbols (self time; the grouping patterns are in the renderer):", ""]
