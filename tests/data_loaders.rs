@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dace::data::augment::{channel_mean_std, crop_flip, random_crop_flip, to_f32_normalized};
-use dace::data::{self, DataError, Dataset, Split};
+use dace::data::view::{self, CropBox};
+use dace::data::{self, DataError, Dataset, LoadOptions, Pixels, Split};
 use rand::SeedableRng;
 
 // ---------- helpers ----------
@@ -43,6 +44,22 @@ fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
     data::load(dir.to_str().unwrap())
 }
 
+fn load_at(dir: &Path, size: [usize; 2], memory_limit: u64) -> Result<Dataset, DataError> {
+    data::load_with(dir.to_str().unwrap(), &LoadOptions { size: Some(size), memory_limit })
+}
+
+/// The folder read from its files, however small it is.
+fn load_lazily(dir: &Path) -> Dataset {
+    data::load_with(dir.to_str().unwrap(), &LoadOptions { size: None, memory_limit: 0 }).unwrap()
+}
+
+/// An RGB PNG whose pixels differ with position and `seed`, so that crops and resizes show.
+fn write_png_pattern(path: &Path, w: u32, h: u32, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let pixel = |x: u32, y: u32| image::Rgb([(x * 37 + seed * 11) as u8, (y * 53 + seed * 7) as u8, ((x ^ y) * 29 + seed) as u8]);
+    image::RgbImage::from_fn(w, h, pixel).save(path).unwrap();
+}
+
 /// Asserts that loading fails and the message mentions every fragment.
 fn expect_error(dir: &Path, fragments: &[&str]) -> DataError {
     let err = load_dir(dir).expect_err("loading should fail");
@@ -70,8 +87,8 @@ fn constant_dataset(c: usize, h: usize, w: usize, value: u8, n: usize) -> Datase
         channels: c,
         height: h,
         width: w,
-        train: Split { images: vec![value; n * c * h * w], labels: (0..n as u32).map(|i| i % 2).collect() },
-        test: Split { images: vec![value; c * h * w], labels: vec![0] },
+        train: Split::in_memory(vec![value; n * c * h * w], (0..n as u32).map(|i| i % 2).collect()),
+        test: Split::in_memory(vec![value; c * h * w], vec![0]),
     }
 }
 
@@ -85,11 +102,11 @@ fn embedded_subset_has_100_per_class() {
     assert_eq!(ds.classes[0], "T-shirt/top");
     assert_eq!(ds.classes[9], "Ankle boot");
     assert_eq!((ds.train.len(), ds.test.len()), (1000, 1000));
-    assert_eq!(ds.train.images.len(), 1000 * 784);
+    assert_eq!(ds.train.bytes().unwrap().len(), 1000 * 784);
     assert_eq!(Dataset::class_counts(&ds.train, 10), vec![100; 10]);
     assert_eq!(Dataset::class_counts(&ds.test, 10), vec![100; 10]);
     assert_eq!(ds.image_len(), 784);
-    assert!(ds.image(&ds.train, 999).iter().any(|&b| b > 0));
+    assert!(ds.image(&ds.train, 999).unwrap().iter().any(|&b| b > 0));
     assert_eq!(data::load("embedded").unwrap(), ds);
 }
 
@@ -123,7 +140,7 @@ fn idx_plain_and_gzip_load_alike() {
         assert_eq!((ds.channels, ds.height, ds.width), (1, 2, 3));
         assert_eq!((ds.train.len(), ds.test.len()), (7, 4));
         assert_eq!(ds.train.labels, vec![0, 1, 2, 0, 1, 2, 0]);
-        assert_eq!(ds.image(&ds.train, 5), &[2; 6]);
+        assert_eq!(*ds.image(&ds.train, 5).unwrap(), [2; 6]);
         assert_eq!(ds.classes, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
     }
 }
@@ -244,7 +261,7 @@ fn cifar10_tiny_batches_load() {
     assert_eq!(ds.train.labels[..4], [1, 1, 1, 2]);
     assert_eq!(ds.test.labels, vec![9, 9, 9]);
     assert_eq!(ds.classes[0], "airplane");
-    let img = ds.image(&ds.train, 2);
+    let img = ds.image(&ds.train, 2).unwrap();
     assert_eq!((img[0], img[1024], img[2048]), (2, 102, 202));
 
     // Names from batches.meta.txt; its blank tail adds no classes.
@@ -297,7 +314,7 @@ fn cifar100_tiny_uses_fine_labels() {
     assert_eq!(ds.classes[42], "class_42");
     assert_eq!(ds.train.labels, vec![42; 3]);
     assert_eq!(ds.test.labels, vec![99; 2]);
-    assert_eq!(ds.image(&ds.test, 1)[2048], 201);
+    assert_eq!(ds.image(&ds.test, 1).unwrap()[2048], 201);
 
     // A names file must list all 100 classes.
     std::fs::write(tmp.path().join("fine_label_names.txt"), "apple\nbanana\n").unwrap();
@@ -327,7 +344,7 @@ fn image_folder_train_test_gray() {
     assert_eq!((ds.channels, ds.height, ds.width), (1, 4, 5));
     assert_eq!((ds.train.len(), ds.test.len()), (6, 2));
     assert_eq!(ds.train.labels, vec![0, 0, 0, 1, 1, 1]);
-    assert_eq!(ds.image(&ds.train, 4), &[200; 20]);
+    assert_eq!(*ds.image(&ds.train, 4).unwrap(), [200; 20]);
     assert_eq!(ds.test.labels, vec![0, 1]);
 }
 
@@ -344,9 +361,9 @@ fn image_folder_rgb_is_chw_and_jpeg_loads() {
     write_png_rgb(&root.join("test/b/0.png"), 3, 2, [9, 9, 9]);
     let ds = load_dir(root).unwrap();
     assert_eq!((ds.channels, ds.height, ds.width), (3, 2, 3));
-    assert_eq!(ds.image(&ds.train, 0), &[1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3]);
-    assert_eq!(ds.image(&ds.train, 1), &[50; 18]);
-    assert!(ds.image(&ds.test, 0).iter().all(|&b| b.abs_diff(128) <= 2));
+    assert_eq!(*ds.image(&ds.train, 0).unwrap(), [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3]);
+    assert_eq!(*ds.image(&ds.train, 1).unwrap(), [50; 18]);
+    assert!(ds.image(&ds.test, 0).unwrap().iter().all(|&b| b.abs_diff(128) <= 2));
 }
 
 #[test]
@@ -362,9 +379,9 @@ fn image_folder_without_split_takes_every_tenth_file() {
     let ds = load_dir(root).unwrap();
     assert_eq!(Dataset::class_counts(&ds.train, 2), vec![10, 2]);
     assert_eq!(Dataset::class_counts(&ds.test, 2), vec![2, 1]);
-    let test_firsts: Vec<u8> = (0..3).map(|i| ds.image(&ds.test, i)[0]).collect();
+    let test_firsts: Vec<u8> = (0..3).map(|i| ds.image(&ds.test, i).unwrap()[0]).collect();
     assert_eq!(test_firsts, vec![0, 10, 100]);
-    assert_eq!(ds.image(&ds.train, 0)[0], 1);
+    assert_eq!(ds.image(&ds.train, 0).unwrap()[0], 1);
 }
 
 #[test]
@@ -393,15 +410,18 @@ fn image_folder_garbage_png() {
 }
 
 #[test]
-fn image_folder_mixed_sizes() {
+fn image_folder_mixed_sizes_need_a_size() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     write_png_gray(&root.join("train/a/0.png"), 4, 4, 0);
     write_png_gray(&root.join("train/a/1.png"), 4, 4, 0);
     write_png_gray(&root.join("test/a/0.png"), 4, 4, 0);
     write_png_gray(&root.join("test/a/odd.png"), 5, 4, 0);
-    let err = expect_error(root, &["test/a/odd.png", "expected 1x4x4", "got 1x4x5"]);
-    assert!(matches!(err, DataError::ShapeMismatch { .. }));
+    let err = expect_error(root, &["train/a/0.png is 4x4", "test/a/odd.png is 5x4", "--resize"]);
+    assert!(matches!(err, DataError::MixedSizes { .. }));
+    // Given a size, every image is read at it.
+    let ds = load_at(root, [3, 3], data::IN_MEMORY_LIMIT).unwrap();
+    assert_eq!((ds.height, ds.width, ds.test.len()), (3, 3, 2));
 }
 
 #[test]
@@ -469,7 +489,7 @@ fn tiny_imagenet_layout_loads() {
     assert_eq!((ds.channels, ds.height, ds.width), (3, 6, 6));
     assert_eq!(ds.train.labels, vec![0, 0, 1, 1]);
     assert_eq!(ds.test.labels, vec![0, 1, 1]);
-    assert_eq!(ds.image(&ds.test, 1)[0], 10);
+    assert_eq!(ds.image(&ds.test, 1).unwrap()[0], 10);
     // A label that is not a train class, and a listed file that is not there, are named.
     std::fs::write(root.join("val/val_annotations.txt"), "val_0.JPEG\tn00000000\t0\t0\t5\t5\n").unwrap();
     expect_error(&root, &["val_annotations.txt", "line 1", "n00000000"]);
@@ -509,26 +529,26 @@ fn resize_28_to_32_keeps_constant_images() {
     let ds = constant_dataset(1, 28, 28, 77, 4);
     let big = ds.resized(32, 32);
     assert_eq!((big.channels, big.height, big.width), (1, 32, 32));
-    assert_eq!(big.train.images.len(), 4 * 32 * 32);
+    assert_eq!(big.train.bytes().unwrap().len(), 4 * 32 * 32);
     assert_eq!(big.train.labels, ds.train.labels);
-    assert!(big.train.images.iter().all(|&b| b == 77));
+    assert!(big.train.bytes().unwrap().iter().all(|&b| b == 77));
     assert_eq!(ds.resized(28, 28), ds);
 
     let rgb = constant_dataset(3, 4, 6, 5, 2).resized(8, 3);
     assert_eq!(rgb.image_len(), 3 * 8 * 3);
-    assert_eq!(rgb.test.images.len(), 72);
+    assert_eq!(rgb.test.bytes().unwrap().len(), 72);
 
     let embedded = data::load_embedded().resized(32, 32);
-    assert_eq!(embedded.train.images.len(), 1000 * 1024);
+    assert_eq!(embedded.train.bytes().unwrap().len(), 1000 * 1024);
 }
 
 #[test]
 fn per_class_subset_takes_first_k_in_order() {
     let mut ds = constant_dataset(1, 1, 1, 0, 6);
-    ds.train.images = vec![0, 1, 2, 3, 4, 5];
+    ds.train.pixels = Pixels::Memory(vec![0, 1, 2, 3, 4, 5]);
     let sub = ds.per_class_subset(2, 5);
     assert_eq!(sub.train.labels, vec![0, 1, 0, 1]);
-    assert_eq!(sub.train.images, vec![0, 1, 2, 3]);
+    assert_eq!(sub.train.bytes().unwrap(), [0, 1, 2, 3]);
     assert_eq!(sub.test.len(), 1);
     let mini = data::load_embedded().per_class_subset(10, 1);
     assert_eq!(Dataset::class_counts(&mini.train, 10), vec![10; 10]);
@@ -617,12 +637,12 @@ fn normalisation_and_channel_statistics() {
 
     // Channel 0 constant 51 (std falls back to 1), channel 1 alternating 0 / 255.
     let mut ds = constant_dataset(2, 1, 2, 51, 2);
-    ds.train.images = vec![51, 51, 0, 255, 51, 51, 255, 0];
-    let (mean, std) = channel_mean_std(&ds);
+    ds.train.pixels = Pixels::Memory(vec![51, 51, 0, 255, 51, 51, 255, 0]);
+    let (mean, std) = channel_mean_std(&ds).unwrap();
     assert!((mean[0] - 0.2).abs() < 1e-6 && std[0] == 1.0);
     assert!((mean[1] - 0.5).abs() < 1e-6 && (std[1] - 0.5).abs() < 1e-6);
 
-    let (mean, std) = channel_mean_std(&data::load_embedded());
+    let (mean, std) = channel_mean_std(&data::load_embedded()).unwrap();
     assert!(mean[0] > 0.2 && mean[0] < 0.4 && std[0] > 0.25 && std[0] < 0.45, "{mean:?} {std:?}");
 }
 
@@ -631,4 +651,135 @@ fn fetch_rejects_unknown_dataset() {
     let tmp = tempfile::tempdir().unwrap();
     let err = data::fetch("imagenet", tmp.path()).unwrap_err();
     assert!(err.to_string().contains("unknown dataset 'imagenet'"), "{err}");
+}
+
+/// Two classes of `per_class` RGB pattern images, in train/ and test/ (one test image per class).
+fn pattern_folder(root: &Path, per_class: u32, w: u32, h: u32) {
+    for class in 0..2 {
+        for i in 0..per_class {
+            write_png_pattern(&root.join(format!("train/c{class}/{i}.png")), w, h, class * 100 + i);
+        }
+        write_png_pattern(&root.join(format!("test/c{class}/0.png")), w, h, class * 100 + 99);
+    }
+}
+
+#[test]
+fn a_folder_read_from_its_files_gives_the_pixels_of_one_held_in_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    pattern_folder(tmp.path(), 5, 6, 6);
+    let memory = load_dir(tmp.path()).unwrap();
+    let lazy = load_lazily(tmp.path());
+    assert!(!memory.train.is_lazy() && lazy.train.is_lazy() && lazy.test.is_lazy());
+    assert_eq!((lazy.channels, lazy.height, lazy.width), (3, 6, 6));
+    assert_eq!(lazy.train.labels, memory.train.labels);
+    for i in 0..memory.train.len() {
+        assert_eq!(lazy.image(&lazy.train, i).unwrap(), memory.image(&memory.train, i).unwrap(), "train image {i}");
+    }
+    assert_eq!(channel_mean_std(&lazy).unwrap(), channel_mean_std(&memory).unwrap());
+    // Subsets keep the storage and select the same images.
+    let (sub_lazy, sub_memory) = (lazy.per_class_subset(2, 1), memory.per_class_subset(2, 1));
+    assert!(sub_lazy.train.is_lazy());
+    assert_eq!(sub_lazy.train.labels, sub_memory.train.labels);
+    for i in 0..sub_lazy.train.len() {
+        assert_eq!(sub_lazy.image(&sub_lazy.train, i).unwrap(), sub_memory.image(&sub_memory.train, i).unwrap());
+    }
+    // Resizing a lazy dataset only changes the size its files are read at.
+    let small = lazy.resized(3, 3);
+    assert!(small.train.is_lazy());
+    assert_eq!(small.image(&small.train, 0).unwrap().len(), 27);
+}
+
+#[test]
+fn the_evaluation_view_is_the_centred_box_of_the_target_aspect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    // 8 wide, 4 tall: column x has value 30x; a 4x4 view keeps columns 2..6 unscaled.
+    image::GrayImage::from_fn(8, 4, |x, _| image::Luma([(30 * x) as u8])).save(root.join("a/wide.png")).unwrap();
+    // 4 wide, 8 tall: row y has value 20y; the view keeps rows 2..6.
+    image::GrayImage::from_fn(4, 8, |_, y| image::Luma([(20 * y) as u8])).save(root.join("a/tall.png")).unwrap();
+    let ds = load_at(root, [4, 4], 0).unwrap();
+    let (test, train) = (ds.image(&ds.test, 0).unwrap(), ds.image(&ds.train, 0).unwrap());
+    // Every tenth file (the first: tall.png) is the test image.
+    let rows: Vec<u8> = (2..6).flat_map(|y| [20 * y; 4]).collect();
+    assert_eq!(*test, rows[..]);
+    let columns: Vec<u8> = (0..4).flat_map(|_| [60, 90, 120, 150]).collect();
+    assert_eq!(*train, columns[..]);
+
+    assert_eq!(view::centre_box(8, 4, [4, 4]), CropBox { left: 2, top: 0, width: 4, height: 4 });
+    assert_eq!(view::centre_box(500, 375, [224, 224]), CropBox { left: 62, top: 0, width: 375, height: 375 });
+    // An odd margin leaves the extra row below, as torchvision's `center_crop` rounds it.
+    assert_eq!(view::centre_box(3, 3, [2, 4]), CropBox { left: 0, top: 0, width: 3, height: 2 });
+}
+
+#[test]
+fn random_resized_crops_stay_inside_and_follow_the_seed() {
+    for (w, h) in [(300, 200), (1000, 10), (10, 1000), (5, 5), (1, 1), (2, 7)] {
+        let mut areas = Vec::new();
+        for seed in 0..200 {
+            let draw = || view::random_resized_box(w, h, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+            let b = draw();
+            assert_eq!(b, draw(), "seed {seed} drew two boxes");
+            assert!(b.width >= 1 && b.height >= 1 && b.left + b.width <= w && b.top + b.height <= h, "{w}x{h}: {b:?}");
+            areas.push(f64::from(b.width * b.height) / f64::from(w * h));
+        }
+        if (w, h) == (300, 200) {
+            // Areas are drawn from 8-100 % of the image.
+            let (lo, hi) = (areas.iter().copied().fold(f64::NAN, f64::min), areas.iter().copied().fold(f64::NAN, f64::max));
+            assert!(lo >= 0.075 && hi <= 1.0 && hi - lo > 0.5, "areas {lo}..{hi}");
+        }
+    }
+    // A constant image stays constant through the crop; the view has the asked shape.
+    let img = vec![9u8; 3 * 5 * 7];
+    let out = view::random_resized_crop_chw(&img, [3, 5, 7], true, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
+    assert_eq!(out, vec![9u8; 3 * 5 * 7]);
+}
+
+#[test]
+fn webp_greyscale_jpeg_and_cmyk_jpeg_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    for i in 0..2 {
+        let webp = root.join(format!("webp/{i}.webp"));
+        std::fs::create_dir_all(webp.parent().unwrap()).unwrap();
+        let rgb = image::RgbImage::from_pixel(12, 8, image::Rgb([10, 20, 30]));
+        let encoder = image::codecs::webp::WebPEncoder::new_lossless(std::fs::File::create(&webp).unwrap());
+        encoder.encode(rgb.as_raw(), 12, 8, image::ExtendedColorType::Rgb8).unwrap();
+        let grey = root.join(format!("grey/{i}.jpg"));
+        std::fs::create_dir_all(grey.parent().unwrap()).unwrap();
+        image::GrayImage::from_pixel(12, 8, image::Luma([100])).save(&grey).unwrap();
+        let cmyk = root.join(format!("cmyk/{i}.jpg"));
+        std::fs::create_dir_all(cmyk.parent().unwrap()).unwrap();
+        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images/cmyk.jpg"), &cmyk).unwrap();
+    }
+    let ds = load_dir(root).unwrap();
+    assert_eq!((ds.channels, ds.height, ds.width), (3, 8, 12));
+    let centre = |class: u32| -> Vec<u8> {
+        let i = ds.test.labels.iter().position(|&l| l == class).unwrap();
+        let img = ds.image(&ds.test, i).unwrap();
+        (0..3).map(|c| img[c * 96 + 4 * 12 + 6]).collect()
+    };
+    assert_eq!(centre(2), [10, 20, 30], "webp");
+    assert!(centre(1).iter().all(|&v| v.abs_diff(100) <= 2), "grey jpeg {:?}", centre(1));
+    let cmyk = centre(0);
+    assert!(cmyk.iter().zip([200u8, 40, 40]).all(|(&v, e)| v.abs_diff(e) <= 8), "cmyk jpeg decoded to {cmyk:?}");
+}
+
+#[test]
+fn a_file_that_breaks_after_indexing_is_named_when_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    pattern_folder(tmp.path(), 3, 6, 6);
+    let ds = load_lazily(tmp.path());
+    let broken = tmp.path().join("train/c0/1.png");
+    std::fs::write(&broken, b"not an image any more").unwrap();
+    let err = ds.image(&ds.train, 1).unwrap_err().to_string();
+    assert!(err.contains("train/c0/1.png") && err.contains("cannot read image"), "{err}");
+    write_png_pattern(&broken, 7, 6, 0);
+    let err = ds.image(&ds.train, 1).unwrap_err().to_string();
+    assert!(err.contains("train/c0/1.png") && err.contains("is 7x6 but was 6x6"), "{err}");
+    // Batches report it too, instead of panicking in a worker thread.
+    let norm = dace::train::Normalization { mean: vec![0.5; 3], std: vec![0.25; 3] };
+    let batcher = dace::train::ImageBatcher::plain(&ds, norm);
+    let err = batcher.images::<dace::device::CpuBackend>(&ds.train, &[0, 1, 2], None, &Default::default()).unwrap_err();
+    assert!(err.to_string().contains("train/c0/1.png"), "{err}");
 }

@@ -28,7 +28,7 @@ fn teacher(ds: &Dataset) -> (Classifier<B>, ModelMeta) {
     let device = Default::default();
     let model = config.init::<B>(&device);
     models::materialize(&model);
-    let (mean, std) = data_augment::channel_mean_std(ds);
+    let (mean, std) = data_augment::channel_mean_std(ds).unwrap();
     let meta = ModelMeta::new(config, Normalization { mean, std }, &ds.name, &ds.classes);
     (model, meta)
 }
@@ -85,13 +85,13 @@ fn coreset_keeps_the_lowest_loss_crop_per_image_and_the_best_images_per_class() 
     // Each stored patch is its recorded crop, and it beats every other crop of its image.
     for i in [0, 17, 79] {
         let p = &m.patches[i];
-        let src = ds.image(&ds.train, p.source);
-        let patch = crop::crop_resize(src, 1, 28, 28, p.crop, 14, 14);
+        let src = ds.image(&ds.train, p.source).unwrap();
+        let patch = crop::crop_resize(&src, 1, 28, 28, p.crop, 14, 14);
         assert_eq!(patch, c.patch(i));
         let score = |patch: &[u8]| ce_of(&model, &meta, &dace::data::transform::resize_u8(patch, 1, 14, 14, 28, 28), p.class as usize, &ds);
         assert!((score(&patch) - p.ce).abs() < 1e-4, "{} vs {}", score(&patch), p.ce);
         for k in 0..4 {
-            let other = crop::crop_resize(src, 1, 28, 28, crop::random_square(5, p.source as u64, k, 28, 28), 14, 14);
+            let other = crop::crop_resize(&src, 1, 28, 28, crop::random_square(5, p.source as u64, k, 28, 28), 14, 14);
             assert!(score(&other) >= p.ce - 1e-4, "crop {k} of image {} scores lower than the kept one", p.source);
         }
     }
@@ -174,7 +174,7 @@ fn rded_augment() -> AugmentConfig {
 #[test]
 fn augmented_views_are_pure_functions_of_the_seed() {
     let ds = small();
-    let set = TrainingSet::random_subset(&ds, 3, 1);
+    let set = TrainingSet::random_subset(&ds, 3, 1).unwrap();
     assert_eq!(set.len(), 30);
     let (_, meta) = teacher(&ds);
     let norm = &meta.normalization;
@@ -190,8 +190,8 @@ fn augmented_views_are_pure_functions_of_the_seed() {
     data_augment::to_f32_normalized(&set.images[4 * 784..5 * 784], &norm.mean, &norm.std, 1, &mut expected);
     assert_eq!(plain, expected);
     // Random subsets: seeded, per class.
-    assert_eq!(TrainingSet::random_subset(&ds, 3, 1).images, set.images);
-    assert_ne!(TrainingSet::random_subset(&ds, 3, 2).images, set.images);
+    assert_eq!(TrainingSet::random_subset(&ds, 3, 1).unwrap().images, set.images);
+    assert_ne!(TrainingSet::random_subset(&ds, 3, 2).unwrap().images, set.images);
 }
 
 #[test]
@@ -199,7 +199,7 @@ fn stored_labels_are_the_teacher_on_the_regenerated_views() {
     let ds = small();
     let (model, meta) = teacher(&ds);
     let device = Default::default();
-    let set = TrainingSet::random_subset(&ds, 2, 0);
+    let set = TrainingSet::random_subset(&ds, 2, 0).unwrap();
     let cfg = rded_augment();
     let labels = StoredLabels::compute(&set, &model, &meta.normalization, &cfg, vec![0, 1, 2], &device).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -246,7 +246,7 @@ fn students_train_with_every_label_source() {
     let ds = small();
     let (model, meta) = teacher(&ds);
     let device = Default::default();
-    let set = TrainingSet::random_subset(&ds, 3, 0);
+    let set = TrainingSet::random_subset(&ds, 3, 0).unwrap();
     let cfg = rded_augment();
     let config = |augment: AugmentConfig| StudentConfig {
         model: ClassifierConfig::new(Arch::Convnet3, 1, 10, [28, 28]).with_norm(NormKind::Instance),

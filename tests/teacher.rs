@@ -48,7 +48,7 @@ fn training_lowers_the_loss_and_resumes_from_checkpoints() {
     // Evaluating the saved model reproduces the report's final accuracy.
     let (model, meta) = train::load_model::<CpuBackend>(dir.path(), &device).unwrap();
     let batcher = ImageBatcher::plain(&ds, meta.normalization);
-    let eval = train::evaluate(&model, &batcher, &ds.test, ds.num_classes(), 64, &device);
+    let eval = train::evaluate(&model, &batcher, &ds.test, ds.num_classes(), 64, &device).unwrap();
     assert!((eval.accuracy - accuracy).abs() < 1e-9, "{} vs {}", eval.accuracy, accuracy);
 }
 
@@ -136,7 +136,7 @@ fn a_checkpoint_of_an_impossible_model_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = ClassifierConfig::new(Arch::Convnet3, ds.channels, ds.num_classes(), [ds.height, ds.width]);
     let model = config.init::<CpuBackend>(&Default::default());
-    let (mean, std) = data::augment::channel_mean_std(&ds);
+    let (mean, std) = data::augment::channel_mean_std(&ds).unwrap();
     let meta = train::ModelMeta::new(config, train::Normalization { mean, std }, &ds.name, &ds.classes);
     train::save_model(dir.path(), &model, &meta).unwrap();
     let path = dir.path().join("model.json");
@@ -174,10 +174,10 @@ fn zero_counts_are_refused_by_the_library() {
         assert!(why.contains("batch size") && why.contains("must be at least 1"), "{why}");
     }
 
-    let set = TrainingSet::random_subset(&ds, 1, 0);
+    let set = TrainingSet::random_subset(&ds, 1, 0).unwrap();
     let model = ClassifierConfig::new(Arch::Convnet3, ds.channels, ds.num_classes(), [ds.height, ds.width]);
     let augment = AugmentConfig { crop_scale_min: 1.0, flip: false, cutmix: false, shuffle_factor: 1 };
-    let (mean, std) = data::augment::channel_mean_std(&ds);
+    let (mean, std) = data::augment::channel_mean_std(&ds).unwrap();
     let norm = train::Normalization { mean, std };
     for (epochs, batch) in [(1, 0), (0, 10)] {
         let config = StudentConfig::rded(model.clone(), epochs, batch, 20.0, augment.clone(), 0);
@@ -194,4 +194,46 @@ fn zero_counts_are_refused_by_the_library() {
         assert!(why.contains("checkpoint_every") && why.contains("must be at least 1"), "{why}");
     }
     assert!(!dir.path().join("prior").exists(), "a refused prior run wrote files");
+}
+
+/// Two classes of 8x8 RGB images that differ by class (bright vs dark) and by position.
+fn pattern_folder(root: &Path) {
+    for class in 0..2u32 {
+        for i in 0..12u32 {
+            let split = if i < 10 { "train" } else { "test" };
+            let path = root.join(format!("{split}/c{class}/{i}.png"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let pixel =
+                |x: u32, y: u32| image::Rgb([(class * 120 + x * 9 + i) as u8, (class * 100 + y * 11) as u8, ((x ^ y) * 13 + i) as u8]);
+            image::RgbImage::from_fn(8, 8, pixel).save(path).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_folder_read_from_files_gives_the_training_batches_of_one_in_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    pattern_folder(tmp.path());
+    let spec = tmp.path().to_str().unwrap();
+    let memory = data::load(spec).unwrap();
+    let lazy = data::load_with(spec, &data::LoadOptions { size: None, memory_limit: 0 }).unwrap();
+    assert!(lazy.train.is_lazy() && !memory.train.is_lazy());
+    let device = Default::default();
+    // The training batches (padded crop + flip, seeded) are the same bytes from either storage.
+    let (mean, std) = data::augment::channel_mean_std(&memory).unwrap();
+    let batcher = |ds: &Dataset| {
+        ImageBatcher::plain(ds, train::Normalization { mean: mean.clone(), std: std.clone() }).augmenting(train::CropKind::Padded, 1, true)
+    };
+    let batch = |ds: &Dataset| batcher(ds).images::<CpuBackend>(&ds.train, &[3, 0, 17, 9], Some(5), &device).unwrap().into_data();
+    assert_eq!(batch(&memory), batch(&lazy));
+
+    // A teacher trains on the files, with the padded crop and with ImageNet's random resized
+    // crop cut from the files at full resolution.
+    for crop in [train::CropKind::Padded, train::CropKind::Resized] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = teacher_config(&lazy, 2).with_batch_size(8).with_crop(crop);
+        let report = train::train_teacher::<Train>(config, &lazy, dir.path(), false, &device).unwrap();
+        assert!(report.history.iter().all(|e| e.train_loss.is_finite()), "{crop:?}: {:?}", report.history);
+        assert_eq!(report.final_eval.unwrap().samples, 4);
+    }
 }

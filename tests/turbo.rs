@@ -652,7 +652,7 @@ mod import {
         <B as burn::tensor::backend::Backend>::seed(&device, 0);
         let teacher = config.init::<B>(&device);
         models::materialize(&teacher);
-        let (mean, std) = data_augment::channel_mean_std(&ds);
+        let (mean, std) = data_augment::channel_mean_std(&ds).unwrap();
         let meta = ModelMeta::new(config, Normalization { mean, std }, &ds.name, &ds.classes);
         let teacher_dir = tmp.path().join("teacher");
         train::save_model(&teacher_dir, &teacher, &meta).unwrap();

@@ -1,7 +1,9 @@
 //! `dace bench train`: training and inference throughput of the classifiers per backend, plus a
 //! breakdown of where a training step spends its time (forward / backward / optimiser, and each
-//! convolution's forward, input-gradient and weight-gradient kernels).
+//! convolution's forward, input-gradient and weight-gradient kernels). `data`, `kernels` and
+//! `prior` measure the data path, the diffusion kernels and the prior.
 
+pub mod data;
 pub mod kernels;
 pub mod prior;
 

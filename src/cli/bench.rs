@@ -17,6 +17,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Kernels(args) => bench_kernels(args),
         BenchCommand::Prior(args) => bench_prior(args),
         BenchCommand::Conformance(args) => bench_conformance(args),
+        BenchCommand::Data(args) => bench_data(args),
     }
 }
 
@@ -30,6 +31,44 @@ pub enum BenchCommand {
     Prior(BenchPriorArgs),
     /// The fused diffusion kernels on --device against the CPU reference (random shapes, max abs error).
     Conformance(BenchConformanceArgs),
+    /// One epoch of training batches from an image folder: images/s and peak memory, read from
+    /// the files or held in memory (bench/data_loading.py adds torchvision).
+    Data(BenchDataArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchDataArgs {
+    /// An ImageFolder tree.
+    #[arg(long)]
+    pub data: String,
+    /// Side the images are read at.
+    #[arg(long, value_parser = at_least_one, default_value_t = 224)]
+    pub size: usize,
+    #[arg(long, value_parser = at_least_one, default_value_t = 256)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value_t = crate::train::CropKind::Resized)]
+    pub crop: crate::train::CropKind,
+    /// Hold the decoded folder in memory up to this many MiB (0: always read the files).
+    #[arg(long, default_value_t = 0)]
+    pub in_memory_mb: u64,
+    #[command(flatten)]
+    pub output: BenchOutputArgs,
+}
+
+fn bench_data(args: BenchDataArgs) -> anyhow::Result<()> {
+    setup_threads(&args.output.device)?;
+    let row = crate::bench::data::bench_epoch(&args.data, args.size, args.batch, args.crop, args.in_memory_mb << 20)?;
+    println!(
+        "{} images at {}px, {}: load {:.2}s, epoch {:.2}s = {:.0} img/s, peak RSS {} MiB",
+        row.images,
+        row.size,
+        if row.lazy { "read from files" } else { "held in memory" },
+        row.load_s,
+        row.epoch_s,
+        row.img_per_s,
+        row.peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}"))
+    );
+    args.output.write_rows(&[row])
 }
 
 #[derive(Args, Debug)]

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::coreset::Layout;
-use crate::data::{self, Dataset};
+use crate::data::{self, Dataset, LoadOptions};
 use crate::device::DeviceKind;
 use crate::models::{Arch, NormKind};
 use crate::student::LabelSource;
@@ -79,7 +79,20 @@ pub fn setup_threads(device: &DeviceArgs) -> anyhow::Result<()> {
 }
 
 pub fn load_data(spec: &str) -> anyhow::Result<Dataset> {
-    data::load(spec).with_context(|| format!("loading dataset `{spec}`"))
+    load_data_at(spec, None)
+}
+
+/// [`load_data`] with an ImageFolder tree read at `size` (`[h, w]`: each image's centred box of
+/// that aspect, resized), e.g. a teacher's input size; other formats ignore it.
+pub fn load_data_at(spec: &str, size: Option<[usize; 2]>) -> anyhow::Result<Dataset> {
+    let options = LoadOptions { size, ..LoadOptions::default() };
+    data::load_with(spec, &options).with_context(|| format!("loading dataset `{spec}`"))
+}
+
+/// The data a teacher in `teacher_dir` reads: an ImageFolder tree at the teacher's input size.
+pub fn load_data_for_teacher(spec: &str, teacher_dir: &std::path::Path) -> anyhow::Result<Dataset> {
+    let meta = crate::train::checkpoint::load_meta(teacher_dir)?;
+    load_data_at(spec, Some(meta.config.image_size))
 }
 
 /// Applies the optional resize and per-class subset of the training commands.

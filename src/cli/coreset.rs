@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::common::{at_least_one, load_data, setup_threads, DeviceArgs};
+use super::common::{at_least_one, load_data_for_teacher, setup_threads, DeviceArgs};
 use crate::on_device;
 use crate::train;
 
@@ -38,7 +38,7 @@ pub struct CoresetArgs {
 pub fn run(args: CoresetArgs) -> anyhow::Result<()> {
     use crate::coreset::{self, CoresetConfig};
     setup_threads(&args.device)?;
-    let ds = load_data(&args.data)?;
+    let ds = load_data_for_teacher(&args.data, &args.teacher)?;
     let config = CoresetConfig { ipc: args.ipc, factor: args.factor, crops: args.crops, mipc: args.mipc, seed: args.seed };
     let c = on_device!(args.device.device, |B, device| {
         let (teacher, meta) = train::load_model::<B>(&args.teacher, &device)?;

@@ -6,7 +6,7 @@ use anyhow::bail;
 use clap::Args;
 use serde::Serialize;
 
-use super::common::{at_least_one, command_line, flips_ok, load_data, setup_threads, DeviceArgs};
+use super::common::{at_least_one, command_line, flips_ok, load_data_for_teacher, setup_threads, DeviceArgs};
 use crate::coreset::{self, Coreset, CoresetConfig};
 use crate::distill::{self as distiller, write_preview};
 use crate::fsio;
@@ -110,7 +110,7 @@ pub struct DistillArgs {
 
 pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     setup_threads(&args.device)?;
-    let ds = load_data(&args.data)?;
+    let ds = load_data_for_teacher(&args.data, &args.teacher)?;
     let expansion = expansion_config(&args.expansion)?;
     let labels = LabelEncoding::parse(&args.labels).map_err(anyhow::Error::msg)?;
     let augment = AugmentConfig {

@@ -8,7 +8,9 @@ use burn::backend::Autodiff;
 use clap::Args;
 use serde::Serialize;
 
-use super::common::{at_least_one, command_line, flips_ok, load_data, setup_threads, DeviceArgs, StudentRecipeArgs};
+use super::common::{
+    at_least_one, command_line, flips_ok, load_data_at, load_data_for_teacher, setup_threads, DeviceArgs, StudentRecipeArgs,
+};
 use crate::fsio;
 use crate::models::ClassifierConfig;
 use crate::on_device;
@@ -64,10 +66,10 @@ fn coreset_student(args: StudentArgs) -> anyhow::Result<()> {
     use crate::package::AugmentConfig;
     use crate::student::{self, LabelSource, Labels, StoredLabels, StudentConfig, TrainingSet};
     setup_threads(&args.device)?;
-    let ds = load_data(&args.data)?;
     let (Some(coreset_dir), Some(teacher_dir)) = (&args.coreset, &args.teacher) else {
         bail!("a coreset student needs --coreset and --teacher");
     };
+    let ds = load_data_for_teacher(&args.data, teacher_dir)?;
     let coreset = Coreset::load(coreset_dir)?;
     if coreset.meta.dataset != ds.name || coreset.meta.image_size != [ds.height, ds.width] {
         bail!("coreset {} is of `{}` {:?}, not `{}`", coreset_dir.display(), coreset.meta.dataset, coreset.meta.image_size, ds.name);
@@ -134,8 +136,8 @@ fn coreset_student(args: StudentArgs) -> anyhow::Result<()> {
 fn package_student(args: StudentArgs) -> anyhow::Result<()> {
     setup_threads(&args.device)?;
     let dir = args.package.as_ref().expect("dispatched with --package");
-    let ds = load_data(&args.data)?;
     let pkg = Package::load(dir)?;
+    let ds = load_data_at(&args.data, Some(pkg.manifest.image_size))?;
     let config = student_config(&pkg, args.recipe.arch, args.recipe.norm, args.epochs, args.batch, args.recipe.temperature, args.seed);
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let (report, regen_images) = on_device!(args.device.device, |B, device| {

@@ -2,19 +2,19 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use burn::backend::Autodiff;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::common::{at_least_one, load_data, prepare, setup_threads, DeviceArgs};
-use crate::data::Dataset;
+use super::common::{at_least_one, load_data_at, prepare, setup_threads, DeviceArgs};
+use crate::data::{self, Dataset, LoadOptions, IN_MEMORY_LIMIT};
 use crate::device::DeviceKind;
 use crate::fsio;
 use crate::models::{Arch, ClassifierConfig, NormKind};
 use crate::on_device;
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
-use crate::train::{self, ImageBatcher, TeacherConfig};
+use crate::train::{self, CropKind, ImageBatcher, TeacherConfig};
 
 pub fn run(command: TeacherCommand) -> anyhow::Result<()> {
     match command {
@@ -49,15 +49,24 @@ pub struct TeacherTrainArgs {
     pub weight_decay: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Random-crop padding in pixels (default: image size / 8).
+    /// The training crop: `padded` (small images, see --pad) or `resized` (ImageNet's random
+    /// resized crop, taken from the full-resolution file when the data is read lazily).
+    #[arg(long, value_enum, default_value_t = CropKind::Padded)]
+    pub crop: CropKind,
+    /// Random-crop padding in pixels of the `padded` crop (default: image size / 8).
     #[arg(long)]
     pub pad: Option<usize>,
     /// Disable horizontal flips (digits should not be flipped; auto-off for MNIST).
     #[arg(long)]
     pub no_flip: bool,
-    /// Resize images to SIZE x SIZE before training.
-    #[arg(long)]
+    /// Train at SIZE x SIZE: an ImageFolder's images are read at that size (centred box of the
+    /// shorter side, resized), other datasets are resized after loading.
+    #[arg(long, value_parser = at_least_one)]
     pub resize: Option<usize>,
+    /// An ImageFolder tree whose decoded pixels exceed this many MiB is not held in memory: its
+    /// files are decoded batch by batch (0: always).
+    #[arg(long, default_value_t = IN_MEMORY_LIMIT >> 20)]
+    pub in_memory_mb: u64,
     /// Use only the first N train images per class (quick runs).
     #[arg(long)]
     pub train_per_class: Option<usize>,
@@ -79,13 +88,16 @@ pub fn teacher_config(args: &TeacherTrainArgs, ds: &Dataset) -> TeacherConfig {
         .with_epochs(args.epochs)
         .with_batch_size(args.batch)
         .with_seed(args.seed)
+        .with_crop(args.crop)
         .with_crop_pad(args.pad.unwrap_or(ds.height.min(ds.width) / 8))
         .with_flip(!args.no_flip && !digits)
 }
 
 fn teacher_train(args: TeacherTrainArgs) -> anyhow::Result<()> {
     setup_threads(&args.device)?;
-    let ds = prepare(load_data(&args.data)?, args.resize, args.train_per_class);
+    let options = LoadOptions { size: args.resize.map(|s| [s, s]), memory_limit: args.in_memory_mb << 20 };
+    let loaded = data::load_with(&args.data, &options).with_context(|| format!("loading dataset `{}`", args.data))?;
+    let ds = prepare(loaded, args.resize, args.train_per_class);
     let config = teacher_config(&args, &ds);
     eprintln!(
         "teacher {} on {} ({} train / {} test, {}x{}x{}) for {} epochs on {}",
@@ -139,7 +151,7 @@ struct EvalOutput {
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     setup_threads(&args.device)?;
     let meta = train::checkpoint::load_meta(&args.model)?;
-    let mut ds = load_data(&args.data)?;
+    let mut ds = load_data_at(&args.data, Some(meta.config.image_size))?;
     let config = &meta.config;
     if ds.channels != config.in_channels {
         bail!("model {} takes {}-channel images, dataset `{}` has {}", args.model.display(), config.in_channels, args.data, ds.channels);
@@ -155,7 +167,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let report = on_device!(args.device.device, |B, device| {
         let (model, meta) = train::load_model::<B>(&args.model, &device)?;
         let batcher = ImageBatcher::plain(&ds, meta.normalization);
-        Ok::<_, crate::DaceError>(train::evaluate(&model, &batcher, &ds.test, ds.num_classes(), args.batch, &device))
+        Ok::<_, crate::DaceError>(train::evaluate(&model, &batcher, &ds.test, ds.num_classes(), args.batch, &device)?)
     })?;
     println!(
         "{}: test accuracy {:.2}% on {} images ({:.0} img/s)",

@@ -307,7 +307,7 @@ impl<B: DaceBackend> CropScorer<'_, B> {
         for &src in sources {
             for k in 0..config.crops {
                 let cb = crop::random_square(config.seed, src as u64, k as u64, h, w);
-                cand.push((src, cb, crop::crop_resize(ds.image(&ds.train, src), c, h, w, cb, ph, pw)));
+                cand.push((src, cb, crop::crop_resize(&ds.image(&ds.train, src)?, c, h, w, cb, ph, pw)));
             }
         }
         let upsampled: Vec<Vec<u8>> = cand.iter().map(|x| resize_u8(&x.2, c, ph, pw, h, w)).collect();

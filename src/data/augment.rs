@@ -3,6 +3,7 @@
 use rand::Rng;
 
 use super::dataset::Dataset;
+use super::error::DataError;
 
 /// `out = (bytes / 255 - mean[c]) / std[c]` for one CHW image of `c` channels.
 pub fn to_f32_normalized(bytes: &[u8], mean: &[f32], std: &[f32], c: usize, out: &mut [f32]) {
@@ -22,25 +23,44 @@ pub fn to_f32_normalized(bytes: &[u8], mean: &[f32], std: &[f32], c: usize, out:
     }
 }
 
-/// Per-channel mean and standard deviation of the training images, on the 0..1 scale.
+/// Training images a split read from files contributes to the normalisation statistics: an
+/// evenly spaced sample, since decoding all of ImageNet for two numbers per channel is not worth it.
+pub const STATS_SAMPLE: usize = 5000;
+
+/// Per-channel mean and standard deviation of the training images, on the 0..1 scale: exact over
+/// a split in memory, over `STATS_SAMPLE` evenly spaced images of a split read from files.
 ///
 /// A channel with zero spread (or an empty training set) gets std 1, so that normalising with the
 /// result never divides by zero.
-pub fn channel_mean_std(ds: &Dataset) -> (Vec<f32>, Vec<f32>) {
+pub fn channel_mean_std(ds: &Dataset) -> Result<(Vec<f32>, Vec<f32>), DataError> {
     let plane = ds.height * ds.width;
     // Exact integer sums: f32 accumulation over 47M pixels would lose precision.
     let mut sum = vec![0u64; ds.channels];
     let mut sum_sq = vec![0u64; ds.channels];
-    if plane > 0 {
-        for (i, chunk) in ds.train.images.chunks_exact(plane).enumerate() {
+    let mut add = |image: &[u8]| {
+        for (i, chunk) in image.chunks_exact(plane.max(1)).enumerate() {
             let ch = i % ds.channels;
             for &b in chunk {
                 sum[ch] += u64::from(b);
                 sum_sq[ch] += u64::from(b) * u64::from(b);
             }
         }
+    };
+    let mut images = 0usize;
+    match ds.train.bytes() {
+        Some(bytes) => {
+            add(bytes);
+            images = ds.train.len();
+        }
+        None => {
+            let step = ds.train.len().div_ceil(STATS_SAMPLE).max(1);
+            for i in (0..ds.train.len()).step_by(step) {
+                add(&ds.image(&ds.train, i)?);
+                images += 1;
+            }
+        }
     }
-    let count = (ds.train.len() * plane) as f64;
+    let count = (images * plane) as f64;
     let mut means = Vec::with_capacity(ds.channels);
     let mut stds = Vec::with_capacity(ds.channels);
     for ch in 0..ds.channels {
@@ -55,7 +75,7 @@ pub fn channel_mean_std(ds: &Dataset) -> (Vec<f32>, Vec<f32>) {
         means.push((mean / 255.0) as f32);
         stds.push(if std > 1e-8 { std as f32 } else { 1.0 });
     }
-    (means, stds)
+    Ok((means, stds))
 }
 
 /// Crops the CHW image `img` zero-padded by `pad` on every side back to `h` x `w`, taking the

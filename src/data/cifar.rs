@@ -26,7 +26,7 @@ pub(crate) fn is_cifar100_dir(dir: &Path) -> bool {
 
 /// Appends the records of one file to `split`. `label_bytes` is 1 (CIFAR-10) or 2 (CIFAR-100:
 /// coarse then fine); the last label byte is the one kept.
-fn read_records(path: &Path, label_bytes: usize, classes: usize, split: &mut Split) -> Result<(), DataError> {
+fn read_records(path: &Path, label_bytes: usize, classes: usize, images: &mut Vec<u8>, labels: &mut Vec<u32>) -> Result<(), DataError> {
     let bytes = files::read(path)?;
     let record = label_bytes + PIXELS;
     if bytes.is_empty() {
@@ -35,20 +35,20 @@ fn read_records(path: &Path, label_bytes: usize, classes: usize, split: &mut Spl
     if bytes.len() % record != 0 {
         return Err(DataError::Truncated { path: path.into(), expected: bytes.len().div_ceil(record) * record, got: bytes.len() });
     }
-    let start = split.labels.len();
+    let start = labels.len();
     for chunk in bytes.chunks_exact(record) {
-        split.labels.push(u32::from(chunk[label_bytes - 1]));
-        split.images.extend_from_slice(&chunk[label_bytes..]);
+        labels.push(u32::from(chunk[label_bytes - 1]));
+        images.extend_from_slice(&chunk[label_bytes..]);
     }
-    check_labels(path, &split.labels[start..], classes)
+    check_labels(path, &labels[start..], classes)
 }
 
 fn read_split(dir: &Path, names: &[&str], label_bytes: usize, classes: usize) -> Result<Split, DataError> {
-    let mut split = Split::default();
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
     for name in names {
-        read_records(&dir.join(name), label_bytes, classes, &mut split)?;
+        read_records(&dir.join(name), label_bytes, classes, &mut images, &mut labels)?;
     }
-    Ok(split)
+    Ok(Split::in_memory(images, labels))
 }
 
 /// Class names from `file` if present, else `default`; a names file must list exactly `expected`.

@@ -28,7 +28,14 @@ pub enum DataError {
     )]
     ShapeMismatch { path: PathBuf, expected: (usize, usize, usize), got: (usize, usize, usize) },
 
-    #[error("{}: empty class folder (no .png, .jpg or .jpeg images)", path.display())]
+    #[error(
+        "images differ in size: {} is {}x{}, {} is {}x{}; give a size to read them at (--resize, \
+         or the teacher's for commands that take one)",
+        first.display(), first_size.0, first_size.1, other.display(), other_size.0, other_size.1
+    )]
+    MixedSizes { first: PathBuf, first_size: (u32, u32), other: PathBuf, other_size: (u32, u32) },
+
+    #[error("{}: empty class folder (no .png, .jpg, .jpeg or .webp images)", path.display())]
     EmptyClass { path: PathBuf },
 
     #[error("{}: cannot read image: {source}", path.display())]

@@ -6,15 +6,15 @@
 
 use std::path::{Path, PathBuf};
 
-use image::{ColorType, DynamicImage};
 use rayon::prelude::*;
 
-use super::dataset::{Dataset, Split};
+use super::dataset::{Dataset, Pixels, Split};
 use super::error::DataError;
 use super::files;
 use super::names;
+use super::view::{self, ImageFile};
 
-const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
 
 /// Without a train/test layout, every `TEST_EVERY`-th file of a class (by sorted name, starting
 /// with the first) goes to the test split: 10%, and at least one image per class.
@@ -164,69 +164,77 @@ fn listings(root: &Path) -> Result<(Listing, Listing), DataError> {
     Ok((train, test))
 }
 
-fn decode(path: &Path) -> Result<DynamicImage, DataError> {
-    // Guess the format from the content: a .png that is really a JPEG should still load.
-    image::ImageReader::open(path)
-        .and_then(|reader| reader.with_guessed_format())
-        .map_err(|e| DataError::io(path, e))?
-        .decode()
-        .map_err(|source| DataError::Image { path: path.into(), source })
+/// Decoded bytes up to which a folder is decoded into memory at load time; larger ones are read
+/// from their files batch by batch.
+pub const IN_MEMORY_LIMIT: u64 = 2 << 30;
+
+/// How a folder is read: at its own size or at `size`, in memory up to `memory_limit` bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// `[h, w]` every image is viewed at (centre crop + resize); `None` keeps the files' own size,
+    /// which must then be the same for all.
+    pub size: Option<[usize; 2]>,
+    pub memory_limit: u64,
 }
 
-fn is_gray(image: &DynamicImage) -> bool {
-    matches!(image.color(), ColorType::L8 | ColorType::L16 | ColorType::La8 | ColorType::La16)
-}
-
-/// Writes `image` as CHW bytes with `channels` (1 or 3) channels; alpha is dropped.
-fn write_chw(image: &DynamicImage, channels: usize, out: &mut [u8]) {
-    if channels == 1 {
-        out.copy_from_slice(image.to_luma8().as_raw());
-        return;
-    }
-    let rgb = image.to_rgb8();
-    let plane = out.len() / 3;
-    for (i, pixel) in rgb.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = pixel.0[c];
-        }
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { size: None, memory_limit: IN_MEMORY_LIMIT }
     }
 }
 
-pub(crate) fn load(root: &Path) -> Result<Dataset, DataError> {
+/// The size every image is read at: `size`, else the files' common size.
+fn target_size(files: &[ImageFile], size: Option<[usize; 2]>) -> Result<[usize; 2], DataError> {
+    if let Some(size) = size {
+        return Ok(size);
+    }
+    let first = &files[0];
+    match files.iter().find(|f| (f.width, f.height) != (first.width, first.height)) {
+        None => Ok([first.height as usize, first.width as usize]),
+        Some(other) => Err(DataError::MixedSizes {
+            first: first.path.clone(),
+            first_size: (first.width, first.height),
+            other: other.path.clone(),
+            other_size: (other.width, other.height),
+        }),
+    }
+}
+
+/// Every file decoded into one NCHW buffer; the first failure in file order is reported.
+fn decode_all(files: &[ImageFile], shape: [usize; 3]) -> Result<Vec<u8>, DataError> {
+    let len: usize = shape.iter().product();
+    let decoded: Vec<Result<Vec<u8>, DataError>> = files.par_iter().map(|f| view::centre(f, shape)).collect();
+    let mut pixels = Vec::with_capacity(files.len() * len);
+    for image in decoded {
+        pixels.extend_from_slice(&image?);
+    }
+    Ok(pixels)
+}
+
+pub(crate) fn load(root: &Path, options: &LoadOptions) -> Result<Dataset, DataError> {
     let (train, test) = listings(root)?;
-    // One flat list, train first, so that decoding runs in parallel over everything at once.
-    let mut items: Vec<(PathBuf, u32)> = Vec::new();
-    for listing in [&train, &test] {
-        for (label, class_files) in listing.files.iter().enumerate() {
-            items.extend(class_files.iter().map(|p| (p.clone(), label as u32)));
+    let split_files = |listing: &Listing| -> Result<(Vec<ImageFile>, Vec<u32>), DataError> {
+        let items: Vec<(&PathBuf, u32)> =
+            listing.files.iter().enumerate().flat_map(|(label, files)| files.iter().map(move |p| (p, label as u32))).collect();
+        // Headers only; collect every result, then report the first failure in file order, so
+        // the error does not depend on thread scheduling.
+        let indexed: Vec<Result<ImageFile, DataError>> = items.par_iter().map(|(p, _)| view::index(p)).collect();
+        let files = indexed.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok((files, items.into_iter().map(|(_, label)| label).collect()))
+    };
+    let (train_files, train_labels) = split_files(&train)?;
+    let (test_files, test_labels) = split_files(&test)?;
+    let all = || train_files.iter().chain(&test_files);
+    let channels = if all().all(|f| f.gray) { 1 } else { 3 };
+    let [height, width] = target_size(&all().cloned().collect::<Vec<_>>(), options.size)?;
+    let shape = [channels, height, width];
+    let bytes = (train_files.len() + test_files.len()) as u64 * shape.iter().product::<usize>() as u64;
+    let split = |files: Vec<ImageFile>, labels: Vec<u32>| -> Result<Split, DataError> {
+        if bytes <= options.memory_limit {
+            return Ok(Split::in_memory(decode_all(&files, shape)?, labels));
         }
-    }
-    let train_len: usize = train.files.iter().map(Vec::len).sum();
-    // Collect every result, then report the first failure in file order, so the error does not
-    // depend on thread scheduling.
-    let decoded: Vec<Result<DynamicImage, DataError>> = items.par_iter().map(|(p, _)| decode(p)).collect();
-    let images = decoded.into_iter().collect::<Result<Vec<_>, _>>()?;
-
-    let channels = if images.iter().all(is_gray) { 1 } else { 3 };
-    let (width, height) = (images[0].width() as usize, images[0].height() as usize);
-    if width == 0 || height == 0 {
-        return Err(DataError::corrupt(&items[0].0, "image has zero width or height"));
-    }
-    for (image, (path, _)) in images.iter().zip(&items) {
-        let got = (channels, image.height() as usize, image.width() as usize);
-        if (got.1, got.2) != (height, width) {
-            return Err(DataError::ShapeMismatch { path: path.clone(), expected: (channels, height, width), got });
-        }
-    }
-
-    let image_len = channels * height * width;
-    let mut pixels = vec![0u8; images.len() * image_len];
-    pixels.par_chunks_mut(image_len).zip(images.par_iter()).for_each(|(out, image)| write_chw(image, channels, out));
-    drop(images);
-    let test_pixels = pixels.split_off(train_len * image_len);
-    let mut labels: Vec<u32> = items.into_iter().map(|(_, label)| label).collect();
-    let test_labels = labels.split_off(train_len);
-
+        Ok(Split { pixels: Pixels::Files(files.into()), labels })
+    };
     // Human names where the root has a names file (see `names`), else the folder names.
     let classes = names::folder_names(root, &train.classes)?.unwrap_or(train.classes);
     Ok(Dataset {
@@ -235,7 +243,7 @@ pub(crate) fn load(root: &Path) -> Result<Dataset, DataError> {
         channels,
         height,
         width,
-        train: Split { images: pixels, labels },
-        test: Split { images: test_pixels, labels: test_labels },
+        train: split(train_files, train_labels)?,
+        test: split(test_files, test_labels)?,
     })
 }

@@ -158,8 +158,8 @@ fn assemble(src: Sources<'_>) -> Result<Dataset, DataError> {
         channels: 1,
         height: train.height,
         width: train.width,
-        train: Split { images: train.pixels, labels: train_y },
-        test: Split { images: test.pixels, labels: test_y },
+        train: Split::in_memory(train.pixels, train_y),
+        test: Split::in_memory(test.pixels, test_y),
     })
 }
 

@@ -5,16 +5,20 @@ use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Luma};
 use rayon::prelude::*;
 
-use super::dataset::{Dataset, Split};
+use super::dataset::{Dataset, Pixels, Split};
 
 impl Dataset {
-    /// Every image resized to `height` x `width`, bilinearly (the image crate's Triangle filter),
-    /// one channel at a time. Returns an identical copy when the size is already right.
+    /// Every image at `height` x `width`. Images in memory are resized bilinearly (the image
+    /// crate's Triangle filter), one channel at a time; a split read from files only changes the
+    /// size its files are decoded at. Returns an identical copy when the size is already right.
     pub fn resized(&self, height: usize, width: usize) -> Dataset {
         if (height, width) == (self.height, self.width) {
             return self.clone();
         }
-        let resize_split = |split: &Split| Split { images: self.resize_images(&split.images, height, width), labels: split.labels.clone() };
+        let resize_split = |split: &Split| match &split.pixels {
+            Pixels::Memory(bytes) => Split::in_memory(self.resize_images(bytes, height, width), split.labels.clone()),
+            Pixels::Files(_) => split.clone(),
+        };
         Dataset {
             name: self.name.clone(),
             classes: self.classes.clone(),
@@ -58,18 +62,17 @@ impl Dataset {
 
     fn first_per_class(&self, split: &Split, per_class: usize) -> Split {
         let mut taken = vec![0usize; self.num_classes()];
-        let mut subset = Split::default();
+        let mut kept = Vec::new();
         for (i, &label) in split.labels.iter().enumerate() {
             let Some(count) = taken.get_mut(label as usize) else {
                 continue;
             };
             if *count < per_class {
                 *count += 1;
-                subset.labels.push(label);
-                subset.images.extend_from_slice(self.image(split, i));
+                kept.push(i);
             }
         }
-        subset
+        split.select(&kept, self.image_len())
     }
 }
 

@@ -224,7 +224,7 @@ impl<B: TrainBackend> GridContext<'_, B> {
     fn training_set(&self, method: Method, ipc: usize, factor: usize) -> Result<TrainingSet> {
         let config = self.config;
         if method != Method::Rded {
-            return Ok(TrainingSet::random_subset(self.ds, ipc, config.coreset_seed));
+            return TrainingSet::random_subset(self.ds, ipc, config.coreset_seed);
         }
         let dir = self.out.join("coresets").join(format!("ipc{ipc}-r{factor}"));
         let cc = CoresetConfig { ipc, factor, crops: config.crops, mipc: config.mipc, seed: config.coreset_seed };

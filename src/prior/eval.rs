@@ -80,17 +80,17 @@ fn from_f32<B: Backend>(v: Vec<f32>, dims: [usize; 4], device: &B::Device) -> Te
 }
 
 /// Images of `indices` reduced to `H/r` and upsampled back bilinearly, in [-1, 1].
-pub fn plain_upsample(ds: &Dataset, split: &Split, indices: &[usize], r: usize) -> Vec<f32> {
+pub fn plain_upsample(ds: &Dataset, split: &Split, indices: &[usize], r: usize) -> Result<Vec<f32>> {
     let (c, h, w) = (ds.channels, ds.height, ds.width);
     let mut out = Vec::with_capacity(indices.len() * c * h * w);
     for &i in indices {
-        let small = resize_u8(ds.image(split, i), c, h, w, h / r, w / r);
+        let small = resize_u8(&ds.image(split, i)?, c, h, w, h / r, w / r);
         let small: Vec<f32> = small.iter().map(|&p| p as f32 / 127.5 - 1.0).collect();
         let mut up = vec![0f32; c * h * w];
         resize_bilinear(&small, c, h / r, w / r, h, w, &mut up);
         out.extend(up);
     }
-    out
+    Ok(out)
 }
 
 pub fn evaluate_prior<B: DaceBackend + DiffusionKernels>(
@@ -110,18 +110,19 @@ pub fn evaluate_prior<B: DaceBackend + DiffusionKernels>(
         )));
     }
     eprintln!("VAE reconstruction PSNR on {} test images", ds.test.len());
-    let vae_psnr_db = vae_test_psnr(&prior.vae, ds, ds.test.len(), device);
+    let vae_psnr_db = vae_test_psnr(&prior.vae, ds, ds.test.len(), device)?;
 
     eprintln!("{} class-conditional samples per class", cfg.samples_per_class);
     let start = Instant::now();
     let samples = class_samples(prior, ds.num_classes(), cfg, device);
     let sample_img_per_s = samples.len() as f64 / start.elapsed().as_secs_f64();
-    let (cond_teacher_acc, cond_teacher_acc_per_class) = teacher_accuracy(teacher, teacher_meta, ds, &samples, device);
+    let (cond_teacher_acc, cond_teacher_acc_per_class) = teacher_accuracy(teacher, teacher_meta, ds, &samples, device)?;
     // A grid of the first 10 samples of each class.
     let show: Vec<u8> = (0..ds.num_classes())
         .flat_map(|k| {
             let first = k * cfg.samples_per_class;
-            samples.images[first * c * h * w..(first + cfg.samples_per_class.min(10)) * c * h * w].to_vec()
+            let pixels = samples.bytes().expect("samples are made in memory");
+            pixels[first * c * h * w..(first + cfg.samples_per_class.min(10)) * c * h * w].to_vec()
         })
         .collect();
     let path = out.join("prior_samples.png");
@@ -149,7 +150,7 @@ fn class_samples<B: DaceBackend + DiffusionKernels>(
     cfg: &PriorEvalConfig,
     device: &B::Device,
 ) -> Split {
-    let mut split = Split::default();
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
     let per_batch = 100;
     let wanted: Vec<usize> = (0..n_classes).flat_map(|k| std::iter::repeat_n(k, cfg.samples_per_class)).collect();
     let bar = crate::train::progress::bar(wanted.len().div_ceil(per_batch) as u64, "samples");
@@ -167,12 +168,12 @@ fn class_samples<B: DaceBackend + DiffusionKernels>(
             (b * per_batch) as u64,
             device,
         );
-        split.images.extend(to_u8(x));
-        split.labels.extend(chunk.iter().map(|&k| k as u32));
+        images.extend(to_u8(x));
+        labels.extend(chunk.iter().map(|&k| k as u32));
         bar.inc(1);
     }
     bar.finish_and_clear();
-    split
+    Split::in_memory(images, labels)
 }
 
 /// How often the teacher classifies the samples as the class they were drawn for: overall and
@@ -183,9 +184,9 @@ fn teacher_accuracy<B: DaceBackend>(
     ds: &Dataset,
     samples: &Split,
     device: &B::Device,
-) -> (f64, Vec<ClassAccuracy>) {
+) -> Result<(f64, Vec<ClassAccuracy>)> {
     let batcher = ImageBatcher::plain(ds, meta.normalization.clone());
-    let (pred, _) = predict(teacher, &batcher, samples, 256, device);
+    let (pred, _) = predict(teacher, &batcher, samples, 256, device)?;
     let mut per_class = vec![(0usize, 0usize); ds.num_classes()];
     for (p, &l) in pred.iter().zip(&samples.labels) {
         per_class[l as usize].1 += 1;
@@ -200,7 +201,7 @@ fn teacher_accuracy<B: DaceBackend>(
         .zip(&ds.classes)
         .map(|(&(ok, n), name)| ClassAccuracy { class: name.clone(), accuracy: 100.0 * ok as f64 / n.max(1) as f64 })
         .collect();
-    (overall, by_class)
+    Ok((overall, by_class))
 }
 
 /// img2img from upsampled patches, one grid per patch factor: per class, the first test image
@@ -216,11 +217,14 @@ fn img2img_grids<B: DaceBackend + DiffusionKernels>(
     let n_classes = ds.num_classes();
     let firsts: Vec<usize> = (0..n_classes).map(|k| ds.test.labels.iter().position(|&l| l as usize == k).unwrap_or(0)).collect();
     let sched = ScheduleConfig::default();
-    let originals: Vec<f32> = firsts.iter().flat_map(|&i| ds.image(&ds.test, i).iter().map(|&p| p as f32 / 127.5 - 1.0)).collect();
+    let mut originals = Vec::with_capacity(firsts.len() * c * h * w);
+    for &i in &firsts {
+        originals.extend(ds.image(&ds.test, i)?.iter().map(|&p| p as f32 / 127.5 - 1.0));
+    }
     let ctx = prior.cond(&(0..n_classes).collect::<Vec<_>>(), device);
     let mut grids = Vec::new();
     for &r in &cfg.factors {
-        let up = plain_upsample(ds, &ds.test, &firsts, r);
+        let up = plain_upsample(ds, &ds.test, &firsts, r)?;
         let mut columns: Vec<Vec<f32>> = vec![originals.clone(), up.clone()];
         for &rho in &cfg.rhos {
             // Unguided, as the expansion runs.

@@ -174,13 +174,13 @@ pub struct PriorTrainState {
 }
 
 /// Images `[-1, 1]` of `split` at `indices`.
-fn images<B: Backend>(ds: &Dataset, split: &Split, indices: &[usize], device: &B::Device) -> Tensor<B, 4> {
+fn images<B: Backend>(ds: &Dataset, split: &Split, indices: &[usize], device: &B::Device) -> Result<Tensor<B, 4>> {
     let len = ds.image_len();
     let mut v = Vec::with_capacity(indices.len() * len);
     for &i in indices {
-        v.extend(ds.image(split, i).iter().map(|&p| p as f32 / 127.5 - 1.0));
+        v.extend(ds.image(split, i)?.iter().map(|&p| p as f32 / 127.5 - 1.0));
     }
-    Tensor::from_data(TensorData::new(v, [indices.len(), ds.channels, ds.height, ds.width]), device)
+    Ok(Tensor::from_data(TensorData::new(v, [indices.len(), ds.channels, ds.height, ds.width]), device))
 }
 
 fn host_normals<B: Backend, const D: usize>(seed: u64, step: usize, stream: Stream, dims: [usize; D], device: &B::Device) -> Tensor<B, D> {
@@ -207,11 +207,11 @@ fn lr_at(lr: f64, step: usize, total: usize) -> f64 {
 
 /// PSNR (dB, peak-to-peak 2 in [-1, 1] units, i.e. images in [0, 1]) of reconstructions of the
 /// first `n` test images, through the posterior mean.
-pub fn vae_test_psnr<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, n: usize, device: &B::Device) -> f64 {
+pub fn vae_test_psnr<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, n: usize, device: &B::Device) -> Result<f64> {
     let n = n.min(ds.test.len());
     let mut sse = 0.0f64;
     for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
-        let x = images::<B>(ds, &ds.test, chunk, device);
+        let x = images::<B>(ds, &ds.test, chunk, device)?;
         // Reconstructions are clamped to the valid range, as an image would be.
         let rec = vae.decode(vae.encode(x.clone()).mean).clamp(-1.0, 1.0);
         let d: f32 = (rec - x).powi_scalar(2).sum().into_scalar().elem();
@@ -219,7 +219,7 @@ pub fn vae_test_psnr<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, n: us
     }
     // Pixel values in [0,1]: MSE_01 = MSE_pm1 / 4.
     let mse01 = sse / (n * ds.image_len()) as f64 / 4.0;
-    10.0 * (1.0 / mse01).log10()
+    Ok(10.0 * (1.0 / mse01).log10())
 }
 
 struct Paths {
@@ -401,7 +401,7 @@ fn train_vae<B: TrainBackend>(
     while state.vae_step < total {
         let step = state.vae_step;
         let idx = batch_indices(seed, step, ds.train.len(), config.batch_size);
-        let x = images::<B>(ds, &ds.train, &idx, device);
+        let x = images::<B>(ds, &ds.train, &idx, device)?;
         let dist = vae.encode(x.clone());
         let n = host_normals::<B, 4>(seed, step, Stream::VaeSample, dist.mean.dims(), device);
         let z = dist.mean.clone() + dist.std() * n;
@@ -421,7 +421,7 @@ fn train_vae<B: TrainBackend>(
         if state.vae_step.is_multiple_of(config.checkpoint_every) || done {
             let secs = start.elapsed().as_secs_f64();
             let valid = vae.valid();
-            let psnr = vae_test_psnr(&valid, ds, 1000, device);
+            let psnr = vae_test_psnr(&valid, ds, 1000, device)?;
             state.vae_history.push(StagePoint {
                 step: state.vae_step,
                 loss: loss_sum / since as f64,
@@ -432,7 +432,7 @@ fn train_vae<B: TrainBackend>(
             bar.println(format!("vae step {}: loss {:.5}, test PSNR {psnr:.2} dB", state.vae_step, loss_sum / since as f64));
             let mut cfg = vae_cfg.clone();
             if done {
-                let s = latent_scale(&valid, ds, device);
+                let s = latent_scale(&valid, ds, device)?;
                 cfg.scaling_factor = s;
                 state.scaling_factor = Some(s);
                 state.stage = Stage::Unet;
@@ -449,11 +449,11 @@ fn train_vae<B: TrainBackend>(
 }
 
 /// 1 / std of the posterior-mean latents of up to 5000 training images (LDM's recipe).
-fn latent_scale<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, device: &B::Device) -> f64 {
+fn latent_scale<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, device: &B::Device) -> Result<f64> {
     let n = ds.train.len().min(5000);
     let (mut s, mut s2, mut count) = (0.0f64, 0.0f64, 0usize);
     for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
-        let z = vae.encode(images::<B>(ds, &ds.train, chunk, device)).mean;
+        let z = vae.encode(images::<B>(ds, &ds.train, chunk, device)?).mean;
         let v = z.into_data().to_vec::<f32>().expect("f32 latents");
         count += v.len();
         for x in v {
@@ -463,13 +463,13 @@ fn latent_scale<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, device: &B
     }
     let mean = s / count as f64;
     let var = s2 / count as f64 - mean * mean;
-    1.0 / var.sqrt().max(1e-6)
+    Ok(1.0 / var.sqrt().max(1e-6))
 }
 
 /// Top row originals, bottom row reconstructions, 16 test images.
 fn write_reconstructions<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, path: &Path, device: &B::Device) -> Result<()> {
     let idx: Vec<usize> = (0..16.min(ds.test.len())).collect();
-    let x = images::<B>(ds, &ds.test, &idx, device);
+    let x = images::<B>(ds, &ds.test, &idx, device)?;
     let rec = vae.decode(vae.encode(x.clone()).mean);
     let both = Tensor::cat(vec![x, rec], 0);
     write_images(&both, ds.channels, ds.height, ds.width, 16, path)
@@ -503,7 +503,7 @@ where
 {
     let scale = state.scaling_factor.expect("the VAE stage sets the scaling factor") as f32;
     eprintln!("encoding {} training images to latents", ds.train.len());
-    let latents = encode_all(vae, ds, device);
+    let latents = encode_all(vae, ds, device)?;
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).with_epsilon(1e-8).init::<B, Denoiser<B>>();
     if state.unet_step > 0 {
         optim = optim.load_record(load_optim::<B, _>(&paths.optim("unet"), device)?);
@@ -643,13 +643,13 @@ impl NoisedBatches<'_> {
 }
 
 /// Posterior means and standard deviations of every training image (host memory).
-fn encode_all<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, device: &B::Device) -> Latents {
+fn encode_all<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, device: &B::Device) -> Result<Latents> {
     let n = ds.train.len();
     let bar = progress::bar(n.div_ceil(500) as u64, "latents");
     let (mut means, mut stds) = (Vec::new(), Vec::new());
     let mut dims = [0; 3];
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-        let dist = vae.encode(images::<B>(ds, &ds.train, chunk, device));
+        let dist = vae.encode(images::<B>(ds, &ds.train, chunk, device)?);
         let [_, c, h, w] = dist.mean.dims();
         dims = [c, h, w];
         means.extend(dist.mean.clone().into_data().to_vec::<f32>().expect("f32"));
@@ -657,7 +657,7 @@ fn encode_all<B: DaceBackend>(vae: &AutoencoderKL<B>, ds: &Dataset, device: &B::
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Latents { means, stds, dims }
+    Ok(Latents { means, stds, dims })
 }
 
 /// Class-conditional samples: one row per class, guided, Euler-ancestral.

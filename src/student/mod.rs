@@ -131,13 +131,8 @@ pub const CURVE_TEST_IMAGES: usize = 2000;
 
 fn curve_subset(ds: &Dataset, n: usize) -> crate::data::Split {
     let step = ds.test.len().div_ceil(n.max(1)).max(1);
-    let len = ds.image_len();
-    let mut split = crate::data::Split::default();
-    for i in (0..ds.test.len()).step_by(step) {
-        split.images.extend_from_slice(&ds.test.images[i * len..(i + 1) * len]);
-        split.labels.push(ds.test.labels[i]);
-    }
-    split
+    let every: Vec<usize> = (0..ds.test.len()).step_by(step).collect();
+    ds.test.select(&every, ds.image_len())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -259,12 +254,12 @@ pub fn train_student_with<B: TrainBackend>(
         }
         train_seconds += epoch_start.elapsed().as_secs_f64();
         let test_accuracy = if epoch + 1 == config.epochs {
-            let full = eval.full(&model, device);
+            let full = eval.full(&model, device)?;
             let acc = full.accuracy;
             last_eval = Some(full);
             Some(acc)
         } else {
-            eval.curve_point(epoch, config.eval_every, &model, device)
+            eval.curve_point(epoch, config.eval_every, &model, device)?
         };
         history.push(EpochPoint { epoch: epoch + 1, train_loss: loss_sum / set.len() as f64, test_accuracy });
         bar.set_message(format!(
@@ -381,14 +376,16 @@ struct StudentEval<'a> {
 }
 
 impl StudentEval<'_> {
-    fn full<B: TrainBackend>(&self, model: &Classifier<B>, device: &B::Device) -> EvalReport {
-        evaluate(&model.valid(), &self.batcher, &self.ds.test, self.ds.num_classes(), 500, device)
+    fn full<B: TrainBackend>(&self, model: &Classifier<B>, device: &B::Device) -> Result<EvalReport> {
+        Ok(evaluate(&model.valid(), &self.batcher, &self.ds.test, self.ds.num_classes(), 500, device)?)
     }
 
     /// The learning curve's point after `epoch` (every `every` epochs; never when 0).
-    fn curve_point<B: TrainBackend>(&self, epoch: usize, every: usize, model: &Classifier<B>, device: &B::Device) -> Option<f64> {
-        let due = every > 0 && (epoch + 1).is_multiple_of(every);
-        due.then(|| evaluate(&model.valid(), &self.batcher, &self.curve_split, self.ds.num_classes(), 500, device).accuracy)
+    fn curve_point<B: TrainBackend>(&self, epoch: usize, every: usize, model: &Classifier<B>, device: &B::Device) -> Result<Option<f64>> {
+        if every == 0 || !(epoch + 1).is_multiple_of(every) {
+            return Ok(None);
+        }
+        Ok(Some(evaluate(&model.valid(), &self.batcher, &self.curve_split, self.ds.num_classes(), 500, device)?.accuracy))
     }
 }
 

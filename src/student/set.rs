@@ -69,7 +69,7 @@ impl TrainingSet {
     }
 
     /// `ipc` real training images per class, drawn with the portable RNG from `seed`.
-    pub fn random_subset(ds: &Dataset, ipc: usize, seed: u64) -> Self {
+    pub fn random_subset(ds: &Dataset, ipc: usize, seed: u64) -> Result<Self> {
         let (mut images, mut labels) = (Vec::new(), Vec::new());
         for class in 0..ds.num_classes() as u32 {
             let mut pool: Vec<usize> = (0..ds.train.len()).filter(|&i| ds.train.labels[i] == class).collect();
@@ -80,11 +80,11 @@ impl TrainingSet {
                 pool.swap(i, j);
             }
             for &i in &pool[..take] {
-                images.extend_from_slice(ds.image(&ds.train, i));
+                images.extend_from_slice(&ds.image(&ds.train, i)?);
                 labels.push(class);
             }
         }
-        TrainingSet {
+        Ok(TrainingSet {
             images,
             labels,
             channels: ds.channels,
@@ -92,7 +92,7 @@ impl TrainingSet {
             width: ds.width,
             num_classes: ds.num_classes(),
             description: format!("random ipc {ipc}"),
-        }
+        })
     }
 
     /// sha256 (hex) of the images and labels.

@@ -9,7 +9,7 @@ pub mod progress;
 pub mod step;
 pub mod teacher;
 
-pub use batch::ImageBatcher;
+pub use batch::{CropKind, ImageBatcher};
 pub use checkpoint::{load_model, save_model, ModelMeta, Normalization};
 pub use eval::{evaluate, EvalReport};
 pub use teacher::{train_teacher, TeacherConfig, TeacherReport};

@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::batch::ImageBatcher;
+use super::batch::{CropKind, ImageBatcher};
 use super::checkpoint::{self, ModelMeta, Normalization};
 use super::eval::{evaluate, EvalReport};
 use super::optim::{cosine_lr, OptimizerConfig, OptimizerKind};
@@ -41,7 +41,10 @@ pub struct TeacherConfig {
     pub batch_size: usize,
     #[config(default = 0)]
     pub seed: u64,
-    /// Zero padding of the random-crop augmentation (0 = no crop).
+    /// The random crop of the augmentation.
+    #[config(default = "CropKind::Padded")]
+    pub crop: CropKind,
+    /// Zero padding of the `Padded` crop (0 = no crop).
     #[config(default = 2)]
     pub crop_pad: usize,
     #[config(default = true)]
@@ -95,7 +98,7 @@ pub fn train_teacher<B: TrainBackend>(
             config.batch_size, config.epochs
         )));
     }
-    let (mean, std) = augment::channel_mean_std(ds);
+    let (mean, std) = augment::channel_mean_std(ds)?;
     let normalization = Normalization { mean, std };
     match config.optimizer.kind {
         OptimizerKind::Adamw => {
@@ -157,14 +160,14 @@ fn run<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
         (model, optim, report.history) = resume_from(out, &config, ds, optim, device)?;
         eprintln!("resuming {} after epoch {}", out.display(), report.history.len());
     }
-    let batcher = ImageBatcher::plain(ds, normalization).augmenting(config.crop_pad, config.flip);
-    let eval_batcher = ImageBatcher { crop_pad: 0, flip: false, ..batcher.clone() };
+    let batcher = ImageBatcher::plain(ds, normalization).augmenting(config.crop, config.crop_pad, config.flip);
+    let eval_batcher = ImageBatcher { crop: CropKind::Padded, crop_pad: 0, flip: false, ..batcher.clone() };
     for epoch in report.history.len()..config.epochs {
         let start = Instant::now();
         let (trained, loss_sum, correct) = train_epoch(model, &mut optim, &config, ds, &batcher, epoch, device)?;
         model = trained;
         let train_seconds = start.elapsed().as_secs_f64();
-        let eval = evaluate(&model.valid(), &eval_batcher, &ds.test, ds.num_classes(), 256, device);
+        let eval = evaluate(&model.valid(), &eval_batcher, &ds.test, ds.num_classes(), 256, device)?;
         let stats = EpochStats {
             epoch: epoch + 1,
             train_loss: loss_sum / ds.train.len() as f64,
@@ -187,7 +190,7 @@ fn run<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
     if report.final_eval.is_none() {
         let (model, meta) = checkpoint::load_model::<B::InnerBackend>(out, device)?;
         let batcher = ImageBatcher::plain(ds, meta.normalization);
-        report.final_eval = Some(evaluate(&model, &batcher, &ds.test, ds.num_classes(), 256, device));
+        report.final_eval = Some(evaluate(&model, &batcher, &ds.test, ds.num_classes(), 256, device)?);
     }
     fsio::write_json(&out.join(REPORT_FILE), &report)?;
     Ok(report)
@@ -237,7 +240,7 @@ fn train_epoch<B: TrainBackend, O: Optimizer<Classifier<B>, B>>(
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     for (step, batch) in order.chunks(config.batch_size).enumerate() {
         let seed = config.seed ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let images = batcher.images::<B>(&ds.train, batch, Some(seed), device);
+        let images = batcher.images::<B>(&ds.train, batch, Some(seed), device)?;
         let labels = ImageBatcher::labels::<B>(&ds.train, batch, device);
         let logits = model.forward(images);
         let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(device).forward(logits.clone(), labels.clone());

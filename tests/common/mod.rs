@@ -26,7 +26,7 @@ pub fn random_teacher(ds: &Dataset, dir: &Path) -> (Classifier<B>, ModelMeta) {
     <B as burn::tensor::backend::Backend>::seed(&Default::default(), 0);
     let model = config.init::<B>(&Default::default());
     models::materialize(&model);
-    let (mean, std) = data_augment::channel_mean_std(ds);
+    let (mean, std) = data_augment::channel_mean_std(ds).unwrap();
     let meta = ModelMeta::new(config, Normalization { mean, std }, &ds.name, &ds.classes);
     train::save_model(dir, &model, &meta).unwrap();
     (model, meta)
