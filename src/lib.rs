@@ -22,6 +22,7 @@ pub mod package;
 pub mod prior;
 pub mod rng;
 pub mod student;
+pub mod torch_weights;
 pub mod train;
 pub mod viz;
 

@@ -20,9 +20,14 @@ fn config(arch: Arch, channels: usize, size: usize) -> ClassifierConfig {
 #[test]
 fn every_arch_gives_finite_logits_on_cpu() {
     let device = Default::default();
-    for (arch, size) in
-        [(Arch::Convnet3, 28), (Arch::Convnet4, 32), (Arch::Convnet5, 32), (Arch::Resnet18, 28), (Arch::Resnet18Imagenet, 32)]
-    {
+    for (arch, size) in [
+        (Arch::Convnet3, 28),
+        (Arch::Convnet4, 32),
+        (Arch::Convnet5, 32),
+        (Arch::Resnet18, 28),
+        (Arch::Resnet18Imagenet, 32),
+        (Arch::Resnet50Imagenet, 32),
+    ] {
         for norm in [NormKind::Instance, NormKind::Batch, NormKind::None] {
             let cfg = config(arch, 3, size).with_norm(norm);
             let model = cfg.init::<CpuBackend>(&device);
@@ -47,12 +52,16 @@ fn parameter_counts_match_the_architectures() {
     let resnet = ClassifierConfig::new(Arch::Resnet18Imagenet, 3, 1000, [224, 224]).init::<Autodiff<CpuBackend>>(&device);
     assert_eq!(trainable_params(&resnet), 11_689_512);
     assert_eq!(resnet.num_params(), 11_689_512 + 9_600);
+    // ResNet-50: 25,557,032 in torchvision, plus 2 x 26,560 running statistics.
+    let resnet50 = ClassifierConfig::new(Arch::Resnet50Imagenet, 3, 1000, [224, 224]).init::<Autodiff<CpuBackend>>(&device);
+    assert_eq!(trainable_params(&resnet50), 25_557_032);
+    assert_eq!(resnet50.num_params(), 25_557_032 + 53_120);
 }
 
 #[test]
 fn saved_weights_reproduce_the_model() {
     let device = Default::default();
-    for arch in [Arch::Convnet3, Arch::Resnet18] {
+    for arch in [Arch::Convnet3, Arch::Resnet18, Arch::Resnet50Imagenet] {
         let cfg = config(arch, 1, 16);
         let model = cfg.init::<CpuBackend>(&device);
         let copy = model_from_bytes::<CpuBackend>(&cfg, model_to_bytes(&model).unwrap(), std::path::Path::new("memory"), &device).unwrap();

@@ -1,4 +1,5 @@
-//! `dace teacher train` and `dace eval`: the teacher, trained on the full dataset and evaluated.
+//! `dace teacher train`, `dace teacher import` and `dace eval`: the teacher, trained on the full
+//! dataset or imported from torchvision/timm weights, and evaluated.
 
 use std::path::PathBuf;
 
@@ -13,12 +14,14 @@ use crate::device::DeviceKind;
 use crate::fsio;
 use crate::models::{Arch, ClassifierConfig, NormKind};
 use crate::on_device;
+use crate::train::import::{ImportArch, ImportOptions};
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
-use crate::train::{self, CropKind, ImageBatcher, TeacherConfig};
+use crate::train::{self, CropKind, ImageBatcher, Normalization, SourceLibrary, TeacherConfig};
 
 pub fn run(command: TeacherCommand) -> anyhow::Result<()> {
     match command {
         TeacherCommand::Train(args) => teacher_train(args),
+        TeacherCommand::Import(args) => teacher_import(args),
     }
 }
 
@@ -26,6 +29,8 @@ pub fn run(command: TeacherCommand) -> anyhow::Result<()> {
 pub enum TeacherCommand {
     /// Train a teacher on a dataset's train split, evaluating on its test split every epoch.
     Train(TeacherTrainArgs),
+    /// Import a pretrained torchvision or timm ResNet (safetensors or .pth) as a teacher.
+    Import(TeacherImportArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -117,6 +122,67 @@ fn teacher_train(args: TeacherTrainArgs) -> anyhow::Result<()> {
         "test accuracy {:.2}% after {} epochs; model and report.json in {}",
         report.test_accuracy().unwrap_or(f64::NAN),
         report.history.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct TeacherImportArgs {
+    /// Weights: a .safetensors file or a torch.save state dict (.pth/.pt), also wrapped as
+    /// {"state_dict": ...} or {"model": ...} and with DataParallel's `module.` prefixes.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// The net the file must hold; `auto` reads it off the tensor names and shapes.
+    #[arg(long, value_enum, default_value_t = ImportArch::Auto)]
+    pub arch: ImportArch,
+    /// The library the weights were saved from (recorded; both name the tensors alike).
+    #[arg(long, value_enum, default_value_t = SourceLibrary::Torchvision)]
+    pub from: SourceLibrary,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Class names in the model's output order: a file with one name per line, or names
+    /// separated by commas (default: class0, class1, ...).
+    #[arg(long)]
+    pub classes: Option<String>,
+    /// Per-channel mean of the input normalisation `(x/255 - mean) / std` the weights expect.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.485, 0.456, 0.406])]
+    pub mean: Vec<f32>,
+    /// Per-channel std of that normalisation.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.229, 0.224, 0.225])]
+    pub std: Vec<f32>,
+    /// Dataset name recorded in model.json.
+    #[arg(long, default_value = "custom")]
+    pub dataset: String,
+    /// Side of the square images the model runs at (`dace eval` resizes a dataset to it).
+    #[arg(long, value_parser = at_least_one, default_value_t = 224)]
+    pub size: usize,
+}
+
+fn teacher_import(args: TeacherImportArgs) -> anyhow::Result<()> {
+    let classes = match &args.classes {
+        Some(spec) => Some(crate::data::names::class_list(spec).map_err(|e| anyhow::anyhow!("--classes: {e}"))?),
+        None => None,
+    };
+    let options = ImportOptions {
+        arch: args.arch,
+        library: args.from,
+        classes,
+        normalization: Normalization { mean: args.mean.clone(), std: args.std.clone() },
+        dataset: args.dataset.clone(),
+        image_size: args.size,
+    };
+    // A conversion: the CPU backend is enough, whatever device the teacher later runs on.
+    let meta = train::import::import_teacher::<crate::device::CpuBackend>(&args.weights, &options, &args.out, &Default::default())?;
+    let shape = meta.config.resnet.map(|s| format!(" (blocks {:?}, stem width {}, width {})", s.blocks, s.stem_width, s.width));
+    println!(
+        "{} imported as {}{} for {} classes at {}x{}: {}",
+        args.weights.display(),
+        meta.config.arch.name(),
+        shape.unwrap_or_default(),
+        meta.config.num_classes,
+        args.size,
+        args.size,
         args.out.display()
     );
     Ok(())

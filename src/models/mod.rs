@@ -6,10 +6,11 @@
 mod convnet;
 mod params;
 mod resnet;
+pub mod torchvision;
 
 pub use convnet::{ConvNet, ConvNetConfig, NormKind};
 pub use params::{materialize, param_shapes, trainable_params};
-pub use resnet::{ResNet, ResNetConfig, ResNetStem};
+pub use resnet::{BottleneckResNet, ResNet, ResNetConfig, ResNetShape, ResNetStem, BOTTLENECK_EXPANSION};
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -29,10 +30,23 @@ pub enum Arch {
     Resnet18,
     /// ResNet-18 with the standard ImageNet stem (7x7 stride-2 conv + max-pool).
     Resnet18Imagenet,
+    /// ResNet-50 (Bottleneck blocks, torchvision's v1.5) with the ImageNet stem.
+    Resnet50Imagenet,
+}
+
+/// The two kinds of residual block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResNetBlock {
+    /// Two 3x3 convolutions (ResNet-18, -34).
+    Basic,
+    /// 1x1, 3x3, 1x1 with 4x expansion (ResNet-50, -101, -152).
+    Bottleneck,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 5] = [Arch::Convnet3, Arch::Convnet4, Arch::Convnet5, Arch::Resnet18, Arch::Resnet18Imagenet];
+    pub const ALL: [Arch; 6] =
+        [Arch::Convnet3, Arch::Convnet4, Arch::Convnet5, Arch::Resnet18, Arch::Resnet18Imagenet, Arch::Resnet50Imagenet];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,6 +55,16 @@ impl Arch {
             Arch::Convnet5 => "convnet5",
             Arch::Resnet18 => "resnet18",
             Arch::Resnet18Imagenet => "resnet18-imagenet",
+            Arch::Resnet50Imagenet => "resnet50-imagenet",
+        }
+    }
+
+    /// Block type and standard shape of a ResNet, `None` for the ConvNets.
+    pub fn resnet(self) -> Option<(ResNetBlock, ResNetShape)> {
+        match self {
+            Arch::Resnet18 | Arch::Resnet18Imagenet => Some((ResNetBlock::Basic, ResNetShape::RESNET18)),
+            Arch::Resnet50Imagenet => Some((ResNetBlock::Bottleneck, ResNetShape::RESNET50)),
+            Arch::Convnet3 | Arch::Convnet4 | Arch::Convnet5 => None,
         }
     }
 
@@ -50,7 +74,7 @@ impl Arch {
             Arch::Convnet3 => Some(3),
             Arch::Convnet4 => Some(4),
             Arch::Convnet5 => Some(5),
-            Arch::Resnet18 | Arch::Resnet18Imagenet => None,
+            Arch::Resnet18 | Arch::Resnet18Imagenet | Arch::Resnet50Imagenet => None,
         }
     }
 }
@@ -66,6 +90,10 @@ pub struct ClassifierConfig {
     /// Normalisation layer of the ConvNets; ResNets always use batch norm.
     #[config(default = "NormKind::Instance")]
     pub norm: NormKind,
+    /// Blocks per stage and widths of a ResNet other than its arch's standard one (an imported
+    /// net: torchvision's code at another depth or width); `None` for the standard nets. Absent
+    /// from the `model.json` files written before it existed, which read as `None`.
+    pub resnet: Option<ResNetShape>,
 }
 
 impl ClassifierConfig {
@@ -78,6 +106,14 @@ impl ClassifierConfig {
                 self.in_channels, self.num_classes, self.image_size
             ));
         }
+        if let Some(shape) = &self.resnet {
+            if self.arch.resnet().is_none() {
+                return Err(format!("{} is not a ResNet: it takes no ResNet shape", self.arch.name()));
+            }
+            if shape.blocks.contains(&0) || shape.stem_width == 0 || shape.width == 0 {
+                return Err(format!("ResNet shape {shape:?}: every stage needs a block, every width a channel"));
+            }
+        }
         if let Some(depth) = self.arch.convnet_depth() {
             let min = 1usize << depth;
             if self.image_size.iter().any(|&s| s < min) {
@@ -87,19 +123,28 @@ impl ClassifierConfig {
         Ok(())
     }
 
+    /// The ResNet's shape: [`ClassifierConfig::resnet`], else its arch's standard one.
+    pub fn resnet_shape(&self) -> Option<ResNetShape> {
+        self.resnet.or_else(|| self.arch.resnet().map(|(_, shape)| shape))
+    }
+
     pub fn init<B: Backend>(&self, device: &B::Device) -> Classifier<B> {
         let convnet = |depth| {
             Classifier::ConvNet(
                 ConvNetConfig::new(self.in_channels, self.num_classes, self.image_size).with_depth(depth).with_norm(self.norm).init(device),
             )
         };
-        let resnet = |stem| Classifier::ResNet(ResNetConfig::new(self.in_channels, self.num_classes).with_stem(stem).init(device));
+        let resnet = |stem| {
+            let shape = self.resnet_shape().expect("a ResNet arch");
+            ResNetConfig::new(self.in_channels, self.num_classes).with_stem(stem).with_shape(shape)
+        };
         let model = match self.arch {
             Arch::Convnet3 => convnet(3),
             Arch::Convnet4 => convnet(4),
             Arch::Convnet5 => convnet(5),
-            Arch::Resnet18 => resnet(ResNetStem::Small),
-            Arch::Resnet18Imagenet => resnet(ResNetStem::Imagenet),
+            Arch::Resnet18 => Classifier::ResNet(resnet(ResNetStem::Small).init(device)),
+            Arch::Resnet18Imagenet => Classifier::ResNet(resnet(ResNetStem::Imagenet).init(device)),
+            Arch::Resnet50Imagenet => Classifier::BottleneckResNet(resnet(ResNetStem::Imagenet).init_bottleneck(device)),
         };
         materialize(&model);
         model
@@ -110,6 +155,7 @@ impl ClassifierConfig {
 pub enum Classifier<B: Backend> {
     ConvNet(ConvNet<B>),
     ResNet(ResNet<B>),
+    BottleneckResNet(BottleneckResNet<B>),
 }
 
 impl<B: crate::kernels::DaceBackend> Classifier<B> {
@@ -118,6 +164,7 @@ impl<B: crate::kernels::DaceBackend> Classifier<B> {
         match self {
             Classifier::ConvNet(m) => m.forward(images),
             Classifier::ResNet(m) => m.forward(images),
+            Classifier::BottleneckResNet(m) => m.forward(images),
         }
     }
 }

@@ -10,23 +10,18 @@
 //! both load through one path ([`Weights`]), from memory-mapped files, tensor by tensor.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
 
-use burn::module::{Module, ParamId};
+use burn::module::Module;
 use burn::prelude::*;
-use burn::tensor::{BoolStore, DType};
-use burn_store::{
-    BurnToPyTorchAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore, TensorSnapshot,
-    TensorSnapshotError,
-};
-use safetensors::SafeTensors;
+use burn_store::{BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, SafetensorsStore, TensorSnapshot};
 use serde_json::Value;
 
 use crate::error::{DaceError, Result};
 use crate::fsio::{self, FileBytes};
+use crate::torch_weights::{self, SafetensorsEntry};
 
 /// File names of a diffusers component directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -37,52 +32,18 @@ pub const WEIGHTS_INDEX_FILE: &str = "diffusion_pytorch_model.safetensors.index.
 const FROM_DIFFUSERS: [(&str, &str); 2] = [(r"\.ff\.net\.0\.proj\.", ".ff.geglu."), (r"\.ff\.net\.2\.", ".ff.out.")];
 const TO_DIFFUSERS: [(&str, &str); 2] = [(r"\.ff\.geglu\.", ".ff.net.0.proj."), (r"\.ff\.out\.", ".ff.net.2.")];
 
-fn listing(keys: &[String]) -> String {
-    let shown: Vec<&str> = keys.iter().take(5).map(String::as_str).collect();
-    let more = keys.len().saturating_sub(shown.len());
-    if more > 0 {
-        format!("{} (and {more} more)", shown.join(", "))
-    } else {
-        shown.join(", ")
-    }
-}
-
-/// PyTorch layouts and names to burn's, with half-precision tensors (diffusers' fp16 variant
-/// files) upcast to f32: dace computes in f32 on every backend, so an fp16 checkpoint gives the
-/// outputs of its weights in f32.
-#[derive(Clone, Default)]
-struct FromPyTorchAsF32;
-
-impl ModuleAdapter for FromPyTorchAsF32 {
-    fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
-        let s = PyTorchToBurnAdapter.adapt(snapshot);
-        if !matches!(s.dtype, DType::F16 | DType::BF16) {
-            return s;
-        }
-        let data = s.clone_data_fn();
-        TensorSnapshot::from_closure(
-            std::rc::Rc::new(move || data().map(|d| d.convert_dtype(DType::F32))),
-            DType::F32,
-            s.shape.clone(),
-            s.path_stack.clone().unwrap_or_default(),
-            s.container_stack.clone().unwrap_or_default(),
-            s.tensor_id.unwrap_or_default(),
-        )
-    }
-
-    fn get_alternative_param_name(&self, param_name: &str, container_type: &str) -> Option<String> {
-        PyTorchToBurnAdapter.get_alternative_param_name(param_name, container_type)
-    }
-
-    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
-        Box::new(self.clone())
-    }
-}
-
 /// One safetensors file and the path that names it in errors.
 struct WeightsFile {
     path: PathBuf,
     bytes: FileBytes,
+}
+
+impl Deref for WeightsFile {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// The index of a sharded checkpoint, as diffusers and transformers write it:
@@ -138,32 +99,10 @@ pub struct Weights {
     files: Vec<Arc<WeightsFile>>,
 }
 
-/// Where one tensor lies: its file, type, shape and byte range in that file.
+/// Where one tensor lies: its file, and its type, shape and byte range in that file.
 struct Entry {
     file: usize,
-    dtype: DType,
-    shape: Vec<usize>,
-    range: Range<usize>,
-}
-
-/// safetensors' element types as burn's (the ones burn-store's own reader accepts).
-fn burn_dtype(dtype: safetensors::Dtype) -> Option<DType> {
-    use safetensors::Dtype as S;
-    Some(match dtype {
-        S::F64 => DType::F64,
-        S::F32 => DType::F32,
-        S::F16 => DType::F16,
-        S::BF16 => DType::BF16,
-        S::I64 => DType::I64,
-        S::I32 => DType::I32,
-        S::I16 => DType::I16,
-        S::I8 => DType::I8,
-        S::U64 => DType::U64,
-        S::U32 => DType::U32,
-        S::U8 => DType::U8,
-        S::BOOL => DType::Bool(BoolStore::Native),
-        _ => return None,
-    })
+    tensor: SafetensorsEntry,
 }
 
 impl Weights {
@@ -215,18 +154,11 @@ impl Weights {
 
     fn file_entries(&self, i: usize, entries: &mut BTreeMap<String, Entry>) -> Result<()> {
         let file = &self.files[i];
-        let bad = |why: String| DaceError::bad_file(&file.path, why);
-        // Checks that the header is valid and that the file holds exactly the data it describes
-        // (a truncated file is refused here).
-        let (header, meta) = SafeTensors::read_metadata(&file.bytes).map_err(|e| bad(format!("cannot read weights: {e}")))?;
-        let data_start = 8 + header;
-        for (name, info) in meta.tensors() {
-            let dtype =
-                burn_dtype(info.dtype).ok_or_else(|| bad(format!("tensor `{name}` is {:?}, a type dace does not read", info.dtype)))?;
-            let range = data_start + info.data_offsets.0..data_start + info.data_offsets.1;
-            let entry = Entry { file: i, dtype, shape: info.shape.clone(), range };
-            if let Some(before) = entries.insert(name.clone(), entry) {
-                return Err(bad(format!("tensor `{name}` is also in {}", self.files[before.file].path.display())));
+        for tensor in torch_weights::safetensors_entries(&file.path, &file.bytes)? {
+            let name = tensor.name.clone();
+            if let Some(before) = entries.insert(name.clone(), Entry { file: i, tensor }) {
+                let why = format!("tensor `{name}` is also in {}", self.files[before.file].path.display());
+                return Err(DaceError::bad_file(&file.path, why));
             }
         }
         Ok(())
@@ -249,7 +181,7 @@ impl Weights {
             let file = &self.files[entries[extra].file].path;
             return Err(DaceError::bad_file(file, format!("holds `{extra}`, which {} does not map", index.path.display())));
         }
-        let bytes: u64 = entries.values().map(|e| e.range.len() as u64).sum();
+        let bytes: u64 = entries.values().map(|e| e.tensor.range.len() as u64).sum();
         match index.total_size {
             Some(total) if total != bytes => Err(DaceError::bad_file(
                 &index.path,
@@ -262,17 +194,11 @@ impl Weights {
     /// Lazy snapshots of every tensor: a tensor's bytes are copied out of its file only when the
     /// module takes it.
     fn snapshots(&self) -> Result<Vec<TensorSnapshot>> {
-        let mut snapshots = Vec::new();
-        for (name, e) in self.entries()? {
-            let file = Arc::clone(&self.files[e.file]);
-            let (dtype, shape, range) = (e.dtype, e.shape.clone(), e.range.clone());
-            let data = Rc::new(move || -> std::result::Result<TensorData, TensorSnapshotError> {
-                Ok(TensorData::from_bytes_vec(file.bytes[range.clone()].to_vec(), shape.clone(), dtype))
-            });
-            let path = name.split('.').map(String::from).collect();
-            snapshots.push(TensorSnapshot::from_closure(data, e.dtype, e.shape.into(), path, vec![], ParamId::new()));
-        }
-        Ok(snapshots)
+        let entries = self.entries()?;
+        let snapshot = |(name, e): (String, Entry)| {
+            torch_weights::lazy_snapshot(Arc::clone(&self.files[e.file]), &e.tensor, name.split('.').map(String::from).collect())
+        };
+        Ok(entries.into_iter().map(snapshot).collect())
     }
 }
 
@@ -320,31 +246,7 @@ pub fn load_weights_remapped<B: Backend, M: Module<B>>(module: &mut M, weights: 
     // As burn-store's own store does: rename, then one snapshot per (renamed) key.
     let (renamed, _) = remapper.remap(weights.snapshots()?);
     let by_key: BTreeMap<String, TensorSnapshot> = renamed.into_iter().map(|s| (s.full_path(), s)).collect();
-    let result = module.apply(by_key.into_values().collect(), None, Some(Box::new(FromPyTorchAsF32)), true);
-    if !result.errors.is_empty() {
-        let errors: Vec<String> = result.errors.iter().map(|e| format!("{e:?}")).collect();
-        return Err(DaceError::bad_file(origin, format!("weights do not fit the config: {}", listing(&errors))));
-    }
-    if !result.missing.is_empty() {
-        let missing: Vec<String> = result.missing.iter().map(|(k, _)| k.clone()).collect();
-        return Err(DaceError::bad_file(origin, format!("missing tensors: {}", listing(&missing))));
-    }
-    // burn-store reports norm weights it loaded under their burn names (`gamma`/`beta`) as
-    // unused under their PyTorch names: those are not left over.
-    let applied: std::collections::HashSet<&str> = result.applied.iter().map(String::as_str).collect();
-    let consumed = |key: &str| {
-        let renamed =
-            key.strip_suffix(".weight").map(|p| format!("{p}.gamma")).or_else(|| key.strip_suffix(".bias").map(|p| format!("{p}.beta")));
-        renamed.is_some_and(|r| applied.contains(r.as_str()))
-    };
-    let unused: Vec<String> = result.unused.iter().filter(|k| !consumed(k)).cloned().collect();
-    if !unused.is_empty() {
-        return Err(DaceError::bad_file(
-            origin,
-            format!("tensors the config has no place for (a different model variant?): {}", listing(&unused)),
-        ));
-    }
-    Ok(())
+    torch_weights::apply(module, by_key.into_values().collect(), origin)
 }
 
 /// Loads `module` from a safetensors file or a sharded checkpoint's index ([`open`]).

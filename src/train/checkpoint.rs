@@ -1,5 +1,6 @@
-//! A trained classifier on disk: `model.json` (architecture, input normalisation, class names) and
-//! `model.bin` (weights, burn's binary record at full precision).
+//! A trained (or imported) classifier on disk: `model.json` (architecture, input normalisation,
+//! class names, and for an imported one where its weights came from) and `model.bin` (weights,
+//! burn's binary record at full precision).
 
 use std::path::Path;
 
@@ -26,6 +27,26 @@ pub struct Normalization {
     pub std: Vec<f32>,
 }
 
+/// The library whose model an imported checkpoint is for (torchvision and timm name a ResNet's
+/// tensors alike, so this is recorded, not detected).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum SourceLibrary {
+    Torchvision,
+    Timm,
+}
+
+/// Where an imported model's weights came from (`dace teacher import`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSource {
+    pub format: SourceLibrary,
+    /// The weights file's name.
+    pub file: String,
+    /// sha256 (hex) of the weights file.
+    pub sha256: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelMeta {
     pub format: String,
@@ -33,11 +54,15 @@ pub struct ModelMeta {
     pub normalization: Normalization,
     pub dataset: String,
     pub classes: Vec<String>,
+    /// Imported models only: trained ones have none, left out of the file, and a model.json
+    /// written before imports existed reads as none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ModelSource>,
 }
 
 impl ModelMeta {
     pub fn new(config: ClassifierConfig, normalization: Normalization, dataset: &str, classes: &[String]) -> Self {
-        ModelMeta { format: FORMAT.into(), config, normalization, dataset: dataset.into(), classes: classes.to_vec() }
+        ModelMeta { format: FORMAT.into(), config, normalization, dataset: dataset.into(), classes: classes.to_vec(), source: None }
     }
 }
 
