@@ -163,6 +163,7 @@ fn readers_survive_mutated_files() {
         seeds: vec![0, 1],
         labels: LabelEncoding::Int8,
         batch: 8,
+        prior_size: None,
     };
     let manifest = Manifest::new(
         &coreset.meta,

@@ -1,6 +1,7 @@
 //! Distilled packages: label encodings, the round trip, every corruption case, regeneration
 //! determinism, and a tiny distill -> package -> regenerate -> student run with a tiny prior on
-//! the embedded Fashion-MNIST subset; on wgpu (lavapipe in CI), the same expansions as the CPU.
+//! the embedded Fashion-MNIST subset; a prior working at another size than the student's; on
+//! wgpu (lavapipe in CI), the same expansions as the CPU.
 
 mod common;
 
@@ -10,16 +11,20 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::backend::Autodiff;
+use burn::prelude::{Tensor, TensorData};
 use burn::tensor::FloatDType;
 use dace::coreset::{self, Coreset, CoresetConfig};
+use dace::data::transform::resize_antialiased;
 use dace::data::{self, Dataset};
 use dace::distill::{self, argmax};
-use dace::expand::Expander;
+use dace::expand::{quantize, upsample_patches, Expander};
 use dace::models::{Arch, Classifier, NormKind};
 use dace::package::{
-    AugmentConfig, ExpandConfig, LabelEncoding, Manifest, Mode, Package, PackageSettings, PriorRef, SchedulerKind, UNetDType, Variant,
+    AugmentConfig, ExpandConfig, LabelEncoding, Manifest, Mode, Package, PackageSettings, PriorRef, Resolutions, SchedulerKind, UNetDType,
+    Variant,
 };
 use dace::prior::bundle::Prior;
+use dace::prior::pipeline::{self, NoiseId};
 use dace::student::package::{regenerator, student_config, train_on_package};
 use dace::student::TrainingSet;
 use dace::train::ModelMeta;
@@ -34,7 +39,8 @@ fn augment() -> AugmentConfig {
     AugmentConfig { crop_scale_min: 0.5, flip: true, cutmix: true, shuffle_factor: 1 }
 }
 
-/// The manifest of a distillation of `coreset` (expansion batch 16).
+/// The manifest of a distillation of `coreset` (expansion batch 16), the prior working at the
+/// student's size.
 fn manifest_of(
     coreset: &Coreset,
     meta: &ModelMeta,
@@ -44,12 +50,28 @@ fn manifest_of(
     seeds: Vec<u64>,
     labels: LabelEncoding,
 ) -> dace::Result<Manifest> {
+    manifest_at(coreset, meta, teacher_dir, prior, variant, seeds, labels, None)
+}
+
+/// [`manifest_of`] with the prior working at `prior_size`.
+#[allow(clippy::too_many_arguments)]
+fn manifest_at(
+    coreset: &Coreset,
+    meta: &ModelMeta,
+    teacher_dir: &Path,
+    prior: Option<&Prior<B>>,
+    variant: Variant,
+    seeds: Vec<u64>,
+    labels: LabelEncoding,
+    prior_size: Option<[usize; 2]>,
+) -> dace::Result<Manifest> {
     let settings = PackageSettings {
         expansion: ExpandConfig::variant(variant, 5, SchedulerKind::EulerA, [0.5, 1.0]),
         augment: augment(),
         seeds,
         labels,
         batch: 16,
+        prior_size,
     };
     let teacher = distill::teacher_ref(teacher_dir, meta)?;
     Manifest::new(&coreset.meta, settings, teacher, meta.normalization.clone(), prior.map(PriorRef::of))
@@ -233,8 +255,8 @@ fn distill_regenerate_and_train_end_to_end_with_a_tiny_prior() {
         Some(&prior),
         ExpandConfig::variant(Variant::SrAug, 5, SchedulerKind::EulerA, [0.5, 1.0]),
         &pkg.patches,
-        [cm.channels, cm.patch_size[0], cm.patch_size[1]],
-        cm.image_size,
+        cm.channels,
+        cm.resolutions(),
         cm.items.clone(),
         16,
         &device,
@@ -323,16 +345,7 @@ fn web_data_stages_a_package_and_refuses_items_it_does_not_hold() {
 /// An expander for `pkg`'s patches with another expansion config.
 fn expander_for<'a>(prior: &'a Prior<B>, config: ExpandConfig, pkg: &Package) -> dace::Result<Expander<'a, B>> {
     let cm = &pkg.manifest;
-    Expander::new(
-        Some(prior),
-        config,
-        &pkg.patches,
-        [cm.channels, cm.patch_size[0], cm.patch_size[1]],
-        cm.image_size,
-        cm.items.clone(),
-        16,
-        &Default::default(),
-    )
+    Expander::new(Some(prior), config, &pkg.patches, cm.channels, cm.resolutions(), cm.items.clone(), 16, &Default::default())
 }
 
 #[test]
@@ -449,7 +462,7 @@ fn contradictory_manifests_are_refused() {
     let img2img = || {
         let mut m = good.clone();
         m.expansion = ExpandConfig::variant(Variant::SrAugMixup, 5, SchedulerKind::EulerA, [0.5, 1.0]);
-        m.prior = Some(PriorRef { fingerprint: "ab".repeat(32), dataset: ds.name.clone() });
+        m.prior = Some(PriorRef { fingerprint: "ab".repeat(32), dataset: ds.name.clone(), vae_factor: None });
         m
     };
     assert_eq!(img2img().validate(), Ok(()));
@@ -513,6 +526,31 @@ fn contradictory_manifests_are_refused() {
     check("no seeds", good.clone(), &|m| m.seeds.clear(), &["`seeds` is empty"]);
     check("std 0", good.clone(), &|m| m.normalization.std[0] = 0.0, &["`normalization`"]);
     check("no classes", good.clone(), &|m| m.classes.clear(), &["`classes` is empty"]);
+    // The prior's working size (issue 19): 32x32 for these 28x28 images and 14x14 patches.
+    let at32 = || {
+        let mut m = img2img();
+        m.prior_size = Some([32, 32]);
+        m.prior.as_mut().unwrap().vae_factor = Some(8);
+        m
+    };
+    assert_eq!(at32().validate(), Ok(()));
+    assert_eq!(at32().resolutions(), Resolutions { image_size: [28, 28], patch_size: [14, 14], prior_size: [32, 32] });
+    check("prior size 0", at32(), &|m| m.prior_size = Some([0, 32]), &["`prior_size` [0, 32]", "1..=4096"]);
+    check("prior size absurd", at32(), &|m| m.prior_size = Some([8192, 8192]), &["`prior_size` [8192, 8192]", "1..=4096"]);
+    check(
+        "prior size off the vae",
+        at32(),
+        &|m| m.prior_size = Some([36, 36]),
+        &["`prior_size` [36, 36]", "multiple of `prior.vae_factor` 8"],
+    );
+    check("prior size below patch", at32(), &|m| m.prior_size = Some([8, 8]), &["`prior_size` [8, 8]", "smaller than `patch_size`"]);
+    check("prior size without factor", at32(), &|m| m.prior.as_mut().unwrap().vae_factor = None, &["`prior.vae_factor` is missing"]);
+    check("vae factor 0", at32(), &|m| m.prior.as_mut().unwrap().vae_factor = Some(0), &["`prior.vae_factor` is 0"]);
+    check("upsample with prior size", good.clone(), &|m| m.prior_size = Some([32, 32]), &["`prior_size` is [32, 32]", "\"upsample\""]);
+    // Stated at the student's size, it is the size a manifest without it has.
+    let explicit = Manifest { prior_size: Some([28, 28]), ..good.clone() };
+    assert_eq!((explicit.validate(), explicit.resolutions()), (Ok(()), good.resolutions()));
+    assert_eq!(good.prior_size, None, "a prior at the student's size is not recorded");
     assert!(!dir.path().join("never").exists());
     // The informative `dataset` field may say anything.
     let mut m = good.clone();
@@ -528,4 +566,131 @@ fn contradictory_manifests_are_refused() {
     assert!(err.contains("needs a prior"), "{err}");
     let ok = manifest_of(&coreset, &meta, &teacher_dir, None, Variant::Rded, vec![1], LabelEncoding::F16).unwrap();
     assert_eq!(ok.expansion.mode, Mode::Upsample);
+    let err = manifest_at(&coreset, &meta, &teacher_dir, None, Variant::Rded, vec![1], LabelEncoding::F16, Some([32, 32]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`prior_size`") && err.contains("upsample"), "{err}");
+}
+
+/// The expansion as it was before the prior had a size of its own, written out (img2img without
+/// mixup or guidance, in the manifest's batches): patches upsampled to the image size, encoded,
+/// noised, denoised, decoded, quantised; no resize.
+fn img2img_at_the_image_size(prior: &Prior<B>, m: &Manifest, patches: &[u8], seed: u64) -> Vec<u8> {
+    let device = Default::default();
+    let steps = m.expansion.plan().unwrap();
+    let [h, w] = m.image_size;
+    let upsampled = upsample_patches(patches, [m.channels, m.patch_size[0], m.patch_size[1]], [h, w]);
+    let len = m.image_len();
+    let items: Vec<usize> = (0..m.items.len()).collect();
+    let mut out = Vec::new();
+    for chunk in items.chunks(m.batch) {
+        let x: Vec<f32> = chunk.iter().flat_map(|&i| upsampled[i * len..(i + 1) * len].iter().copied()).collect();
+        let x = Tensor::<B, 4>::from_data(TensorData::new(x, [chunk.len(), m.channels, h, w]), &device);
+        let ids: Vec<NoiseId> = chunk.iter().map(|&i| NoiseId { seed, item: i as u64 }).collect();
+        let classes: Vec<usize> = chunk.iter().map(|&i| m.items[i] as usize).collect();
+        let cond = prior.cond(&classes, &device);
+        let y = pipeline::img2img(&prior.vae, &prior.unet, x, &cond, None, &steps, prior.vae_config.scaling_factor, &ids);
+        out.extend(y.into_data().to_vec::<f32>().unwrap().iter().map(|&v| quantize(v)));
+    }
+    out
+}
+
+/// Issue 19, the three resolutions. A prior working at the student's 28x28 (the default) leaves
+/// the manifest as it always was (no `prior_size`) and expands exactly as before, with no resize.
+/// Working at 32x32, patches are upsampled to 32x32 and each decoded image is resized to 28x28 by
+/// the host function every device uses; the package records both and regenerates bit-identically.
+#[test]
+fn a_prior_works_at_its_own_size_and_images_come_back_at_the_students() {
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let teacher_dir = dir.path().join("teacher");
+    let (teacher, meta) = teacher(&ds, &teacher_dir);
+    let prior = tiny_prior(&ds, &dir.path().join("prior"), 2);
+    assert_eq!((prior.image_size(), prior.vae_config.downscale()), ([28, 28], 2));
+    let cc = CoresetConfig { ipc: 1, factor: 2, crops: 2, mipc: 8, seed: 0 };
+    let coreset = coreset::select(&ds, &teacher, &meta, &cc, &device).unwrap();
+    let make =
+        |variant, size| manifest_at(&coreset, &meta, &teacher_dir, Some(&prior), variant, vec![5, 6], LabelEncoding::F16, size).unwrap();
+
+    let same = make(Variant::SrAug, Some([28, 28]));
+    assert_eq!(same, make(Variant::SrAug, None));
+    let json = serde_json::to_value(&same).unwrap();
+    assert!(json.get("prior_size").is_none() && json["prior"].get("vae_factor").is_none(), "{json}");
+    assert_eq!(same.resolutions(), Resolutions { image_size: [28, 28], patch_size: [14, 14], prior_size: [28, 28] });
+    let at28 = Expander::for_manifest(Some(&prior), &same, &coreset.patches, same.batch, &device).unwrap().expand_all(5).unwrap();
+    assert_eq!(at28, img2img_at_the_image_size(&prior, &same, &coreset.patches, 5), "the default path changed");
+
+    let at32 = make(Variant::SrAug, Some([32, 32]));
+    let json = serde_json::to_value(&at32).unwrap();
+    assert_eq!((&json["prior_size"], &json["prior"]["vae_factor"]), (&serde_json::json!([32, 32]), &serde_json::json!(2)));
+    let out = dir.path().join("pkg32");
+    let mut made = Vec::new();
+    let mut keep = |_: usize, imgs: &[u8]| made.push(imgs.to_vec());
+    let (pkg, report, _) = distill::distill(&coreset, Some(&prior), &teacher, at32, ds.train.len(), &out, &mut keep, &device).unwrap();
+    assert_eq!(report.resolutions, Resolutions { image_size: [28, 28], patch_size: [14, 14], prior_size: [32, 32] });
+    assert_eq!(made[0].len(), 40 * 28 * 28);
+    assert_ne!(made[0], at28, "another working size makes other images");
+    let loaded = Package::load(&out).unwrap();
+    assert_eq!(loaded.manifest, pkg.manifest);
+    let regen = regenerator(&loaded, Some(&prior), None, &device).unwrap();
+    for (s, &seed) in loaded.manifest.seeds.iter().enumerate() {
+        assert_eq!(regen.expander().expand_all(seed).unwrap(), made[s], "seed {seed}: regenerated != distilled");
+    }
+    // An image is the prior's 32x32 decode, read back, resized by `resize_antialiased`, quantised.
+    let e = regen.expander();
+    let decoded: Vec<f32> = e.expand_tensor(&[0, 1], 5).into_data().to_vec().unwrap();
+    assert_eq!(decoded.len(), 2 * 32 * 32);
+    let resized = e.to_image_size(decoded.clone());
+    assert_eq!(resized[..28 * 28], resize_antialiased(&decoded[..32 * 32], 1, 32, 32, 28, 28)[..]);
+    assert_eq!(e.expand(&[0, 1], 5).unwrap(), resized.iter().map(|&v| quantize(v)).collect::<Vec<u8>>());
+
+    // Generation from noise starts from latents of the working size.
+    let gen = make(Variant::CondOnly, Some([32, 32]));
+    let gen = Expander::for_manifest(Some(&prior), &gen, &coreset.patches, 16, &device).unwrap();
+    assert_eq!(gen.expand(&[0], 5).unwrap().len(), 28 * 28);
+    // Sizes an expander cannot work at are refused: off the VAE's factor, or for plain upsampling.
+    let expander_at = |config: ExpandConfig, prior_size| {
+        let sizes = Resolutions { prior_size, ..pkg.manifest.resolutions() };
+        Expander::new(Some(&prior), config, &pkg.patches, 1, sizes, pkg.manifest.items.clone(), 16, &device).err().unwrap().to_string()
+    };
+    let err = expander_at(pkg.manifest.expansion.clone(), [31, 31]);
+    assert!(err.contains("31x31") && err.contains("downsampling factor 2"), "{err}");
+    let err = expander_at(ExpandConfig::variant(Variant::Rded, 5, SchedulerKind::EulerA, [0.5, 1.0]), [32, 32]);
+    assert!(err.contains("plain upsampling") && err.contains("[32, 32]"), "{err}");
+}
+
+/// `dace distill --prior-size` is refused with the flag named before any work: a side of 0, an
+/// absurd side, a malformed size, a size off the prior's VAE factor, any size but the data's for
+/// the prior-less `rded` variant.
+#[test]
+fn prior_size_flag_is_checked() {
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let teacher_dir = dir.path().join("teacher");
+    teacher(&ds, &teacher_dir);
+    let prior_dir = dir.path().join("prior");
+    tiny_prior(&ds, &prior_dir, 1);
+    let out = dir.path().join("pkg");
+    let run = |extra: &[&str]| {
+        let (t, p, o) = (teacher_dir.to_str().unwrap(), prior_dir.to_str().unwrap(), out.to_str().unwrap());
+        let mut args = vec!["distill", "--data", "embedded", "--teacher", t, "--prior", p, "--out", o, "--seeds", "1", "--mipc", "4"];
+        args.extend_from_slice(extra);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dace")).args(&args).output().unwrap();
+        assert!(!output.status.success(), "{extra:?} succeeded");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let cases: [(&[&str], &[&str]); 6] = [
+        (&["--prior-size", "0"], &["'--prior-size", "side 0 is outside 1..=4096"]),
+        (&["--prior-size", "5000"], &["'--prior-size", "side 5000 is outside"]),
+        (&["--prior-size", "32x0"], &["'--prior-size", "side 0"]),
+        (&["--prior-size", "big"], &["'--prior-size", "not a whole number"]),
+        (&["--prior-size", "31"], &["--prior-size 31x31", "not a multiple of the prior's VAE downsampling factor 2"]),
+        (&["--prior-size", "32", "--variant", "rded"], &["--prior-size 32x32", "`rded` variant uses no prior"]),
+    ];
+    for (args, expect) in cases {
+        let stderr = run(args);
+        assert!(expect.iter().all(|e| stderr.contains(e)) && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(!out.exists());
 }

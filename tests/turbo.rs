@@ -669,6 +669,7 @@ mod import {
             seeds: vec![3, 4],
             labels: LabelEncoding::F16,
             batch: 8,
+            prior_size: None,
         };
         let teacher_ref = distill::teacher_ref(&teacher_dir, &meta).unwrap();
         let manifest = Manifest::new(&coreset.meta, settings, teacher_ref, meta.normalization.clone(), Some(PriorRef::of(&prior))).unwrap();

@@ -47,7 +47,8 @@ async function main() {
 
   const m = JSON.parse(demo.manifest());
   $("pkg-info").textContent = `${m.dataset}: ${m.classes.length} classes, ${m.items.length} patches of ` +
-    `${m.patch_size.join("x")} expanding to ${m.image_size.join("x")}, ${m.seeds.length} seeds, ` +
+    `${m.patch_size.join("x")} expanding to ${m.image_size.join("x")}` +
+    (m.prior_size ? ` (the prior works at ${m.prior_size.join("x")})` : "") + `, ${m.seeds.length} seeds, ` +
     `expansion ${m.expansion.mode} rho ${m.expansion.rho} steps ${m.expansion.steps}`;
   m.classes.forEach((c, k) => $("class").add(new Option(c, k)));
   $("seed").max = m.seeds.length - 1;

@@ -110,6 +110,11 @@ pub fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
+/// `[h, w]` as `HxW`.
+pub fn hxw([h, w]: [usize; 2]) -> String {
+    format!("{h}x{w}")
+}
+
 /// Digits change meaning when mirrored; clothes do not.
 pub fn flips_ok(ds: &Dataset) -> bool {
     !ds.name.eq_ignore_ascii_case("mnist")

@@ -6,12 +6,12 @@ use anyhow::bail;
 use clap::Args;
 use serde::Serialize;
 
-use super::common::{at_least_one, command_line, flips_ok, load_data_for_teacher, setup_threads, DeviceArgs};
+use super::common::{at_least_one, command_line, flips_ok, hxw, load_data_for_teacher, setup_threads, DeviceArgs};
 use crate::coreset::{self, Coreset, CoresetConfig};
 use crate::distill::{self as distiller, write_preview};
 use crate::fsio;
 use crate::on_device;
-use crate::package::{AugmentConfig, ExpandConfig, LabelEncoding, Manifest, PackageSettings, PriorRef};
+use crate::package::{AugmentConfig, ExpandConfig, LabelEncoding, Manifest, Mode, PackageSettings, PriorRef, MAX_PRIOR_SIDE};
 use crate::prior::bundle::Prior;
 use crate::student::TrainingSet;
 use crate::train;
@@ -102,10 +102,57 @@ pub struct DistillArgs {
     /// Expansion batch size.
     #[arg(long, value_parser = at_least_one, default_value_t = 64)]
     pub batch: usize,
+    /// The size the prior works at, `N` or `HxW` (a multiple of its VAE's downsampling factor):
+    /// patches are upsampled to it and the decoded images resized to the data's size. Default:
+    /// the prior's own size (its model_index.json `image_shape`).
+    #[arg(long, value_parser = parse_prior_size, value_name = "N|HxW")]
+    pub prior_size: Option<[usize; 2]>,
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// clap value parser of `--prior-size`: `N` (square) or `HxW`, each side in 1..=MAX_PRIOR_SIDE.
+fn parse_prior_size(text: &str) -> Result<[usize; 2], String> {
+    let side = |t: &str| match t.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_PRIOR_SIDE).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("side {n} is outside 1..={MAX_PRIOR_SIDE}")),
+        Err(_) => Err(format!("`{t}` is not a whole number (N or HxW, e.g. 512 or 512x768)")),
+    };
+    match text.split_once(['x', 'X']) {
+        Some((h, w)) => Ok([side(h)?, side(w)?]),
+        None => side(text).map(|n| [n, n]),
+    }
+}
+
+/// The prior's working size: `--prior-size` or the prior's own; refused, naming the flag, where
+/// the prior cannot work at it or there is no prior to work at it.
+fn prior_size_for<B: crate::kernels::DaceBackend>(
+    flag: Option<[usize; 2]>,
+    mode: Mode,
+    prior: Option<&Prior<B>>,
+    image_size: [usize; 2],
+) -> anyhow::Result<Option<[usize; 2]>> {
+    let Some(prior) = prior.filter(|_| mode != Mode::Upsample) else {
+        match flag {
+            Some(s) if s != image_size => bail!(
+                "--prior-size {}x{}: the `rded` variant uses no prior (its patches are upsampled to the data's {}x{})",
+                s[0],
+                s[1],
+                image_size[0],
+                image_size[1]
+            ),
+            _ => return Ok(None),
+        }
+    };
+    let size = flag.unwrap_or(prior.image_size());
+    let f = prior.vae_config.downscale();
+    if size.iter().any(|s| s % f != 0) {
+        let source = if flag.is_some() { "--prior-size" } else { "the prior's own size (set --prior-size)" };
+        bail!("{source} {}x{} is not a multiple of the prior's VAE downsampling factor {f}", size[0], size[1]);
+    }
+    Ok(Some(size))
 }
 
 pub fn run(args: DistillArgs) -> anyhow::Result<()> {
@@ -126,6 +173,10 @@ pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     let (package, report) = on_device!(args.device.device, |B, device| {
         let (teacher, meta) = train::load_model::<B>(&args.teacher, &device)?;
         train::teacher::check_fits(&meta.config, &ds)?;
+        // The prior first: a size it cannot work at is refused before the coreset is selected.
+        let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
+        let prior = prior.map(|p| p.with_unet_dtype(expansion.unet_dtype.float())).transpose()?;
+        let prior_size = prior_size_for(args.prior_size, expansion.mode, prior.as_ref(), [ds.height, ds.width])?;
         let coreset = match &args.coreset {
             Some(dir) => Coreset::load(dir)?,
             None => {
@@ -137,10 +188,14 @@ pub fn run(args: DistillArgs) -> anyhow::Result<()> {
         if coreset.meta.dataset != ds.name {
             return Err(anyhow::anyhow!("the coreset is of `{}`, the data is `{}`", coreset.meta.dataset, ds.name));
         }
-        let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
-        let prior = prior.map(|p| p.with_unet_dtype(expansion.unet_dtype.float())).transpose()?;
-        let settings =
-            PackageSettings { expansion: expansion.clone(), augment: augment.clone(), seeds: seeds.clone(), labels, batch: args.batch };
+        let settings = PackageSettings {
+            expansion: expansion.clone(),
+            augment: augment.clone(),
+            seeds: seeds.clone(),
+            labels,
+            batch: args.batch,
+            prior_size,
+        };
         let teacher_ref = distiller::teacher_ref(&args.teacher, &meta)?;
         let manifest = Manifest::new(&coreset.meta, settings, teacher_ref, meta.normalization.clone(), prior.as_ref().map(PriorRef::of))?;
         let (package, report, preview) =
@@ -175,6 +230,8 @@ pub fn run(args: DistillArgs) -> anyhow::Result<()> {
         s.total_bytes, s.patches_bytes, s.labels_bytes, package.manifest.labels, s.manifest_bytes, s.total_over_budget,
         package.manifest.ipc, s.ipc_budget_bytes, 100.0 * s.total_over_full_dataset, s.full_dataset_bytes
     );
+    let r = &report.resolutions;
+    println!("resolutions: images {}, patches {}, prior {}", hxw(r.image_size), hxw(r.patch_size), hxw(r.prior_size));
     println!("grid {}, report {}", args.out.join("expansions.png").display(), path.display());
     Ok(())
 }

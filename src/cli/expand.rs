@@ -7,11 +7,11 @@ use anyhow::bail;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::common::{at_least_one, command_line, setup_threads, DeviceArgs};
+use super::common::{at_least_one, command_line, hxw, setup_threads, DeviceArgs};
 use crate::distill::argmax;
 use crate::fsio;
 use crate::on_device;
-use crate::package::Package;
+use crate::package::{Package, Resolutions};
 use crate::prior::bundle::Prior;
 use crate::student::labels::teacher_logits;
 use crate::student::package::regenerator;
@@ -48,6 +48,8 @@ pub struct ExpandReport {
     pub command: String,
     pub package: String,
     pub device: String,
+    /// The student's image size, the patches' and the prior's working size.
+    pub resolutions: Resolutions,
     pub seeds: usize,
     pub images: usize,
     pub seconds: f64,
@@ -153,6 +155,7 @@ pub fn run(args: ExpandArgs) -> anyhow::Result<()> {
         command: command_line(),
         package: args.package.display().to_string(),
         device: args.device.device.name().into(),
+        resolutions: m.resolutions(),
         seeds: n_seeds,
         images: images.len() / len,
         seconds,
@@ -169,6 +172,8 @@ pub fn run(args: ExpandArgs) -> anyhow::Result<()> {
         report.images_per_s,
         args.out.display()
     );
+    let r = &report.resolutions;
+    println!("resolutions: images {}, patches {}, prior {}", hxw(r.image_size), hxw(r.patch_size), hxw(r.prior_size));
     if let Some(a) = report.argmax_agreement {
         println!("teacher argmax on regenerated images = stored label argmax for {a:.2}%");
     }

@@ -112,7 +112,8 @@ fn data(args: WebDataArgs) -> anyhow::Result<()> {
 
     let m = &pkg.manifest;
     let expander = Expander::for_manifest(prior.as_ref(), m, &pkg.patches, 1, &device)?;
-    let pixels: Vec<f32> = expander.expand_tensor(&[args.item], seed).into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let decoded: Vec<f32> = expander.expand_tensor(&[args.item], seed).into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let pixels = expander.to_image_size(decoded);
     let [height, width] = m.image_size;
     let expected = Expected { item: args.item, seed, width, height, channels: m.channels, pixels };
     crate::fsio::write_json(&args.out.join("expected.json"), &expected)?;

@@ -1,5 +1,6 @@
 //! Image transformations: resizing of single images (u8 with the image crate's filter, f32
-//! bilinear as PyTorch does it) and of whole datasets, and per-class subsets.
+//! bilinear and antialiased bilinear as PyTorch does them) and of whole datasets, and per-class
+//! subsets.
 
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Luma};
@@ -117,4 +118,84 @@ pub fn resize_bilinear(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow:
             }
         }
     }
+}
+
+/// The taps of one output pixel of [`resize_antialiased`] along one axis: the first input index
+/// and the normalised weights of the inputs from there on.
+struct Taps {
+    first: usize,
+    weights: Vec<f32>,
+}
+
+/// Taps of every output index of an axis of `n_in` pixels resized to `n_out`: a triangle filter
+/// whose support grows with the shrink factor, so every input pixel counts when shrinking.
+/// Arithmetic step for step as PyTorch's CPU kernel for float32 (`_compute_indices_min_size_
+/// weights_aa`: f32 values, some intermediate sums in f64), so that `interpolate(...,
+/// antialias=True)` reproduces it to an ulp; docs/FORMAT.md spells every rounding out.
+fn antialias_taps(n_in: usize, n_out: usize) -> Vec<Taps> {
+    let scale = n_in as f32 / n_out as f32;
+    let (support, inv) = if scale >= 1.0 { (scale, (1.0 / scale as f64) as f32) } else { (1.0, 1.0) };
+    // PyTorch's bound on the taps (rounding may otherwise add one).
+    let max_taps = support.ceil() as usize * 2 + 1;
+    (0..n_out)
+        .map(|o| {
+            let center = (scale as f64 * (o as f64 + 0.5)) as f32;
+            // Truncation toward zero, as C++'s cast to an integer.
+            let first = (((center - support) as f64 + 0.5) as i64).max(0) as usize;
+            let end = ((((center + support) as f64 + 0.5) as i64).max(0) as usize).min(n_in).min(first + max_taps);
+            let raw: Vec<f32> = (first..end)
+                .map(|k| {
+                    let x = (((k as f32 - center) as f64 + 0.5) * inv as f64) as f32;
+                    if x.abs() < 1.0 {
+                        1.0 - x.abs()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            // The input pixel under `center` always has a positive weight, so `total > 0`.
+            let total = raw.iter().fold(0f32, |t, &w| t + w);
+            Taps { first, weights: raw.iter().map(|w| w / total).collect() }
+        })
+        .collect()
+}
+
+/// One output value: `sum_k x[first + k] * w[k]` accumulated in f32 from the first tap on.
+fn apply_taps(taps: &Taps, at: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = at(taps.first) * taps.weights[0];
+    for (k, w) in taps.weights.iter().enumerate().skip(1) {
+        acc += at(taps.first + k) * w;
+    }
+    acc
+}
+
+/// Resizes `c` planes `h x w` to `oh x ow` bilinearly with antialiasing (PyTorch's
+/// `interpolate(mode="bilinear", align_corners=False, antialias=True)`, PIL's triangle filter):
+/// the width first, then the height; an axis whose size does not change is copied. Plain Rust on
+/// the host, so every device (CPU, wgpu, CUDA, the browser) resizes its decoded images with this
+/// one function.
+pub fn resize_antialiased(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+    let rows = if ow == w {
+        src.to_vec()
+    } else {
+        let taps = antialias_taps(w, ow);
+        let mut out = Vec::with_capacity(c * h * ow);
+        for row in src.chunks(w) {
+            out.extend(taps.iter().map(|t| apply_taps(t, |x| row[x])));
+        }
+        out
+    };
+    if oh == h {
+        return rows;
+    }
+    let taps = antialias_taps(h, oh);
+    let mut out = Vec::with_capacity(c * oh * ow);
+    for plane in rows.chunks(h * ow) {
+        for t in &taps {
+            for x in 0..ow {
+                out.push(apply_taps(t, |y| plane[y * ow + x]));
+            }
+        }
+    }
+    out
 }

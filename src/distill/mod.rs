@@ -15,7 +15,7 @@ use crate::fsio;
 use crate::kernels::diffusion::DiffusionKernels;
 use crate::kernels::DaceBackend;
 use crate::models::Classifier;
-use crate::package::{Manifest, Package, SizeReport, TeacherRef};
+use crate::package::{Manifest, Package, Resolutions, SizeReport, TeacherRef};
 use crate::prior::bundle::Prior;
 use crate::student::labels::teacher_logits;
 use crate::student::TrainingSet;
@@ -31,6 +31,8 @@ fn checkpoint_seconds() -> f64 {
 pub struct DistillReport {
     pub package: String,
     pub description: String,
+    /// The student's image size, the patches' and the prior's working size.
+    pub resolutions: Resolutions,
     pub patches: usize,
     pub seeds: usize,
     pub expansions: usize,
@@ -157,6 +159,7 @@ pub fn distill<B: DaceBackend + DiffusionKernels>(
     let report = DistillReport {
         package: out.display().to_string(),
         description: package.manifest.description(),
+        resolutions: package.manifest.resolutions(),
         patches: n,
         seeds: package.manifest.seeds.len(),
         expansions: computed,

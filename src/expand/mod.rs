@@ -1,19 +1,20 @@
 //! Diffusion-augmented coreset expansion (paper §3.2–3.4): the expander and the regenerator.
 //!
 //! One expansion is a pure function of (prior, patch set, settings, seed, item): upsample the
-//! patch to the prior's image size, VAE-encode (a posterior sample), optionally mix the latent
-//! with a same-class partner's, noise it to strength `rho`, denoise, decode, quantise to u8. Every
+//! patch to the size the prior works at, VAE-encode (a posterior sample), optionally mix the
+//! latent with a same-class partner's, noise it to strength `rho`, denoise, decode, resize to the
+//! student's size on the host (when the prior works at another), quantise to u8. Every
 //! random draw comes from the item's named Philox streams (docs/FORMAT.md), so the student side
 //! regenerates the exact images the teacher labelled, on any device. The settings themselves are
 //! the package format's ([`crate::package::settings`]).
 
 use burn::prelude::*;
 
-use crate::data::transform::resize_bilinear;
+use crate::data::transform::{resize_antialiased, resize_bilinear};
 use crate::error::{DaceError, Result};
 use crate::kernels::diffusion::{latent_lerp, DiffusionKernels};
 use crate::kernels::DaceBackend;
-use crate::package::{ExpandConfig, Manifest, Mode};
+use crate::package::{ExpandConfig, Manifest, Mode, Resolutions};
 use crate::prior::bundle::Prior;
 use crate::prior::pipeline::{self, keys, Guidance, NoiseId};
 use crate::prior::scheduler::{self, DenoiseStep, ScheduleConfig};
@@ -41,45 +42,55 @@ pub struct Expander<'a, B: DaceBackend + DiffusionKernels> {
     config: ExpandConfig,
     steps: Vec<DenoiseStep>,
     init_sigma: f64,
-    upsampled: Vec<f32>,
+    /// The u8 patches, `patch_shape` each, upsampled to the prior's size one batch at a time (at
+    /// 512x512 an upsampled copy of every patch would take 3 MB each).
+    patches: Vec<u8>,
+    patch_shape: [usize; 3],
     classes: Vec<u32>,
     by_class: Vec<Vec<usize>>,
+    /// `[c, h, w]` of the images the prior works on.
     shape: [usize; 3],
+    /// The student's `[h, w]`, which the decoded images are resized to.
+    image_size: [usize; 2],
     batch: usize,
     device: B::Device,
 }
 
 impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
-    /// `patches`: u8 `[c, ph, pw]` back to back, one class per patch; `image_size`: the full
-    /// `[h, w]` the expansions have. `prior` may be `None` only for [`Mode::Upsample`].
+    /// `patches`: u8 `[c, ph, pw]` back to back (`ph x pw` = `sizes.patch_size`), one class per
+    /// patch; the expansions are made at `sizes.prior_size` and delivered at `sizes.image_size`.
+    /// `prior` may be `None` only for [`Mode::Upsample`], whose `prior_size` is `image_size`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         prior: Option<&'a Prior<B>>,
         config: ExpandConfig,
         patches: &[u8],
-        patch_shape: [usize; 3],
-        image_size: [usize; 2],
+        channels: usize,
+        sizes: Resolutions,
         classes: Vec<u32>,
         batch: usize,
         device: &B::Device,
     ) -> Result<Self> {
         let steps = config.plan()?;
-        let [c, ph, pw] = patch_shape;
+        let (c, [ph, pw], [h, w]) = (channels, sizes.patch_size, sizes.prior_size);
         if patches.len() != classes.len() * c * ph * pw {
             return Err(DaceError::Invalid(format!("{} patch bytes for {} patches of {c}x{ph}x{pw}", patches.len(), classes.len())));
         }
+        if c * ph * pw * h * w == 0 || sizes.image_size.contains(&0) {
+            return Err(DaceError::Invalid(format!("expansion sizes {sizes:?} of {c} channels: every size must be at least 1")));
+        }
         let num_classes = classes.iter().map(|&k| k as usize + 1).max().unwrap_or(0);
+        if config.mode == Mode::Upsample && sizes.prior_size != sizes.image_size {
+            return Err(DaceError::Invalid(format!(
+                "plain upsampling has no prior to work at {:?}: its patches go straight to the image size {:?}",
+                sizes.prior_size, sizes.image_size
+            )));
+        }
         if config.mode != Mode::Upsample {
             let Some(p) = prior else {
                 return Err(DaceError::Invalid(format!("expansion mode {:?} needs a prior", config.mode)));
             };
-            let [pc, h, w] = p.index.image_shape;
-            if [pc, h, w] != [c, image_size[0], image_size[1]] {
-                return Err(DaceError::Invalid(format!(
-                    "the prior works on {pc}x{h}x{w} images, the patches expand to {c}x{}x{}",
-                    image_size[0], image_size[1]
-                )));
-            }
+            check_prior_fits(p, c, sizes.prior_size)?;
             let loaded = p.unet.dtype();
             if loaded != config.unet_dtype.float() {
                 return Err(DaceError::Invalid(format!(
@@ -105,10 +116,12 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
             config,
             steps,
             init_sigma,
-            upsampled: upsample_patches(patches, patch_shape, image_size),
+            patches: patches.to_vec(),
+            patch_shape: [c, ph, pw],
             classes,
             by_class,
-            shape: [c, image_size[0], image_size[1]],
+            shape: [c, h, w],
+            image_size: sizes.image_size,
             batch: batch.max(1),
             device: device.clone(),
         })
@@ -116,16 +129,7 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
 
     /// The expander of a package's (or a distillation's) manifest and patches.
     pub fn for_manifest(prior: Option<&'a Prior<B>>, m: &Manifest, patches: &[u8], batch: usize, device: &B::Device) -> Result<Self> {
-        Self::new(
-            prior,
-            m.expansion.clone(),
-            patches,
-            [m.channels, m.patch_size[0], m.patch_size[1]],
-            m.image_size,
-            m.items.clone(),
-            batch,
-            device,
-        )
+        Self::new(prior, m.expansion.clone(), patches, m.channels, m.resolutions(), m.items.clone(), batch, device)
     }
 
     pub fn len(&self) -> usize {
@@ -140,7 +144,13 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
         &self.config
     }
 
+    /// Values of one delivered (student-size) image.
     pub fn image_len(&self) -> usize {
+        self.shape[0] * self.image_size[0] * self.image_size[1]
+    }
+
+    /// Values of one image at the prior's size (what [`Expander::expand_tensor`] makes).
+    fn work_len(&self) -> usize {
         self.shape.iter().product()
     }
 
@@ -161,15 +171,18 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
         Some((partner, g))
     }
 
+    /// The patches of `items` upsampled to the prior's size, as one batch.
     fn upsampled(&self, items: &[usize]) -> Tensor<B, 4> {
-        let len = self.image_len();
-        let data: Vec<f32> = items.iter().flat_map(|&i| self.upsampled[i * len..(i + 1) * len].iter().copied()).collect();
+        let len: usize = self.patch_shape.iter().product();
+        let bytes: Vec<u8> = items.iter().flat_map(|&i| self.patches[i * len..(i + 1) * len].iter().copied()).collect();
         let [c, h, w] = self.shape;
+        let data = upsample_patches(&bytes, self.patch_shape, [h, w]);
         Tensor::from_data(TensorData::new(data, [items.len(), c, h, w]), &self.device)
     }
 
     /// Expansions of `items` under `seed` as one batch on the device, `[-1, 1]` before rounding
-    /// to u8 (for callers that read results back asynchronously, like the browser demo).
+    /// to u8, at the prior's size (for callers that read results back asynchronously, like the
+    /// browser demo: [`Expander::to_image_size`] then brings them to the student's size).
     pub fn expand_tensor(&self, items: &[usize], seed: u64) -> Tensor<B, 4> {
         let x = self.upsampled(items);
         let Some(prior) = self.prior.filter(|_| self.config.mode != Mode::Upsample) else { return x };
@@ -182,7 +195,8 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
         let z = match self.config.mode {
             Mode::Upsample => unreachable!("handled above"),
             Mode::Generate => {
-                pipeline::sample_latents(&prior.unet, prior.latent_shape(), &ctx, guidance, &self.steps, self.init_sigma, &ids)
+                let [_, h, w] = self.shape;
+                pipeline::sample_latents(&prior.unet, prior.latent_shape_at([h, w]), &ctx, guidance, &self.steps, self.init_sigma, &ids)
             }
             Mode::Img2img => {
                 let z1 = pipeline::encode_latents(&prior.vae, x, sf, &ids);
@@ -205,6 +219,18 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
         prior.vae.decode(z.div_scalar(sf))
     }
 
+    /// A batch of [`Expander::expand_tensor`]'s values, read back, at the student's size: each
+    /// image resized by [`resize_antialiased`] on the host (one function for every device and the
+    /// browser); returned as it is when the prior works at the student's size.
+    pub fn to_image_size(&self, pixels: Vec<f32>) -> Vec<f32> {
+        let [c, h, w] = self.shape;
+        let [oh, ow] = self.image_size;
+        if [h, w] == [oh, ow] {
+            return pixels;
+        }
+        pixels.chunks(self.work_len()).flat_map(|image| resize_antialiased(image, c, h, w, oh, ow)).collect()
+    }
+
     /// u8 CHW expansions of `items` under `seed`, back to back, in batches of the configured size.
     /// Batch composition does not change an item's noise; it may change the last bits of floats on
     /// some backends, so regenerate with the same batch size for bit-identical results.
@@ -214,10 +240,10 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
             let v: Vec<f32> =
                 self.expand_tensor(chunk, seed).into_data().to_vec().map_err(|e| DaceError::Invalid(format!("expansion output: {e:?}")))?;
             if let Some(pos) = v.iter().position(|x| !x.is_finite()) {
-                let item = chunk[pos / self.image_len()];
+                let item = chunk[pos / self.work_len()];
                 return Err(DaceError::Invalid(format!("the prior produced non-finite pixels for item {item} under seed {seed}")));
             }
-            out.extend(v.iter().map(|&p| quantize(p)));
+            out.extend(self.to_image_size(v).iter().map(|&p| quantize(p)));
         }
         Ok(out)
     }
@@ -227,6 +253,23 @@ impl<'a, B: DaceBackend + DiffusionKernels> Expander<'a, B> {
         let items: Vec<usize> = (0..self.len()).collect();
         self.expand(&items, seed)
     }
+}
+
+/// Refuses a prior that cannot make `c`-channel images at `size`: other channels, or a size its
+/// VAE cannot encode and decode back (not a multiple of its downsampling factor).
+fn check_prior_fits<B: DaceBackend>(prior: &Prior<B>, c: usize, size: [usize; 2]) -> Result<()> {
+    let pc = prior.index.image_shape[0];
+    if pc != c {
+        return Err(DaceError::Invalid(format!("the prior works on {pc}-channel images, the patches have {c} channels")));
+    }
+    let f = prior.vae_config.downscale();
+    if size.iter().any(|s| s % f != 0) {
+        return Err(DaceError::Invalid(format!(
+            "the prior cannot work at {}x{}: not a multiple of its VAE's downsampling factor {f}",
+            size[0], size[1]
+        )));
+    }
+    Ok(())
 }
 
 /// Each epoch's images regenerated from its seed, kept in memory (never on disk) so that later

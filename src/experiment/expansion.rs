@@ -222,6 +222,8 @@ where
             seeds: (0..seeds as u64).collect(),
             labels: self.config.labels,
             batch: self.config.batch,
+            // The prior works at its own size (recorded only where that is not the student's).
+            prior_size: (variant != Variant::Rded).then(|| self.prior.image_size()),
         };
         let prior = (variant != Variant::Rded).then_some(PriorRef::of(&self.prior));
         Manifest::new(&coreset.meta, settings, self.teacher_ref.clone(), self.meta.normalization.clone(), prior)

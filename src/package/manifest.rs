@@ -15,6 +15,9 @@ use crate::prior::bundle::Prior;
 use crate::train::Normalization;
 
 pub const FORMAT: &str = "dace-package/1";
+/// The largest side a prior may work at (SDXL works at 1024; 4096 leaves room, and refuses
+/// sizes that would only exhaust memory).
+pub const MAX_PRIOR_SIDE: usize = 4096;
 /// The RNG scheme of docs/FORMAT.md the seeds are interpreted with.
 pub const RNG_SCHEME: u32 = 1;
 
@@ -29,12 +32,33 @@ pub struct PriorRef {
     /// `prior::bundle::fingerprint` of the prior the expansions were made with.
     pub fingerprint: String,
     pub dataset: String,
+    /// The VAE's downsampling factor, which `prior_size` must be a multiple of. Recorded with a
+    /// `prior_size` only (absent otherwise, as in packages that predate it), so that the manifest
+    /// of a prior working at the student's size is what it always was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae_factor: Option<usize>,
 }
 
 impl PriorRef {
     pub fn of<B: DaceBackend>(prior: &Prior<B>) -> Self {
-        PriorRef { fingerprint: prior.fingerprint.clone(), dataset: prior.index.dataset.clone() }
+        PriorRef {
+            fingerprint: prior.fingerprint.clone(),
+            dataset: prior.index.dataset.clone(),
+            vae_factor: Some(prior.vae_config.downscale()),
+        }
     }
+}
+
+/// The three resolutions of a package (docs/FORMAT.md, "Resolutions"), `[h, w]` each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolutions {
+    /// The student's (and the teacher's) images: what an expansion is delivered at.
+    pub image_size: [usize; 2],
+    /// The stored patches: `image_size / factor`.
+    pub patch_size: [usize; 2],
+    /// Where the prior works: a patch is upsampled to it, diffused, and the decoded image resized
+    /// to `image_size`.
+    pub prior_size: [usize; 2],
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,9 +75,14 @@ pub struct Manifest {
     pub dataset: String,
     pub classes: Vec<String>,
     pub channels: usize,
-    /// Size of the regenerated images `[h, w]`.
+    /// Size of the regenerated images `[h, w]` (the student's).
     pub image_size: [usize; 2],
     pub patch_size: [usize; 2],
+    /// The size the prior works at, when it is not `image_size` (absent = `image_size`: every
+    /// package before this field, and every one whose prior works at the student's size, so
+    /// their manifests and images are unchanged). Read it with [`Manifest::prior_size`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_size: Option<[usize; 2]>,
     pub ipc: usize,
     pub factor: usize,
     /// Class of each patch, in file order.
@@ -86,10 +115,12 @@ impl Manifest {
         normalization: Normalization,
         prior: Option<PriorRef>,
     ) -> Result<Self> {
-        let PackageSettings { expansion, augment, seeds, labels, batch } = settings;
+        let PackageSettings { expansion, augment, seeds, labels, batch, prior_size } = settings;
+        // Recorded only where it differs from the student's size (see the field).
+        let prior_size = prior_size.filter(|&s| s != coreset.image_size);
         let prior = match (expansion.mode, prior) {
             (Mode::Upsample, _) => None,
-            (_, Some(p)) => Some(p),
+            (_, Some(p)) => Some(PriorRef { vae_factor: p.vae_factor.filter(|_| prior_size.is_some()), ..p }),
             (_, None) => return Err(DaceError::Invalid(format!("expansion `{}` needs a prior (--prior)", expansion.name()))),
         };
         let manifest = Manifest {
@@ -100,6 +131,7 @@ impl Manifest {
             channels: coreset.channels,
             image_size: coreset.image_size,
             patch_size: coreset.patch_size,
+            prior_size,
             ipc: coreset.config.ipc,
             factor: coreset.config.factor,
             items: coreset.patches.iter().map(|p| p.class).collect(),
@@ -123,6 +155,15 @@ impl Manifest {
 
     pub fn image_len(&self) -> usize {
         self.channels * self.image_size[0] * self.image_size[1]
+    }
+
+    /// The size the prior works at (`image_size` when the manifest does not record one).
+    pub fn prior_size(&self) -> [usize; 2] {
+        self.prior_size.unwrap_or(self.image_size)
+    }
+
+    pub fn resolutions(&self) -> Resolutions {
+        Resolutions { image_size: self.image_size, patch_size: self.patch_size, prior_size: self.prior_size() }
     }
 
     pub fn num_classes(&self) -> usize {
@@ -166,6 +207,7 @@ impl Manifest {
         self.check_items()?;
         self.check_normalization()?;
         self.check_prior_field()?;
+        self.check_prior_size()?;
         self.check_expansion()?;
         if self.batch == 0 {
             return Err("`batch` is 0: the expansion batch size must be at least 1".into());
@@ -247,6 +289,46 @@ impl Manifest {
             (mode, None) => Err(format!("`expansion.mode` is {:?}, which regenerates with a prior, but `prior` is null", mode.name())),
             (mode, Some(p)) if p.fingerprint.trim().is_empty() => {
                 Err(format!("`expansion.mode` is {:?}, but `prior.fingerprint` is empty", mode.name()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `prior_size`: a size the prior can work at, that a patch is upsampled to, and none at all
+    /// for `upsample`, which has no prior (the patch goes straight to `image_size`).
+    fn check_prior_size(&self) -> std::result::Result<(), String> {
+        let size = self.prior_size();
+        let [ph, pw] = self.patch_size;
+        if let Some(s) = self.prior_size {
+            if s.iter().any(|&side| side == 0 || side > MAX_PRIOR_SIDE) {
+                return Err(format!("`prior_size` {s:?}: each side must be in 1..={MAX_PRIOR_SIDE}"));
+            }
+        }
+        if size == self.image_size {
+            return self.check_vae_factor(size);
+        }
+        if self.expansion.mode == Mode::Upsample {
+            return Err(format!(
+                "`prior_size` is {size:?}, but `expansion.mode` is \"upsample\", which uses no prior: its patches are upsampled to `image_size` {:?}",
+                self.image_size
+            ));
+        }
+        if size[0] < ph || size[1] < pw {
+            return Err(format!("`prior_size` {size:?} is smaller than `patch_size` {:?}: a patch is upsampled to it", self.patch_size));
+        }
+        if self.prior.as_ref().is_some_and(|p| p.vae_factor.is_none()) {
+            return Err(format!("`prior_size` is {size:?}, but `prior.vae_factor` is missing: it is recorded with every `prior_size`"));
+        }
+        self.check_vae_factor(size)
+    }
+
+    /// A recorded VAE factor is at least 1 and divides both sides of `size`.
+    fn check_vae_factor(&self, size: [usize; 2]) -> std::result::Result<(), String> {
+        match self.prior.as_ref().and_then(|p| p.vae_factor) {
+            Some(0) => Err("`prior.vae_factor` is 0: at least 1".into()),
+            Some(f) if size.iter().any(|s| s % f != 0) => {
+                let name = if self.prior_size.is_some() { "`prior_size`" } else { "`image_size` (the working size without `prior_size`)" };
+                Err(format!("{name} {size:?} is not a multiple of `prior.vae_factor` {f}, the VAE's downsampling factor"))
             }
             _ => Ok(()),
         }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use labels::LabelEncoding;
-pub use manifest::{FileEntry, Manifest, PriorRef, TeacherRef, FORMAT, RNG_SCHEME};
+pub use manifest::{FileEntry, Manifest, PriorRef, Resolutions, TeacherRef, FORMAT, MAX_PRIOR_SIDE, RNG_SCHEME};
 pub use settings::{AugmentConfig, ExpandConfig, Mode, PackageSettings, SchedulerKind, UNetDType, Variant};
 
 use crate::error::{DaceError, Result};

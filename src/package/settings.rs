@@ -226,4 +226,6 @@ pub struct PackageSettings {
     pub labels: LabelEncoding,
     /// Expansion batch size while labelling (regeneration with the same is bit-identical).
     pub batch: usize,
+    /// The size the prior works at; `None`: the student's image size (as before the option).
+    pub prior_size: Option<[usize; 2]>,
 }

@@ -363,10 +363,21 @@ impl<B: DaceBackend> Prior<B> {
         self.classes.cond(classes, device)
     }
 
+    /// `[h, w]` of the images the prior was trained or imported for (its index's `image_shape`).
+    pub fn image_size(&self) -> [usize; 2] {
+        let [_, h, w] = self.index.image_shape;
+        [h, w]
+    }
+
     /// Latent shape `[channels, h, w]` of the prior's images.
     pub fn latent_shape(&self) -> [usize; 3] {
-        let f = self.vae_config.downscale();
         let [_, h, w] = self.index.image_shape;
+        self.latent_shape_at([h, w])
+    }
+
+    /// Latent shape `[channels, h, w]` of images of `[h, w]` (a multiple of the VAE's factor).
+    pub fn latent_shape_at(&self, [h, w]: [usize; 2]) -> [usize; 3] {
+        let f = self.vae_config.downscale();
         [self.vae_config.latent_channels, h / f, w / f]
     }
 }

@@ -106,12 +106,14 @@ impl<B: DaceBackend + DiffusionKernels> Session<B> {
             return Err(dace::DaceError::Invalid(format!("patch {item} of {}", m.items.len())));
         }
         let start = Instant::now();
+        // The package's resolutions: the prior works at its `prior_size`, and the decoded image is
+        // resized to the student's size by the same host function as on the native devices.
         let expander = Expander::new(
             self.prior.as_ref(),
             self.config(rho, steps, mixup),
             &self.pkg.patches,
-            [m.channels, m.patch_size[0], m.patch_size[1]],
-            m.image_size,
+            m.channels,
+            m.resolutions(),
             m.items.clone(),
             1,
             &self.device,
@@ -121,7 +123,8 @@ impl<B: DaceBackend + DiffusionKernels> Session<B> {
             .into_data_async()
             .await
             .map_err(|e| dace::DaceError::Invalid(format!("reading the expansion back: {e:?}")))?;
-        let pixels: Vec<f32> = data.to_vec().map_err(|e| dace::DaceError::Invalid(format!("{e:?}")))?;
+        let decoded: Vec<f32> = data.to_vec().map_err(|e| dace::DaceError::Invalid(format!("{e:?}")))?;
+        let pixels = expander.to_image_size(decoded);
         let ms = start.elapsed().as_secs_f64() * 1e3;
         let [h, w] = m.image_size;
         Ok(Regeneration { width: w, height: h, channels: m.channels, rgba: rgba(&pixels, m.channels, h, w), pixels, ms })
