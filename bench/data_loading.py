@@ -149,7 +149,16 @@ def render(path):
     for m in record["memory"]:
         lines.append(f"| {m['images']} | {m['size']} | {m['files_peak_rss_mb']:.0f} | "
                      f"{m['memory_peak_rss_mb']:.0f} | {m['torchvision_peak_rss_mb']:.0f} |")
-    out_md = os.path.join(os.path.dirname(os.path.dirname(path)), "data_loading.md")
+    lines += ["", "Every raw record in the folder (the speed rows; dace's build differs between them, "
+              "torchvision's runs show its spread from run to run):", "",
+              "| record | dace built from | images | dace img/s | torchvision img/s | ratio |", "|---|---|---|---|---|---|"]
+    folder = os.path.dirname(path)
+    for name in sorted(f for f in os.listdir(folder) if f.endswith(".json")):
+        other = json.load(open(os.path.join(folder, name)))
+        for r in other["rows"]:
+            lines.append(f"| {name} | {other['dace_built_from']} | {r['images']} | {r['dace_img_s']:.0f} | "
+                         f"{r['torchvision_img_s']:.0f} | {r['ratio']:.2f}x |")
+    out_md = os.path.join(os.path.dirname(folder), "data_loading.md")
     open(out_md, "w").write("\n".join(lines) + "\n")
     summary = {k: record[k] for k in ("commit", "machine", "command")}
     summary["rows"] = [{k: r[k] for k in ("images", "mean_file_kb", "size", "batch", "dace_img_s", "torchvision_img_s", "ratio")}
