@@ -510,6 +510,13 @@ fn class_lists_come_from_a_file_or_commas() {
     let err = class_list(file.to_str().unwrap()).unwrap_err().to_string();
     assert!(err.contains("classes.txt") && err.contains("no class names"), "{err}");
     assert!(class_list(" , ").is_err());
+    // ImageNet's LOC_synset_mapping.txt: the ids go, the first synonym stays unless it is shared.
+    let mapping = tmp.path().join("LOC_synset_mapping.txt");
+    std::fs::write(&mapping, "n01440764 tench, Tinca tinca\nn02012849 crane\nn03126707 crane, derrick\n").unwrap();
+    assert_eq!(class_list(mapping.to_str().unwrap()).unwrap(), vec!["tench", "crane", "crane, derrick"]);
+    // A list where only some lines start with an id is kept as written.
+    std::fs::write(&mapping, "n01440764 tench\nplain name\n").unwrap();
+    assert_eq!(class_list(mapping.to_str().unwrap()).unwrap(), vec!["n01440764 tench", "plain name"]);
 }
 
 #[test]

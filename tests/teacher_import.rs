@@ -212,6 +212,62 @@ fn the_cli_writes_a_teacher_that_loads_like_a_trained_one() {
     assert_logits(&model, "logits.timm_resnet18");
 }
 
+/// A parity reference (`input`, `logits`) written from torchvision's tensors in expected.safetensors,
+/// with `edit` applied to the logits (as f64 values) and the shape given.
+fn parity_reference(path: &Path, logits: &str, shape: &[usize], edit: impl FnOnce(&mut Vec<f64>)) {
+    let mut values = expected(logits);
+    edit(&mut values);
+    let input: Vec<u8> = expected("input").iter().flat_map(|v| (*v as f32).to_le_bytes()).collect();
+    let logits: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views = [
+        ("input", safetensors::tensor::TensorView::new(Dtype::F32, vec![2, 3, IMAGE, IMAGE], &input).unwrap()),
+        ("logits", safetensors::tensor::TensorView::new(Dtype::F64, shape.to_vec(), &logits).unwrap()),
+    ];
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// `dace teacher import --parity`: the import is run on torchvision's input and its logits are
+/// compared with torchvision's; parity.json records the error; an error above the tolerance, a
+/// NaN, or a reference of the wrong shape fails the import naming the reference file.
+#[test]
+fn the_cli_checks_parity_against_a_reference_and_fails_above_the_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixtures().join("torchvision_resnet18.safetensors");
+    let import = |name: &str, reference: &Path| {
+        let out = dir.path().join(name);
+        let args = ["teacher", "import", "--weights", weights.to_str().unwrap(), "--out", out.to_str().unwrap(), "--size", "64"];
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_dace")).args(args).arg("--parity").arg(reference).output().unwrap();
+        (run.status.success(), String::from_utf8_lossy(&run.stderr).into_owned(), out.join("parity.json"))
+    };
+    let logits = "logits.torchvision_resnet18";
+    let good = dir.path().join("good.safetensors");
+    parity_reference(&good, logits, &[2, 10], |_| {});
+    let (ok, stderr, report) = import("good", &good);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let err = report["max_abs_err"].as_f64().unwrap();
+    assert!(err <= 1e-4 && (report["images"].as_u64(), report["classes"].as_u64()) == (Some(2), Some(10)), "{report}");
+
+    let off = dir.path().join("off.safetensors");
+    parity_reference(&off, logits, &[2, 10], |v| v[7] += 0.01);
+    let (ok, stderr, report) = import("off", &off);
+    assert!(!ok && stderr.contains("off.safetensors") && stderr.contains("above --parity-tolerance"), "{stderr}");
+    assert!(report.exists(), "the measured error is kept for the user to read");
+
+    let nan = dir.path().join("nan.safetensors");
+    parity_reference(&nan, logits, &[2, 10], |v| v[0] = f64::NAN);
+    let (ok, stderr, _) = import("nan", &nan);
+    assert!(!ok && stderr.contains("nan.safetensors"), "a NaN must not pass: {stderr}");
+
+    let shape = dir.path().join("shape.safetensors");
+    parity_reference(&shape, logits, &[4, 5], |_| {});
+    let (ok, stderr, _) = import("shape", &shape);
+    assert!(!ok && stderr.contains("shape.safetensors") && stderr.contains("`logits` has shape [4, 5]"), "{stderr}");
+
+    let (ok, stderr, _) = import("weights", &weights);
+    assert!(!ok && stderr.contains("no tensor `input`") && !stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn the_cli_refuses_a_class_list_of_another_length() {
     let dir = tempfile::tempdir().unwrap();

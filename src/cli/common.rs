@@ -20,6 +20,22 @@ pub struct DeviceArgs {
     pub threads: Option<usize>,
 }
 
+/// How much of an ImageFolder tree may be held decoded in memory (the commands that read a
+/// dataset at a teacher's size).
+#[derive(Args, Debug, Clone)]
+pub struct InMemoryArgs {
+    /// An ImageFolder tree whose decoded pixels exceed this many MiB is not held in memory: its
+    /// files are decoded batch by batch (0: always).
+    #[arg(long, default_value_t = data::IN_MEMORY_LIMIT >> 20)]
+    pub in_memory_mb: u64,
+}
+
+impl Default for InMemoryArgs {
+    fn default() -> Self {
+        Self { in_memory_mb: data::IN_MEMORY_LIMIT >> 20 }
+    }
+}
+
 /// The student recipe flags `dace student` and `dace experiment rded` share.
 #[derive(Args, Debug, Clone)]
 pub struct StudentRecipeArgs {
@@ -89,10 +105,12 @@ pub fn load_data_at(spec: &str, size: Option<[usize; 2]>) -> anyhow::Result<Data
     data::load_with(spec, &options).with_context(|| format!("loading dataset `{spec}`"))
 }
 
-/// The data a teacher in `teacher_dir` reads: an ImageFolder tree at the teacher's input size.
-pub fn load_data_for_teacher(spec: &str, teacher_dir: &std::path::Path) -> anyhow::Result<Dataset> {
+/// The data a teacher in `teacher_dir` reads: an ImageFolder tree at the teacher's input size,
+/// held in memory only up to `memory.in_memory_mb`.
+pub fn load_data_for_teacher(spec: &str, teacher_dir: &std::path::Path, memory: &InMemoryArgs) -> anyhow::Result<Dataset> {
     let meta = crate::train::checkpoint::load_meta(teacher_dir)?;
-    load_data_at(spec, Some(meta.config.image_size))
+    let options = LoadOptions { size: Some(meta.config.image_size), memory_limit: memory.in_memory_mb << 20 };
+    data::load_with(spec, &options).with_context(|| format!("loading dataset `{spec}`"))
 }
 
 /// Applies the optional resize and per-class subset of the training commands.

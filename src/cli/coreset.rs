@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::common::{at_least_one, load_data_for_teacher, setup_threads, DeviceArgs};
+use super::common::{at_least_one, load_data_for_teacher, setup_threads, DeviceArgs, InMemoryArgs};
 use crate::on_device;
 use crate::train;
 
@@ -32,13 +32,15 @@ pub struct CoresetArgs {
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
+    pub memory: InMemoryArgs,
+    #[command(flatten)]
     pub device: DeviceArgs,
 }
 
 pub fn run(args: CoresetArgs) -> anyhow::Result<()> {
     use crate::coreset::{self, CoresetConfig};
     setup_threads(&args.device)?;
-    let ds = load_data_for_teacher(&args.data, &args.teacher)?;
+    let ds = load_data_for_teacher(&args.data, &args.teacher, &args.memory)?;
     let config = CoresetConfig { ipc: args.ipc, factor: args.factor, crops: args.crops, mipc: args.mipc, seed: args.seed };
     let c = on_device!(args.device.device, |B, device| {
         let (teacher, meta) = train::load_model::<B>(&args.teacher, &device)?;

@@ -6,7 +6,7 @@ use anyhow::bail;
 use clap::Args;
 use serde::Serialize;
 
-use super::common::{at_least_one, command_line, flips_ok, hxw, load_data_for_teacher, setup_threads, DeviceArgs};
+use super::common::{at_least_one, command_line, flips_ok, hxw, load_data_for_teacher, setup_threads, DeviceArgs, InMemoryArgs};
 use crate::coreset::{self, Coreset, CoresetConfig};
 use crate::distill::{self as distiller, write_preview};
 use crate::fsio;
@@ -110,6 +110,8 @@ pub struct DistillArgs {
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
+    pub memory: InMemoryArgs,
+    #[command(flatten)]
     pub device: DeviceArgs,
 }
 
@@ -157,7 +159,7 @@ fn prior_size_for<B: crate::kernels::DaceBackend>(
 
 pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     setup_threads(&args.device)?;
-    let ds = load_data_for_teacher(&args.data, &args.teacher)?;
+    let ds = load_data_for_teacher(&args.data, &args.teacher, &args.memory)?;
     let expansion = expansion_config(&args.expansion)?;
     let labels = LabelEncoding::parse(&args.labels).map_err(anyhow::Error::msg)?;
     let augment = AugmentConfig {

@@ -69,7 +69,7 @@ fn coreset_student(args: StudentArgs) -> anyhow::Result<()> {
     let (Some(coreset_dir), Some(teacher_dir)) = (&args.coreset, &args.teacher) else {
         bail!("a coreset student needs --coreset and --teacher");
     };
-    let ds = load_data_for_teacher(&args.data, teacher_dir)?;
+    let ds = load_data_for_teacher(&args.data, teacher_dir, &Default::default())?;
     let coreset = Coreset::load(coreset_dir)?;
     if coreset.meta.dataset != ds.name || coreset.meta.image_size != [ds.height, ds.width] {
         bail!("coreset {} is of `{}` {:?}, not `{}`", coreset_dir.display(), coreset.meta.dataset, coreset.meta.image_size, ds.name);

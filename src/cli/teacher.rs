@@ -157,6 +157,22 @@ pub struct TeacherImportArgs {
     /// Side of the square images the model runs at (`dace eval` resizes a dataset to it).
     #[arg(long, value_parser = at_least_one, default_value_t = 224)]
     pub size: usize,
+    /// Check the import against the framework it came from: a safetensors file with an `input`
+    /// batch (normalised, N x C x H x W) and the `logits` torchvision/timm computed for it. The
+    /// result is written to OUT/parity.json; an error above --parity-tolerance fails the import.
+    #[arg(long)]
+    pub parity: Option<PathBuf>,
+    /// Largest |dace - reference| logit difference --parity accepts.
+    #[arg(long, default_value_t = 1e-4, value_parser = positive_tolerance)]
+    pub parity_tolerance: f64,
+}
+
+fn positive_tolerance(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        Ok(t) => Err(format!("{t} is not a finite, non-negative tolerance")),
+        Err(e) => Err(format!("not a number ({e})")),
+    }
 }
 
 fn teacher_import(args: TeacherImportArgs) -> anyhow::Result<()> {
@@ -185,6 +201,37 @@ fn teacher_import(args: TeacherImportArgs) -> anyhow::Result<()> {
         args.size,
         args.out.display()
     );
+    match &args.parity {
+        Some(reference) => check_import_parity(&args.out, reference, args.parity_tolerance),
+        None => Ok(()),
+    }
+}
+
+/// Runs the imported teacher, read back from `out` as any later command reads it, on the
+/// reference input; writes OUT/parity.json and fails above the tolerance.
+fn check_import_parity(out: &std::path::Path, reference: &std::path::Path, tolerance: f64) -> anyhow::Result<()> {
+    let device = Default::default();
+    let (model, meta) = train::load_model::<crate::device::CpuBackend>(out, &device)?;
+    let report = train::parity::check_parity(&model, &meta.config, reference, tolerance, &device)?;
+    let path = out.join("parity.json");
+    fsio::write_json(&path, &report)?;
+    println!(
+        "parity with {}: max |dace - reference| = {:.3e} over {} images x {} logits (tolerance {:.0e}); {}",
+        reference.display(),
+        report.max_abs_err,
+        report.images,
+        report.classes,
+        tolerance,
+        path.display()
+    );
+    if !report.passes() {
+        bail!(
+            "{}: the imported teacher's logits differ from the reference by {:.3e}, above --parity-tolerance {:.0e}",
+            reference.display(),
+            report.max_abs_err,
+            tolerance
+        );
+    }
     Ok(())
 }
 

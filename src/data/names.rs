@@ -69,13 +69,14 @@ fn short_names(full: Vec<String>) -> Vec<String> {
 }
 
 /// The class names of `--classes SPEC`: the lines of the file `SPEC` when it is one (one name per
-/// line, blank lines and `#` comments skipped; commas stay part of a name), else `SPEC` split on
-/// commas.
+/// line, blank lines and `#` comments skipped; commas stay part of a name; ImageNet's
+/// `wnid name, synonym` lines give the short names), else `SPEC` split on commas.
 pub fn class_list(spec: &str) -> Result<Vec<String>, DataError> {
     let path = Path::new(spec);
     let names: Vec<String> = if path.is_file() {
         let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+        let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+        without_wnids(lines)
     } else {
         spec.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from).collect()
     };
@@ -83,4 +84,18 @@ pub fn class_list(spec: &str) -> Result<Vec<String>, DataError> {
         return Err(DataError::corrupt(path, "no class names (give a file with one name per line, or names separated by commas)"));
     }
     Ok(names)
+}
+
+/// ImageNet's `LOC_synset_mapping.txt` as a class list: when every line starts with a WordNet id
+/// (`n01440764 tench, Tinca tinca`), the ids are dropped and the names shortened as a dataset's
+/// names file is; other lists are kept whole.
+fn without_wnids(lines: Vec<String>) -> Vec<String> {
+    let is_wnid = |s: &str| s.len() == 9 && s.starts_with('n') && s[1..].bytes().all(|b| b.is_ascii_digit());
+    let named: Option<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            l.split_once(char::is_whitespace).filter(|(id, name)| is_wnid(id) && !name.trim().is_empty()).map(|(_, n)| n.trim().to_string())
+        })
+        .collect();
+    named.map(short_names).unwrap_or(lines)
 }
