@@ -378,7 +378,8 @@ def render(path):
               f"Throughput: one epoch of {r0['size']}-px training batches (random resized crop + flip, "
               f"normalised floats, batch {r0['batch']}), dace's rayon pool on every core against "
               "torchvision's ImageFolder + DataLoader with one worker per core; medians of alternating runs "
-              "(`repeats`). Teacher: convnet3, one epoch, `--crop resized`, at the size given. Coreset: "
+              "(`repeats`). Teacher: convnet3, one epoch, `--crop resized`, at `--teacher-size` (16 px unless the command "
+              "says otherwise), every file decoded from its full resolution. Coreset: "
               "every training image scored (`--mipc` = the number of images).", "",
               "| images | mean file KB | repeats | dace img/s | torchvision img/s | ratio | peak RSS MiB: bench data | teacher train | coreset | max | teacher s | coreset s |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -388,6 +389,9 @@ def render(path):
                      f"{r['torch_img_s']:.0f} | {r['ratio']:.2f}x | {p['bench_data']:.0f} | {p['teacher_train']:.0f} | "
                      f"{p['coreset']:.0f} | {r['peak_rss_mb']:.0f} | {r['teacher_train']['wall_s']:.0f} | "
                      f"{r['coreset']['wall_s']:.0f} |")
+    lines += ["", f"The files are small ({r0['folder']['mean_file_kb']:.0f} KB on average; ImageNet's are ~110 KB), "
+              "so these epochs weigh resizing more and entropy decoding less than ImageNet's would; "
+              "docs/results/data_loading.md measures the same comparison on 45 KB files."]
     lines += ["", "torchvision's peak RSS (MiB, the largest of its processes, not their sum): " +
               ", ".join(f"{r['images']}: {median([t['peak_rss_mb'] for t in r['torch_runs']]):.0f}" for r in record["rows"]),
               "", "## Teacher import parity", "",
