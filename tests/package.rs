@@ -694,3 +694,124 @@ fn prior_size_flag_is_checked() {
     }
     assert!(!out.exists());
 }
+
+// --- shards (issue 20) ---------------------------------------------------------------------------
+
+fn bytes_of(dir: &Path) -> Vec<Vec<u8>> {
+    ["manifest.json", "patches.bin", "labels.bin"].iter().map(|f| std::fs::read(dir.join(f)).unwrap()).collect()
+}
+
+/// Issue 20: a distillation split by class into shards (uneven blocks, and classes by name),
+/// each written, read back and merged, is byte for byte the package of a single process: with a
+/// prior, latent mixup (partners inside a class) and CutMix labels (partners in any shard).
+/// Merge refuses overlapping, missing, corrupted and foreign shards by name.
+#[test]
+fn shards_merge_into_the_single_process_package_byte_for_byte() {
+    use dace::package::shard::{self, parse_part, Shard, ShardSelect};
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let teacher_dir = dir.path().join("teacher");
+    let (teacher, meta) = teacher(&ds, &teacher_dir);
+    let prior = tiny_prior(&ds, &dir.path().join("prior"), 2);
+    let cc = CoresetConfig { ipc: 1, factor: 2, crops: 2, mipc: 8, seed: 0 };
+    let coreset = coreset::select(&ds, &teacher, &meta, &cc, &device).unwrap();
+    let manifest =
+        |seeds: Vec<u64>| manifest_of(&coreset, &meta, &teacher_dir, Some(&prior), Variant::SrAugMixup, seeds, LabelEncoding::F16).unwrap();
+    let single = dir.path().join("single");
+    distill::distill(&coreset, Some(&prior), &teacher, manifest(vec![7, 8]), ds.train.len(), &single, &mut |_, _| {}, &device).unwrap();
+
+    let shard_of = |select: &ShardSelect, name: &str, seeds: Vec<u64>| {
+        let classes = select.classes(&ds.classes).unwrap();
+        let out = dir.path().join(name);
+        let (_, report) = distill::distill_shard(&coreset, Some(&prior), &teacher, manifest(seeds), classes, &out, &device).unwrap();
+        assert!(report.partner_expansions > 0, "CutMix partners outside the shard are expanded");
+        (out.clone(), Shard::load(&out).unwrap())
+    };
+    let parts: Vec<(std::path::PathBuf, Shard)> =
+        (0..3).map(|i| shard_of(&ShardSelect::Part { index: i, count: 3 }, &format!("part{i}"), vec![7, 8])).collect();
+    assert_eq!(parts.iter().map(|(_, s)| s.classes.len()).collect::<Vec<_>>(), [3, 3, 4]);
+    let merged = dir.path().join("merged");
+    // Any order of the shards.
+    let reversed: Vec<_> = parts.iter().rev().cloned().collect();
+    shard::merge(&reversed).unwrap().save(&merged, 0).unwrap();
+    assert!(bytes_of(&merged) == bytes_of(&single), "merged shards differ from the single-process package");
+
+    // Shards chosen by class name: the first class alone, the others together.
+    let names: Vec<String> = ds.classes.clone();
+    let one = shard_of(&ShardSelect::Named(vec![names[0].clone()]), "named0", vec![7, 8]);
+    let rest = shard_of(&ShardSelect::Named(names[1..].to_vec()), "named1", vec![7, 8]);
+    let merged2 = dir.path().join("merged2");
+    shard::merge(&[one.clone(), rest]).unwrap().save(&merged2, 0).unwrap();
+    assert!(bytes_of(&merged2) == bytes_of(&single));
+
+    // Refusals name the shard (or both).
+    let err = |shards: &[(std::path::PathBuf, Shard)]| shard::merge(shards).err().expect("merge must refuse").to_string();
+    let e = err(&[parts[0].clone(), one.clone(), parts[1].clone(), parts[2].clone()]);
+    assert!(e.contains("part0") && e.contains("named0") && e.contains("both hold class"), "{e}");
+    let e = err(&parts[..2]);
+    assert!(e.contains("no shard holds 4 of the 10 classes"), "{e}");
+    let other_seeds = shard_of(&ShardSelect::Part { index: 2, count: 3 }, "seeds", vec![7, 9]);
+    let e = err(&[parts[0].clone(), parts[1].clone(), other_seeds]);
+    assert!(e.contains("seeds") && e.contains("`seeds` differs") && e.contains("part0"), "{e}");
+    let logits = parts[1].0.join("logits.bin");
+    let mut bytes = std::fs::read(&logits).unwrap();
+    bytes[5] ^= 1;
+    std::fs::write(&logits, bytes).unwrap();
+    let e = Shard::load(&parts[1].0).unwrap_err().to_string();
+    assert!(e.contains("part1/logits.bin") && e.contains("sha256"), "{e}");
+    let e = Shard::load(&single).unwrap_err().to_string();
+    assert!(e.contains("not a dace package shard") && e.contains("a merged package"), "{e}");
+
+    // Selections that cannot be shards.
+    for (text, want) in [("3/3", "0 to n - 1"), ("0/0", "0 to n - 1"), ("a/2", "not a whole number"), ("1", "not i/n")] {
+        let e = parse_part(text).unwrap_err();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+    let e = ShardSelect::Part { index: 0, count: 11 }.classes(&ds.classes).unwrap_err().to_string();
+    assert!(e.contains("11 shards of 10 classes"), "{e}");
+    let e = ShardSelect::Named(vec!["no such".into()]).classes(&ds.classes).unwrap_err().to_string();
+    assert!(e.contains("`no such` is not one of the 10 classes"), "{e}");
+    let e = ShardSelect::Named(vec!["1".into(), names[1].clone()]).classes(&ds.classes).unwrap_err().to_string();
+    assert!(e.contains("listed twice"), "{e}");
+}
+
+/// `dace distill --shard i/n` and `dace package merge` on the command line: two shards merge into
+/// the single run's package files; bad selections are refused naming the flag.
+#[test]
+fn cli_shards_and_merge() {
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let teacher_dir = dir.path().join("teacher");
+    teacher(&ds, &teacher_dir);
+    let run = |extra: &[&str]| {
+        let t = teacher_dir.to_str().unwrap();
+        let mut args = vec!["distill", "--data", "embedded", "--teacher", t, "--variant", "rded", "--seeds", "2", "--mipc", "4"];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_dace")).args(&args).output().unwrap()
+    };
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    for (name, extra) in [("single", vec![]), ("s0", vec!["--shard", "0/2"]), ("s1", vec!["--classes", "5,6,7,8,9"])] {
+        let mut args = vec!["--out".to_string(), path(name)];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let merge = std::process::Command::new(env!("CARGO_BIN_EXE_dace"))
+        .args(["package", "merge", &path("s1"), &path("s0"), "--out", &path("merged")])
+        .output()
+        .unwrap();
+    assert!(merge.status.success(), "{}", String::from_utf8_lossy(&merge.stderr));
+    assert!(bytes_of(&dir.path().join("merged")) == bytes_of(&dir.path().join("single")));
+    for (extra, want) in [
+        (vec!["--shard", "2/2"], "'--shard <i/n>'"),
+        (vec!["--shard", "0/2", "--classes", "0"], "cannot be used with"),
+        (vec!["--classes", "0,nosuch"], "`nosuch` is not one of the 10 classes"),
+    ] {
+        let mut args = vec!["--out", "/nonexistent/never"];
+        args.extend(extra.iter());
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(want) && !stderr.contains("panicked"), "{extra:?}: {stderr}");
+    }
+}

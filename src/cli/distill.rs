@@ -11,6 +11,7 @@ use crate::coreset::{self, Coreset, CoresetConfig};
 use crate::distill::{self as distiller, write_preview};
 use crate::fsio;
 use crate::on_device;
+use crate::package::shard::{self, ShardSelect};
 use crate::package::{AugmentConfig, ExpandConfig, LabelEncoding, Manifest, Mode, PackageSettings, PriorRef, MAX_PRIOR_SIDE};
 use crate::prior::bundle::Prior;
 use crate::student::TrainingSet;
@@ -109,10 +110,42 @@ pub struct DistillArgs {
     pub prior_size: Option<[usize; 2]>,
     #[arg(long)]
     pub out: PathBuf,
+    /// Distill one shard of the classes into a package shard at --out: `i/n` is the i-th (from
+    /// 0) of n contiguous blocks of classes. `dace package merge` joins the shards into the
+    /// package a single run writes, byte for byte.
+    #[arg(long, value_parser = shard::parse_part, value_name = "i/n", conflicts_with = "classes")]
+    pub shard: Option<ShardSelect>,
+    /// Distill only these classes into a package shard: a file of one class name per line, or
+    /// names (or indices) separated by commas.
+    #[arg(long, value_name = "FILE|a,b,c")]
+    pub classes: Option<String>,
     #[command(flatten)]
     pub memory: InMemoryArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// Writes the shard's distill_report.json and says what it holds.
+fn report_shard(args: &DistillArgs, report: &distiller::ShardReport) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct Output<'a> {
+        command: String,
+        report: &'a distiller::ShardReport,
+    }
+    let path = args.out.join("distill_report.json");
+    fsio::write_json(&path, &Output { command: command_line(), report })?;
+    println!(
+        "package shard {}: {} classes, {} patches x {} seeds ({} resumed); {} expansions of its own, {} of CutMix partners; report {}",
+        args.out.display(),
+        report.classes.len(),
+        report.items,
+        report.seeds,
+        report.resumed_seeds,
+        report.expansions,
+        report.partner_expansions,
+        path.display()
+    );
+    Ok(())
 }
 
 /// clap value parser of `--prior-size`: `N` (square) or `HxW`, each side in 1..=MAX_PRIOR_SIDE.
@@ -172,7 +205,20 @@ pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     if seeds.is_empty() {
         bail!("--seeds must be at least 1");
     }
-    let (package, report) = on_device!(args.device.device, |B, device| {
+    let select = match (&args.shard, &args.classes) {
+        (Some(part), _) => Some(part.clone()),
+        (None, Some(spec)) => {
+            Some(ShardSelect::Named(crate::data::names::class_list(spec).map_err(|e| anyhow::anyhow!("--classes: {e}"))?))
+        }
+        (None, None) => None,
+    };
+    // A shard's classes are checked against the data's before any work.
+    let shard_classes = select.map(|s| s.classes(&ds.classes)).transpose()?;
+    enum Made {
+        Package(Box<crate::package::Package>, Box<distiller::DistillReport>),
+        Shard(Box<distiller::ShardReport>),
+    }
+    let made = on_device!(args.device.device, |B, device| {
         let (teacher, meta) = train::load_model::<B>(&args.teacher, &device)?;
         train::teacher::check_fits(&meta.config, &ds)?;
         // The prior first: a size it cannot work at is refused before the coreset is selected.
@@ -200,16 +246,26 @@ pub fn run(args: DistillArgs) -> anyhow::Result<()> {
         };
         let teacher_ref = distiller::teacher_ref(&args.teacher, &meta)?;
         let manifest = Manifest::new(&coreset.meta, settings, teacher_ref, meta.normalization.clone(), prior.as_ref().map(PriorRef::of))?;
-        let (package, report, preview) =
-            distiller::distill(&coreset, prior.as_ref(), &teacher, manifest, ds.train.len(), &args.out, &mut |_, _| {}, &device)?;
-        write_preview(
-            &args.out.join("expansions.png"),
-            &package.manifest,
-            &TrainingSet::from_package(&package.manifest, &package.patches),
-            &preview,
-        )?;
-        Ok::<_, crate::error::DaceError>((package, report))
+        let made = if let Some(classes) = shard_classes.clone() {
+            let (_, report) = distiller::distill_shard(&coreset, prior.as_ref(), &teacher, manifest, classes, &args.out, &device)?;
+            Made::Shard(Box::new(report))
+        } else {
+            let (package, report, preview) =
+                distiller::distill(&coreset, prior.as_ref(), &teacher, manifest, ds.train.len(), &args.out, &mut |_, _| {}, &device)?;
+            write_preview(
+                &args.out.join("expansions.png"),
+                &package.manifest,
+                &TrainingSet::from_package(&package.manifest, &package.patches),
+                &preview,
+            )?;
+            Made::Package(Box::new(package), Box::new(report))
+        };
+        Ok::<_, crate::error::DaceError>(made)
     })?;
+    let (package, report) = match made {
+        Made::Package(package, report) => (package, report),
+        Made::Shard(report) => return report_shard(&args, &report),
+    };
     #[derive(Serialize)]
     struct Output<'a> {
         command: String,

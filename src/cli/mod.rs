@@ -10,6 +10,7 @@ mod demo;
 mod distill;
 mod expand;
 mod experiment;
+mod package;
 mod prior;
 mod student;
 mod teacher;
@@ -50,6 +51,9 @@ pub enum Command {
     /// Distill: coreset, diffusion expansion of every patch under every seed, teacher soft labels,
     /// written as a package of patches + seeds + labels.
     Distill(distill::DistillArgs),
+    /// Package shards: merge them into one package.
+    #[command(subcommand)]
+    Package(package::PackageCommand),
     /// Regenerate a package's expansions on a device: PNG grid, images, fidelity checks.
     Expand(expand::ExpandArgs),
     /// Experiment grids whose results go to docs/results.
@@ -79,6 +83,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Student(args) => student::run(args),
         Command::Distill(args) => distill::run(args),
         Command::Expand(args) => expand::run(args),
+        Command::Package(cmd) => package::run(cmd),
         Command::Experiment(cmd) => experiment::run(cmd),
         Command::Prior(cmd) => prior::run(cmd),
         Command::Web(cmd) => web::run(cmd),

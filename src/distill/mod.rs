@@ -15,9 +15,10 @@ use crate::fsio;
 use crate::kernels::diffusion::DiffusionKernels;
 use crate::kernels::DaceBackend;
 use crate::models::Classifier;
+use crate::package::shard::{self, Shard};
 use crate::package::{Manifest, Package, Resolutions, SizeReport, TeacherRef};
 use crate::prior::bundle::Prior;
-use crate::student::labels::teacher_logits;
+use crate::student::labels::{teacher_logits, teacher_logits_of};
 use crate::student::TrainingSet;
 use crate::train::{ModelMeta, Normalization};
 
@@ -53,6 +54,9 @@ struct Partial {
     /// The manifest (without file hashes) the partial labels belong to.
     manifest: Manifest,
     seeds_done: usize,
+    /// The classes of a shard's partial labels (absent for a whole package).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    classes: Option<Vec<u32>>,
 }
 
 fn partial_paths(out: &Path) -> (PathBuf, PathBuf) {
@@ -67,12 +71,12 @@ pub struct Preview {
 }
 
 /// The logits of the seeds an interrupted distillation into `out` finished, when it was made
-/// with exactly this manifest (`row` logits per seed); otherwise none.
-fn resumed_logits(out: &Path, manifest: &Manifest, row: usize) -> Result<Vec<f32>> {
+/// with exactly this manifest and shard classes (`row` logits per seed); otherwise none.
+fn resumed_logits(out: &Path, manifest: &Manifest, classes: Option<&[u32]>, row: usize) -> Result<Vec<f32>> {
     let (partial_json, partial_bin) = partial_paths(out);
     let mut logits: Vec<f32> = Vec::with_capacity(manifest.seeds.len() * row);
     if let Ok(p) = fsio::read_json::<Partial>(&partial_json) {
-        if p.manifest == *manifest {
+        if p.manifest == *manifest && p.classes.as_deref() == classes {
             let bytes = fsio::read(&partial_bin)?;
             if bytes.len() == p.seeds_done * row * 4 {
                 logits = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
@@ -84,11 +88,17 @@ fn resumed_logits(out: &Path, manifest: &Manifest, row: usize) -> Result<Vec<f32
 
 /// Checkpoints the logits of the first `seeds_done` seeds (the bytes first, then the JSON that
 /// vouches for them).
-fn save_partial(out: &Path, manifest: &Manifest, seeds_done: usize, logits: &[f32]) -> Result<()> {
+fn save_partial(out: &Path, manifest: &Manifest, classes: Option<&[u32]>, seeds_done: usize, logits: &[f32]) -> Result<()> {
     let (partial_json, partial_bin) = partial_paths(out);
     let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
     fsio::write_atomic(&partial_bin, &bytes)?;
-    fsio::write_json(&partial_json, &Partial { manifest: manifest.clone(), seeds_done })
+    fsio::write_json(&partial_json, &Partial { manifest: manifest.clone(), seeds_done, classes: classes.map(<[u32]>::to_vec) })
+}
+
+fn remove_partial(out: &Path) {
+    let (partial_json, partial_bin) = partial_paths(out);
+    let _ = std::fs::remove_file(&partial_json);
+    let _ = std::fs::remove_file(&partial_bin);
 }
 
 /// Runs the expansion + labelling of `coreset` into a package at `out`. `manifest` is the
@@ -114,7 +124,7 @@ pub fn distill<B: DaceBackend + DiffusionKernels>(
     let n = set.len();
     let norm: Normalization = manifest.normalization.clone();
 
-    let mut logits = resumed_logits(out, &manifest, n * k)?;
+    let mut logits = resumed_logits(out, &manifest, None, n * k)?;
     let resumed = logits.len() / (n * k).max(1);
     let preview_cols = manifest.seeds.len().min(7);
     let per_class: Vec<usize> = (0..k as u32).filter_map(|c| manifest.items.iter().position(|&i| i == c)).collect();
@@ -143,7 +153,7 @@ pub fn distill<B: DaceBackend + DiffusionKernels>(
         bar.inc(1);
         let done = s + 1;
         if done < manifest.seeds.len() && last_checkpoint.elapsed().as_secs_f64() >= every {
-            save_partial(out, &manifest, done, &logits)?;
+            save_partial(out, &manifest, None, done, &logits)?;
             last_checkpoint = Instant::now();
         }
     }
@@ -153,9 +163,7 @@ pub fn distill<B: DaceBackend + DiffusionKernels>(
         (0..manifest.seeds.len() * n).filter(|&row| argmax(&logits[row * k..(row + 1) * k]) == manifest.items[row % n] as usize).count();
     let mut package = Package { manifest, patches: coreset.patches.clone(), logits };
     let size = package.save(out, full_dataset_images)?;
-    let (partial_json, partial_bin) = partial_paths(out);
-    let _ = std::fs::remove_file(&partial_json);
-    let _ = std::fs::remove_file(&partial_bin);
+    remove_partial(out);
     let report = DistillReport {
         package: out.display().to_string(),
         description: package.manifest.description(),
@@ -172,6 +180,97 @@ pub fn distill<B: DaceBackend + DiffusionKernels>(
         seconds: start.elapsed().as_secs_f64(),
     };
     Ok((package, report, preview))
+}
+
+/// What a shard's distillation did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardReport {
+    pub shard: String,
+    pub classes: Vec<String>,
+    pub items: usize,
+    pub seeds: usize,
+    /// Expansions of the shard's own items, and of other shards' items that its labels' CutMix
+    /// pastes from (made again here: a single process has them for free).
+    pub expansions: usize,
+    pub partner_expansions: usize,
+    pub expand_seconds: f64,
+    pub label_seconds: f64,
+    pub resumed_seeds: usize,
+    pub seconds: f64,
+}
+
+/// The items whose expansions label `own` under `seed`: `own` and their CutMix partners, sorted.
+fn items_needed(set: &TrainingSet, own: &[usize], seed: u64, augment: &crate::package::AugmentConfig) -> Vec<usize> {
+    let mut needed: Vec<usize> = own.iter().copied().chain(own.iter().filter_map(|&i| set.cutmix_partner(i, seed, augment))).collect();
+    needed.sort_unstable();
+    needed.dedup();
+    needed
+}
+
+/// Distills the items of `classes` only, into a package shard at `out` ([`crate::package::shard`]):
+/// the same expansions and logits the whole distillation makes for them. Checkpoints and resumes
+/// like [`distill`].
+pub fn distill_shard<B: DaceBackend + DiffusionKernels>(
+    coreset: &Coreset,
+    prior: Option<&Prior<B>>,
+    teacher: &Classifier<B>,
+    manifest: Manifest,
+    classes: Vec<u32>,
+    out: &Path,
+    device: &B::Device,
+) -> Result<(Shard, ShardReport)> {
+    let start = Instant::now();
+    check_coreset(&manifest, coreset)?;
+    manifest.check_prior(prior.map(|p| p.fingerprint.as_str()))?;
+    let expander = Expander::for_manifest(prior, &manifest, &coreset.patches, manifest.batch, device)?;
+    let set = TrainingSet::from_package(&manifest, &coreset.patches);
+    let own = shard::items_of(&manifest, &classes);
+    let (k, len) = (manifest.num_classes(), set.image_len());
+    let mut logits = resumed_logits(out, &manifest, Some(&classes), own.len() * k)?;
+    let resumed = logits.len() / (own.len() * k).max(1);
+    let bar = crate::train::progress::bar(manifest.seeds.len() as u64, format!("distill shard of {} classes", classes.len()));
+    bar.set_position(resumed as u64);
+    let (mut expand_s, mut label_s, mut partners) = (0.0, 0.0, 0);
+    let mut last_checkpoint = Instant::now();
+    // Only the needed items' bytes are written; the views read no others.
+    let mut images = vec![0u8; set.len() * len];
+    for (s, &seed) in manifest.seeds.iter().enumerate().skip(resumed) {
+        let t = Instant::now();
+        let needed = items_needed(&set, &own, seed, &manifest.augment);
+        partners += needed.len() - own.len();
+        let made = expander.expand(&needed, seed)?;
+        for (j, &i) in needed.iter().enumerate() {
+            images[i * len..(i + 1) * len].copy_from_slice(&made[j * len..(j + 1) * len]);
+        }
+        expand_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        logits.extend(teacher_logits_of(&set, &images, &own, seed, teacher, &manifest.normalization, &manifest.augment, device)?);
+        label_s += t.elapsed().as_secs_f64();
+        bar.inc(1);
+        if s + 1 < manifest.seeds.len() && last_checkpoint.elapsed().as_secs_f64() >= checkpoint_seconds() {
+            save_partial(out, &manifest, Some(&classes), s + 1, &logits)?;
+            last_checkpoint = Instant::now();
+        }
+    }
+    bar.finish_and_clear();
+    let names = classes.iter().map(|&c| manifest.classes[c as usize].clone()).collect();
+    let seeds = manifest.seeds.len();
+    let shard = Shard { manifest, classes, patches: coreset.patches.clone(), logits };
+    shard.save(out)?;
+    remove_partial(out);
+    let report = ShardReport {
+        shard: out.display().to_string(),
+        classes: names,
+        items: own.len(),
+        seeds,
+        expansions: (seeds - resumed) * own.len(),
+        partner_expansions: partners,
+        expand_seconds: expand_s,
+        label_seconds: label_s,
+        resumed_seeds: resumed,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((shard, report))
 }
 
 /// The coreset a manifest was built from: same classes, shapes and patches per class.

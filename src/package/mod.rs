@@ -15,6 +15,7 @@
 pub mod labels;
 pub mod manifest;
 pub mod settings;
+pub mod shard;
 
 use std::path::Path;
 

@@ -138,9 +138,26 @@ pub fn teacher_logits<B: DaceBackend>(
     augment: &AugmentConfig,
     device: &B::Device,
 ) -> Result<Vec<f32>> {
-    let (c, h, w) = (set.channels, set.height, set.width);
     let items: Vec<usize> = (0..set.len()).collect();
-    let mut logits = Vec::with_capacity(set.len() * set.num_classes);
+    teacher_logits_of(set, images, &items, seed, teacher, norm, augment, device)
+}
+
+/// [`teacher_logits`] of `items` only (`[item][class]` in their order): what a package shard
+/// labels. `images` needs the expansions of `items` and of their CutMix partners
+/// ([`TrainingSet::cutmix_partner`]); the other items' bytes are not read.
+#[allow(clippy::too_many_arguments)]
+pub fn teacher_logits_of<B: DaceBackend>(
+    set: &TrainingSet,
+    images: &[u8],
+    items: &[usize],
+    seed: u64,
+    teacher: &Classifier<B>,
+    norm: &Normalization,
+    augment: &AugmentConfig,
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    let (c, h, w) = (set.channels, set.height, set.width);
+    let mut logits = Vec::with_capacity(items.len() * set.num_classes);
     for chunk in items.chunks(256) {
         let x =
             Tensor::<B, 4>::from_data(TensorData::new(set.views_in(images, chunk, seed, augment, norm), [chunk.len(), c, h, w]), device);

@@ -131,6 +131,12 @@ impl TrainingSet {
         x
     }
 
+    /// The item whose image `item`'s view under `seed` pastes a box of (CutMix), if any: a view
+    /// reads the images of `item` and of this partner only.
+    pub fn cutmix_partner(&self, item: usize, seed: u64, cfg: &AugmentConfig) -> Option<usize> {
+        cfg.cutmix.then(|| augment::cutmix_choice(seed, item as u64, self.len(), self.height, self.width).0)
+    }
+
     /// Views of `items` under `seed`, back to back.
     pub fn views(&self, items: &[usize], seed: u64, cfg: &AugmentConfig, norm: &Normalization) -> Vec<f32> {
         self.views_in(&self.images, items, seed, cfg, norm)
