@@ -746,7 +746,7 @@ fn shards_merge_into_the_single_process_package_byte_for_byte() {
     assert!(bytes_of(&merged2) == bytes_of(&single));
 
     // Refusals name the shard (or both).
-    let err = |shards: &[(std::path::PathBuf, Shard)]| shard::merge(shards).err().expect("merge must refuse").to_string();
+    let err = |shards: &[(std::path::PathBuf, Shard)]| shard::merge(shards).expect_err("merge must refuse").to_string();
     let e = err(&[parts[0].clone(), one.clone(), parts[1].clone(), parts[2].clone()]);
     assert!(e.contains("part0") && e.contains("named0") && e.contains("both hold class"), "{e}");
     let e = err(&parts[..2]);
@@ -814,4 +814,31 @@ fn cli_shards_and_merge() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(want) && !stderr.contains("panicked"), "{extra:?}: {stderr}");
     }
+}
+
+/// Issue 20: the regeneration cache keeps seeds while they fit its budget and never more; a seed
+/// outside it is regenerated (bit-identical) each time it comes round.
+#[test]
+fn the_regeneration_cache_stays_within_its_budget() {
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let teacher_dir = dir.path().join("teacher");
+    let (teacher, meta) = teacher(&ds, &teacher_dir);
+    let made = distill_into(&ds, &teacher, &meta, &teacher_dir, None, Variant::Rded, 3, LabelEncoding::F16, &dir.path().join("pkg"));
+    let seed_bytes = made.images[0].len();
+    let seeds = made.pkg.manifest.seeds.clone();
+    let device = Default::default();
+    let mut regen = regenerator::<B>(&made.pkg, None, None, &device).unwrap().with_cache_bytes(seed_bytes + seed_bytes / 2);
+    for round in 0..2 {
+        for (s, &seed) in seeds.iter().enumerate() {
+            assert_eq!(*regen.epoch(s, seed).unwrap(), *made.images[s], "round {round}, seed {seed}");
+            assert!(regen.cached_bytes() <= seed_bytes + seed_bytes / 2);
+        }
+    }
+    // Seed 0 was kept (1 hit in round 2); seeds 1 and 2 did not fit and were made twice.
+    assert_eq!((regen.hits, regen.images, regen.cached_bytes()), (1, 5 * 40, seed_bytes));
+    let mut none = regenerator::<B>(&made.pkg, None, None, &device).unwrap().with_cache_bytes(0);
+    none.epoch(0, seeds[0]).unwrap();
+    none.epoch(0, seeds[0]).unwrap();
+    assert_eq!((none.hits, none.cached_bytes()), (0, 0));
 }

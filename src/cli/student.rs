@@ -55,6 +55,11 @@ pub struct StudentArgs {
     pub batch: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Memory for regenerated epochs kept for reuse, MiB (packages only). Seeds are kept while
+    /// they fit; the others are regenerated when their epoch comes round. Default: half of the
+    /// memory available when the student starts.
+    #[arg(long)]
+    pub cache_mb: Option<u64>,
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
@@ -140,24 +145,36 @@ fn package_student(args: StudentArgs) -> anyhow::Result<()> {
     let ds = load_data_at(&args.data, Some(pkg.manifest.image_size))?;
     let config = student_config(&pkg, args.recipe.arch, args.recipe.norm, args.epochs, args.batch, args.recipe.temperature, args.seed);
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let (report, regen_images) = on_device!(args.device.device, |B, device| {
+    let cache_mb = args.cache_mb.unwrap_or_else(|| available_mb() / 2);
+    let (report, regen_images, cache) = on_device!(args.device.device, |B, device| {
         let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
         let prior = prior.map(|p| p.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float())).transpose()?;
-        let mut regen = regenerator(&pkg, prior.as_ref(), None, &device)?;
+        let mut regen = regenerator(&pkg, prior.as_ref(), None, &device)?.with_cache_bytes((cache_mb << 20) as usize);
         let report = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &ds, &device)?;
-        Ok::<_, crate::DaceError>((report, regen.images))
+        let cache = CacheReport { cache_mb, hits: regen.hits, cached_mb: regen.cached_bytes() as f64 / (1 << 20) as f64 };
+        Ok::<_, crate::DaceError>((report, regen.images, cache))
     })?;
     #[derive(Serialize)]
     struct Output<'a> {
         command: String,
         package: String,
         regenerated_images: usize,
+        cache: CacheReport,
+        /// This process's peak resident memory, MiB (Linux).
+        peak_rss_mb: Option<f64>,
         report: &'a crate::student::StudentReport,
     }
     let path = args.out.join("report.json");
     fsio::write_json(
         &path,
-        &Output { command: command_line(), package: dir.display().to_string(), regenerated_images: regen_images, report: &report },
+        &Output {
+            command: command_line(),
+            package: dir.display().to_string(),
+            regenerated_images: regen_images,
+            cache,
+            peak_rss_mb: crate::bench::data::peak_rss_mb(),
+            report: &report,
+        },
     )?;
     println!(
         "student {} on {} ({} patches, {} images regenerated in {:.0} s): final test accuracy {:.2}% (best {:.2}%) after {} epochs, {:.0} s; report {}",
@@ -165,4 +182,19 @@ fn package_student(args: StudentArgs) -> anyhow::Result<()> {
         report.best_accuracy, args.epochs, report.seconds, path.display()
     );
     Ok(())
+}
+
+/// The regeneration cache of a package student: its budget, the epochs it served, what it held.
+#[derive(Serialize)]
+struct CacheReport {
+    cache_mb: u64,
+    hits: usize,
+    cached_mb: f64,
+}
+
+/// Memory available to a new process, MiB (`MemAvailable`; 4 GiB where the OS does not say).
+fn available_mb() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+    kib.map_or(4096, |k| k >> 10)
 }

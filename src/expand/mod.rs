@@ -274,42 +274,70 @@ fn check_prior_fits<B: DaceBackend>(prior: &Prior<B>, c: usize, size: [usize; 2]
 
 /// Each epoch's images regenerated from its seed, kept in memory (never on disk) so that later
 /// epochs reusing a seed, and further students of the same package, do not pay for them again.
+/// The memory is bounded by a budget ([`Regenerator::with_cache_bytes`]): seeds are cached while
+/// they fit and never evicted. Epochs visit the seeds in a cycle, where evicting the least
+/// recently used seed would evict each one just before its reuse and never hit; keeping the
+/// first ones makes `budget / all seeds' bytes` of the later epochs hits.
 pub struct Regenerator<'a, B: DaceBackend + DiffusionKernels> {
     expander: Expander<'a, B>,
     cache: Vec<Option<std::sync::Arc<Vec<u8>>>>,
+    budget: usize,
+    cached: usize,
     /// Time spent regenerating and the number of images regenerated.
     pub seconds: f64,
     pub images: usize,
+    /// Epochs served from the cache.
+    pub hits: usize,
 }
 
 impl<'a, B: DaceBackend + DiffusionKernels> Regenerator<'a, B> {
+    /// A regenerator caching every seed (see [`Regenerator::with_cache_bytes`]).
     pub fn new(expander: Expander<'a, B>, seeds: usize) -> Self {
-        Regenerator { expander, cache: vec![None; seeds], seconds: 0.0, images: 0 }
+        Regenerator { expander, cache: vec![None; seeds], budget: usize::MAX, cached: 0, seconds: 0.0, images: 0, hits: 0 }
+    }
+
+    /// Caches at most `bytes` of images (0: none).
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
+        self.budget = bytes;
+        self
+    }
+
+    /// Bytes of images held in the cache.
+    pub fn cached_bytes(&self) -> usize {
+        self.cached
     }
 
     pub fn expander(&self) -> &Expander<'a, B> {
         &self.expander
     }
 
+    /// Keeps `images` as seed number `s`'s if they fit in the budget.
+    fn store(&mut self, s: usize, images: &std::sync::Arc<Vec<u8>>) {
+        let fits = self.cached.checked_add(images.len()).is_some_and(|total| total <= self.budget);
+        if let Some(slot @ None) = self.cache.get_mut(s) {
+            if fits {
+                *slot = Some(images.clone());
+                self.cached += images.len();
+            }
+        }
+    }
+
     /// Stores images made elsewhere (by `distill` in the same process) as seed number `s`'s.
     pub fn prefill(&mut self, s: usize, images: std::sync::Arc<Vec<u8>>) {
-        if let Some(slot) = self.cache.get_mut(s) {
-            *slot = Some(images);
-        }
+        self.store(s, &images);
     }
 
     /// Every item's expansion under seed number `s` (= `seed`).
     pub fn epoch(&mut self, s: usize, seed: u64) -> Result<std::sync::Arc<Vec<u8>>> {
         if let Some(Some(images)) = self.cache.get(s) {
+            self.hits += 1;
             return Ok(images.clone());
         }
         let t = std::time::Instant::now();
         let images = std::sync::Arc::new(self.expander.expand_all(seed)?);
         self.seconds += t.elapsed().as_secs_f64();
         self.images += self.expander.len();
-        if let Some(slot) = self.cache.get_mut(s) {
-            *slot = Some(images.clone());
-        }
+        self.store(s, &images);
         Ok(images)
     }
 }
