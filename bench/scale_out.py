@@ -147,6 +147,15 @@ def render(path):
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['cache_mb']} | {r['peak_rss_mb']:.0f} | {r['epoch_s']:.2f} | {r['regen_s']:.1f} | {r['cache_hits']} | "
               f"{r['cached_mb']:.1f} | {r['final_accuracy']:.2f} |" for r in record["student"]]
+    accuracies = sorted({r["final_accuracy"] for r in record["student"]})
+    lines += ["", f"All seeds' images together are {record['student'][-1]['cached_mb']:.1f} MiB here, so peak RSS is "
+              "the process's own (model, prior, evaluation data) and does not show the bound; that needs a "
+              "package whose images exceed the budget by far (not measured yet)."]
+    if len(accuracies) > 1:
+        lines += ["", f"Final accuracy differs between budgets ({', '.join(f'{a:.2f}' for a in accuracies)} %) although "
+                  "a cached epoch's images are the bytes a regeneration makes (checked once with a throwaway test: every seed regenerated twice "
+                  "in one process gives the same bytes): the student's training depends on what the process ran "
+                  "before it, not only on its inputs. Not yet explained; a determinism bug to find."]
     lines += ["", "## On paper: ImageNet-1K, IPC 10", "",
               f"{p['expansions']:,} expansions (1000 classes x 40 patches x 300 seeds) at "
               f"{p['per_expansion_s']:.2f} s each (SDXL-Turbo, 512 px, 5 steps, CUDA {p['measured']['dtype']}, "
