@@ -726,3 +726,46 @@ fn fused_linear_matches_burn() {
     let y: Vec<f32> = kernels::linear(&layer, nan).into_data().to_vec().unwrap();
     assert!(y[0].is_nan() && y[1].is_nan() && !y[2].is_nan(), "{y:?}");
 }
+
+/// The convolution's weight gradient sums its batch in a fixed order: the same inputs give the same
+/// bits while other rayon work competes for the pool (as a regeneration between epochs does), so a
+/// student trains to the same weights whatever else ran in the process.
+#[test]
+fn convolution_weight_gradient_is_bit_identical_under_concurrent_load() {
+    use dace::kernels::conv_cpu::{weight_grad, ConvGeometry};
+    use rayon::prelude::*;
+    let g = ConvGeometry {
+        batch: 96,
+        in_channels: 6,
+        height: 14,
+        width: 14,
+        out_channels: 12,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+    };
+    let [ho, wo] = g.out_size();
+    let noise = |n: usize, salt: u32| -> Vec<f32> {
+        (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ salt) as f32 / u32::MAX as f32 - 0.5).collect()
+    };
+    let x = noise(g.batch * g.in_channels * g.height * g.width, 7);
+    let dy = noise(g.batch * g.out_channels * ho * wo, 11);
+    let reference = weight_grad(&x, &dy, &g);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 1usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n = n % 5000 + 997;
+                let v: f64 = (0..n * 100).into_par_iter().map(|i| (i as f64).sqrt()).sum();
+                std::hint::black_box(v);
+            }
+        });
+        for round in 0..40 {
+            let again = weight_grad(&x, &dy, &g);
+            let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same(&again.0, &reference.0) && same(&again.1, &reference.1), "weight gradient changed bits in round {round}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}

@@ -316,44 +316,52 @@ pub fn input_grad(dy: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
 }
 
 /// Weight and bias gradients: `dW = sum_n dy[n] [C_out, P] x im2col(x[n])^T [P, K]`.
+///
+/// The groups are summed in a fixed order (one contiguous block of groups per thread, then the
+/// blocks in order), so the gradient does not depend on how rayon scheduled the work: a student
+/// trains to the same weights whatever else ran in the process.
 pub fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> (Vec<f32>, Vec<f32>) {
     let (k, plane, co) = (g.patch_len(), g.out_plane(), g.out_channels);
     let gs = group_size(g);
-    let par = inner_parallelism(g.batch.div_ceil(gs));
+    let groups = g.batch.div_ceil(gs);
+    let par = inner_parallelism(groups);
     let pointwise = g.is_pointwise() && gs == 1;
     let (cols_len, tmp_len) = scratch_len(g, gs);
-    let (dw, db) = x
-        .par_chunks(gs * g.in_image())
-        .zip(dy.par_chunks(gs * co * plane))
-        .fold(
-            || (vec![0f32; co * k], vec![0f32; co]),
-            |(mut dw, mut db), (x, dy)| {
-                with_scratch(cols_len + tmp_len, |scratch| {
-                    let (cols, tmp) = scratch.split_at_mut(cols_len);
-                    let n = x.len() / g.in_image();
-                    let ld = n * plane;
-                    let cols_ref = group_columns(x, g, cols, pointwise);
-                    let dy_ref: &[f32] = if gs > 1 {
-                        regroup(dy, tmp, n, co, plane, false);
-                        &tmp[..co * ld]
-                    } else {
-                        dy
-                    };
-                    matmul(co, k, ld, &mut dw, dy_ref, [ld, 1], cols_ref, [1, ld], true, par);
-                    for (b, row) in db.iter_mut().zip(dy_ref.chunks(ld)) {
-                        *b += crate::kernels::norm_cpu::sum_and_dot(row, row).0 as f32;
-                    }
-                });
-                (dw, db)
-            },
-        )
-        .reduce(
-            || (vec![0f32; co * k], vec![0f32; co]),
-            |(mut a, mut b), (c, d)| {
-                a.iter_mut().zip(c).for_each(|(a, c)| *a += c);
-                b.iter_mut().zip(d).for_each(|(b, d)| *b += d);
-                (a, b)
-            },
-        );
+    let per_block = groups.div_ceil(rayon::current_num_threads().max(1));
+    let accumulate_group = |dw: &mut [f32], db: &mut [f32], x: &[f32], dy: &[f32]| {
+        with_scratch(cols_len + tmp_len, |scratch| {
+            let (cols, tmp) = scratch.split_at_mut(cols_len);
+            let n = x.len() / g.in_image();
+            let ld = n * plane;
+            let cols_ref = group_columns(x, g, cols, pointwise);
+            let dy_ref: &[f32] = if gs > 1 {
+                regroup(dy, tmp, n, co, plane, false);
+                &tmp[..co * ld]
+            } else {
+                dy
+            };
+            matmul(co, k, ld, dw, dy_ref, [ld, 1], cols_ref, [1, ld], true, par);
+            for (b, row) in db.iter_mut().zip(dy_ref.chunks(ld)) {
+                *b += crate::kernels::norm_cpu::sum_and_dot(row, row).0 as f32;
+            }
+        })
+    };
+    let blocks: Vec<(Vec<f32>, Vec<f32>)> = x
+        .par_chunks(per_block * gs * g.in_image())
+        .zip(dy.par_chunks(per_block * gs * co * plane))
+        .map(|(x, dy)| {
+            let (mut dw, mut db) = (vec![0f32; co * k], vec![0f32; co]);
+            for (x, dy) in x.chunks(gs * g.in_image()).zip(dy.chunks(gs * co * plane)) {
+                accumulate_group(&mut dw, &mut db, x, dy);
+            }
+            (dw, db)
+        })
+        .collect();
+    let mut blocks = blocks.into_iter();
+    let (mut dw, mut db) = blocks.next().unwrap_or_else(|| (vec![0f32; co * k], vec![0f32; co]));
+    for (bw, bb) in blocks {
+        dw.iter_mut().zip(bw).for_each(|(a, c)| *a += c);
+        db.iter_mut().zip(bb).for_each(|(a, c)| *a += c);
+    }
     (dw, db)
 }
