@@ -25,7 +25,7 @@ use dace::package::{
 };
 use dace::prior::bundle::Prior;
 use dace::prior::pipeline::{self, NoiseId};
-use dace::student::package::{regenerator, student_config, train_on_package};
+use dace::student::package::{regenerator, student_config, train_on_package, train_on_package_checkpointed};
 use dace::student::TrainingSet;
 use dace::train::ModelMeta;
 
@@ -841,4 +841,96 @@ fn the_regeneration_cache_stays_within_its_budget() {
     none.epoch(0, seeds[0]).unwrap();
     none.epoch(0, seeds[0]).unwrap();
     assert_eq!((none.hits, none.cached_bytes()), (0, 0));
+}
+
+/// Issue 20: what a package student learns does not depend on how its images reached it: made
+/// between epochs or one epoch ahead on another thread, cached or regenerated. The per-epoch
+/// losses and the test accuracy agree bit for bit.
+#[test]
+fn prefetch_and_cache_do_not_change_what_a_student_learns() {
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let teacher_dir = dir.path().join("teacher");
+    let (teacher, meta) = teacher(&ds, &teacher_dir);
+    let made = distill_into(&ds, &teacher, &meta, &teacher_dir, None, Variant::Rded, 3, LabelEncoding::F16, &dir.path().join("pkg"));
+    let config = student_config(&made.pkg, Arch::Convnet3, NormKind::Instance, 6, Some(20), 20.0, 0);
+    let device = Default::default();
+    let train = |prefetch: bool, cache: usize| {
+        let mut regen = regenerator::<B>(&made.pkg, None, None, &device).unwrap().with_cache_bytes(cache);
+        let report = train_on_package_checkpointed::<Autodiff<B>>(&made.pkg, &mut regen, &config, &ds, None, prefetch, &device).unwrap();
+        let losses: Vec<u64> = report.history.iter().map(|p| p.train_loss.to_bits()).collect();
+        (losses, report.final_accuracy.to_bits(), report.per_class_accuracy.iter().map(|a| a.to_bits()).collect::<Vec<_>>(), regen.hits)
+    };
+    let inline = train(false, 0);
+    let prefetched = train(true, 0);
+    let cached = train(true, usize::MAX);
+    assert_eq!((&inline.0, inline.1, &inline.2), (&prefetched.0, prefetched.1, &prefetched.2), "prefetching changed the training");
+    assert_eq!((&inline.0, inline.1, &inline.2), (&cached.0, cached.1, &cached.2), "the cache changed the training");
+    assert_eq!((inline.3, cached.3), (0, 3), "6 epochs over 3 seeds: the second round comes from the cache");
+}
+
+/// Issue 20: a package student killed mid-run (SIGKILL, as a preempted job) resumes from its
+/// per-epoch checkpoint with `--resume` and ends where an uninterrupted run ends, epoch for epoch.
+/// Without `--resume` an existing checkpoint is refused, and so is a damaged or foreign one.
+#[test]
+fn a_killed_student_resumes_to_the_uninterrupted_result() {
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let teacher_dir = dir.path().join("teacher");
+    let (teacher, meta) = teacher(&ds, &teacher_dir);
+    let pkg = dir.path().join("pkg");
+    distill_into(&ds, &teacher, &meta, &teacher_dir, None, Variant::Rded, 3, LabelEncoding::F16, &pkg);
+    let epochs = 40;
+    let student_for = |epochs: usize, out: &Path, extra: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dace"));
+        c.args(["student", "--package"])
+            .arg(&pkg)
+            .args(["--data", "embedded", "--epochs", &epochs.to_string(), "--batch", "20", "--out"])
+            .arg(out)
+            .args(extra);
+        c
+    };
+    let student = |out: &Path, extra: &[&str]| student_for(epochs, out, extra);
+    let report = |out: &Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap() };
+    let whole = dir.path().join("whole");
+    let out = student(&whole, &[]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let killed = dir.path().join("killed");
+    let mut child = student(&killed, &[]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let state = killed.join("checkpoint/state.json");
+    let done = || -> u64 {
+        let v: serde_json::Value = std::fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        v["progress"]["epochs_done"].as_u64().unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while done() < 3 {
+        assert!(start.elapsed().as_secs() < 300 && child.try_wait().unwrap().is_none(), "the student ended before it could be killed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = done();
+    assert!((3..epochs as u64).contains(&at_kill) && !killed.join("report.json").exists(), "killed after {at_kill} epochs");
+
+    let out = student(&killed, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--resume") && stderr.contains("checkpoint"), "{stderr}");
+    let out = student(&killed, &["--resume"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("after epoch {at_kill}")));
+    let (a, b) = (report(&whole), report(&killed));
+    assert_eq!(a["report"]["history"], b["report"]["history"], "the resumed run's epochs differ from the uninterrupted run's");
+    assert_eq!(a["report"]["final_accuracy"], b["report"]["final_accuracy"]);
+    assert_eq!(a["report"]["per_class_accuracy"], b["report"]["per_class_accuracy"]);
+
+    // Another epoch count is another run: its checkpoint is refused, naming the file.
+    let other = student_for(epochs + 1, &killed, &["--resume"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && stderr.contains("state.json") && stderr.contains("other student settings"), "{stderr}");
+    // A damaged state file is an error naming it, not a panic.
+    std::fs::write(&state, b"{ not json").unwrap();
+    let out = student(&killed, &["--resume"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("state.json") && !stderr.contains("panicked"), "{stderr}");
 }

@@ -16,10 +16,15 @@ use crate::models::ClassifierConfig;
 use crate::on_device;
 use crate::package::Package;
 use crate::prior::bundle::Prior;
-use crate::student::package::{regenerator, student_config, train_on_package};
+use crate::student::package::{regenerator, student_config, train_on_package_checkpointed};
+use crate::student::StudentCheckpoint;
 use crate::train;
 
 pub fn run(args: StudentArgs) -> anyhow::Result<()> {
+    // Before any work (labels, regeneration): an earlier run's checkpoint is never overwritten.
+    if args.checkpoint().exists() && !args.resume {
+        bail!("{} holds a student checkpoint: pass --resume to continue it, or choose another --out", args.checkpoint().dir.display());
+    }
     if args.package.is_some() {
         package_student(args)
     } else {
@@ -62,8 +67,22 @@ pub struct StudentArgs {
     pub cache_mb: Option<u64>,
     #[arg(long)]
     pub out: PathBuf,
+    /// Regenerate each epoch's images between epochs instead of one epoch ahead on another thread
+    /// (packages only; the prefetch holds one more epoch of images in memory, never other results).
+    #[arg(long)]
+    pub no_prefetch: bool,
+    /// Continue the run whose per-epoch checkpoint is in OUT/checkpoint (a killed or preempted
+    /// student; the same settings are required). Without it, an existing checkpoint is an error.
+    #[arg(long)]
+    pub resume: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+impl StudentArgs {
+    fn checkpoint(&self) -> StudentCheckpoint {
+        StudentCheckpoint { dir: crate::student::checkpoint::default_dir(&self.out), resume: self.resume }
+    }
 }
 
 fn coreset_student(args: StudentArgs) -> anyhow::Result<()> {
@@ -113,7 +132,7 @@ fn coreset_student(args: StudentArgs) -> anyhow::Result<()> {
             (_, Some(t)) => Labels::Online(t),
             _ => Labels::Hard,
         };
-        student::train_student::<Autodiff<B>>(&config, &set, labels, &meta.normalization, &ds, &device)
+        student::train_student_with::<Autodiff<B>>(&config, &set, labels, &meta.normalization, &ds, None, Some(&args.checkpoint()), &device)
     })?;
     #[derive(Serialize)]
     struct Output<'a> {
@@ -150,8 +169,21 @@ fn package_student(args: StudentArgs) -> anyhow::Result<()> {
         let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
         let prior = prior.map(|p| p.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float())).transpose()?;
         let mut regen = regenerator(&pkg, prior.as_ref(), None, &device)?.with_cache_bytes((cache_mb << 20) as usize);
-        let report = train_on_package::<Autodiff<B>>(&pkg, &mut regen, &config, &ds, &device)?;
-        let cache = CacheReport { cache_mb, hits: regen.hits, cached_mb: regen.cached_bytes() as f64 / (1 << 20) as f64 };
+        let report = train_on_package_checkpointed::<Autodiff<B>>(
+            &pkg,
+            &mut regen,
+            &config,
+            &ds,
+            Some(&args.checkpoint()),
+            !args.no_prefetch,
+            &device,
+        )?;
+        let cache = CacheReport {
+            cache_mb,
+            prefetch: !args.no_prefetch,
+            hits: regen.hits,
+            cached_mb: regen.cached_bytes() as f64 / (1 << 20) as f64,
+        };
         Ok::<_, crate::DaceError>((report, regen.images, cache))
     })?;
     #[derive(Serialize)]
@@ -188,6 +220,8 @@ fn package_student(args: StudentArgs) -> anyhow::Result<()> {
 #[derive(Serialize)]
 struct CacheReport {
     cache_mb: u64,
+    /// Whether the next epoch was regenerated on another thread while one trained.
+    prefetch: bool,
     hits: usize,
     cached_mb: f64,
 }

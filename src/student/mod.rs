@@ -3,11 +3,13 @@
 //! the cosine-to-half schedule, and final-epoch test accuracy as the result.
 
 pub mod augment;
+pub mod checkpoint;
+pub mod config;
+pub mod feed;
 pub mod labels;
 pub mod package;
 pub mod set;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
@@ -20,14 +22,16 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+pub use checkpoint::StudentCheckpoint;
+pub use config::{rded_batch_size, rded_lr_factor, EpochPoint, StudentConfig, ADAM_EPSILON};
+pub use feed::{EpochFeed, EpochImages, EpochSource};
 pub use labels::StoredLabels;
 pub use set::TrainingSet;
 
 use crate::data::Dataset;
 use crate::error::{DaceError, Result};
 use crate::kernels::TrainBackend;
-use crate::models::{Classifier, ClassifierConfig};
-use crate::package::AugmentConfig;
+use crate::models::Classifier;
 use crate::train::step::{finite_loss, StepAt};
 use crate::train::{evaluate, progress, EvalReport, ImageBatcher, Normalization};
 
@@ -61,61 +65,6 @@ impl<B: Backend> Labels<'_, B> {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StudentConfig {
-    pub model: ClassifierConfig,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub temperature: f64,
-    pub augment: AugmentConfig,
-    /// Student seed: initialisation, batch order, and (online labels) the augmentation seeds.
-    pub seed: u64,
-    /// Test-set evaluation every this many epochs (the last epoch always).
-    pub eval_every: usize,
-}
-
-impl StudentConfig {
-    /// RDED's recipe (AdamW at 1e-3 with decay 0.01, a test evaluation every tenth of the run)
-    /// for `model`, with the run's own length, batch, temperature, augmentation and seed.
-    pub fn rded(model: ClassifierConfig, epochs: usize, batch_size: usize, temperature: f64, augment: AugmentConfig, seed: u64) -> Self {
-        StudentConfig {
-            model,
-            epochs,
-            batch_size,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            temperature,
-            augment,
-            seed,
-            eval_every: (epochs / 10).max(1),
-        }
-    }
-}
-
-/// AdamW's epsilon: PyTorch's default, which RDED uses.
-pub const ADAM_EPSILON: f32 = 1e-8;
-
-/// RDED's student batch size: 10 / 50 / 100 for IPC 1 / 10 / 50, doubled for 100+ classes,
-/// never more than the set.
-pub fn rded_batch_size(ipc: usize, classes: usize, set_len: usize) -> usize {
-    let base = if ipc >= 50 {
-        100
-    } else if ipc >= 10 {
-        50
-    } else {
-        10
-    };
-    let base = if classes >= 100 { 2 * base } else { base };
-    base.min(set_len).max(1)
-}
-
-/// RDED's learning-rate factor at epoch `e` of `epochs`: cosine from 1 down to 0.5.
-pub fn rded_lr_factor(e: usize, epochs: usize) -> f64 {
-    0.5 * (1.0 + (std::f64::consts::PI * e as f64 / epochs.max(1) as f64 / 2.0).cos())
-}
-
 /// Augmentation seed of epoch `e`: the epoch index itself for stored labels (the seed list of the
 /// label file), a per-run stream otherwise.
 fn epoch_seed(labels_stored: Option<&StoredLabels>, run_seed: u64, e: usize) -> u64 {
@@ -133,14 +82,6 @@ fn curve_subset(ds: &Dataset, n: usize) -> crate::data::Split {
     let step = ds.test.len().div_ceil(n.max(1)).max(1);
     let every: Vec<usize> = (0..ds.test.len()).step_by(step).collect();
     ds.test.select(&every, ds.image_len())
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EpochPoint {
-    pub epoch: usize,
-    pub train_loss: f64,
-    /// Intermediate epochs: accuracy on the `CURVE_TEST_IMAGES` subset; last epoch: whole split.
-    pub test_accuracy: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -181,10 +122,6 @@ fn decayed_params<B: Backend, M: Module<B>>(module: &M) -> (Vec<ParamId>, Vec<Pa
     (split.0, split.1)
 }
 
-/// The images of epoch `e` when they are not the set's own: `(seed index, seed) ->` u8 images of
-/// every item (a package's expansions, regenerated from the seed).
-pub type EpochImages<'a> = &'a mut dyn FnMut(usize, u64) -> Result<Arc<Vec<u8>>>;
-
 /// Trains a student on `set` and evaluates it on the test split of `ds`.
 pub fn train_student<B: TrainBackend>(
     config: &StudentConfig,
@@ -194,83 +131,104 @@ pub fn train_student<B: TrainBackend>(
     ds: &Dataset,
     device: &B::Device,
 ) -> Result<StudentReport> {
-    train_student_with::<B>(config, set, labels, norm, ds, None, device)
+    train_student_with::<B>(config, set, labels, norm, ds, None, None, device)
 }
 
 /// [`train_student`] with each epoch's images supplied by `epoch_images` (stored labels only: the
-/// seed of epoch `e` is `seeds[e % len]` of the labels, which also indexes the images).
+/// seed of epoch `e` is `seeds[e % len]` of the labels, which also indexes the images; made one
+/// epoch ahead on another thread where the source allows), saving
+/// its state after every epoch into `checkpoint` (and resuming from it where allowed).
+#[allow(clippy::too_many_arguments)]
 pub fn train_student_with<B: TrainBackend>(
     config: &StudentConfig,
     set: &TrainingSet,
     labels: Labels<'_, B::InnerBackend>,
     norm: &Normalization,
     ds: &Dataset,
-    mut epoch_images: Option<EpochImages<'_>>,
+    epoch_images: Option<EpochSource<'_>>,
+    checkpoint: Option<&StudentCheckpoint>,
     device: &B::Device,
 ) -> Result<StudentReport> {
     check_inputs(config, set, &labels, epoch_images.is_some())?;
     let start = Instant::now();
+    let set_fingerprint = checkpoint.map(|_| set.fingerprint()).unwrap_or_default();
+    let resumed = checkpoint.map(|c| c.check_start(config, &set_fingerprint)).transpose()?.flatten();
     B::seed(device, config.seed);
-    let mut model: Classifier<B> = config.model.init(device);
+    let mut model: Classifier<B> = match (checkpoint, &resumed) {
+        (Some(c), Some(p)) => c.load_model(config, p.epochs_done, device)?,
+        _ => config.model.init(device),
+    };
     let mut optim = StudentOptimizer::new(&model, config.weight_decay);
+    if let (Some(c), Some(p)) = (checkpoint, &resumed) {
+        optim.optims = c.load_optims(p.epochs_done, optim.optims, device)?;
+        eprintln!("student: resuming {} after epoch {}", c.dir.display(), p.epochs_done);
+    }
+    let mut run = resumed.unwrap_or_default();
     let stored = match &labels {
         Labels::Stored(s) => Some(*s),
         _ => None,
     };
     let eval = StudentEval { batcher: ImageBatcher::plain(ds, norm.clone()), curve_split: curve_subset(ds, CURVE_TEST_IMAGES), ds };
-    let mut history = Vec::new();
     let mut last_eval = None;
-    let mut trained = 0usize;
-    let mut train_seconds = 0.0;
-    let mut regen_seconds = 0.0;
     let bar = progress::bar(config.epochs as u64, format!("student {}", set.description));
-    for epoch in 0..config.epochs {
-        let epoch_start = Instant::now();
-        let seed = epoch_seed(stored, config.seed, epoch);
-        let mut order: Vec<usize> = (0..set.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)));
-        let lr = config.lr * rded_lr_factor(epoch, config.epochs);
-        let mut loss_sum = 0.0;
-        let regenerated = match (epoch_images.as_mut(), stored) {
-            (Some(f), Some(s)) => {
-                let t = Instant::now();
-                let images = f(stored_index(s, epoch), seed)?;
-                regen_seconds += t.elapsed().as_secs_f64();
-                Some(images)
+    bar.inc(run.epochs_done as u64);
+    let plan: Vec<(usize, u64)> = (run.epochs_done..config.epochs).map(|e| (e, epoch_seed(stored, config.seed, e))).collect();
+    let wanted = stored.map(|s| plan.iter().map(|&(e, seed)| (stored_index(s, e), seed)).collect()).unwrap_or_default();
+    // The weights move into the scope (its loop replaces them every step) and come back out.
+    let model = std::thread::scope(|scope| -> Result<Classifier<B>> {
+        let mut feed = EpochFeed::start(scope, epoch_images, wanted);
+        for &(epoch, seed) in &plan {
+            let epoch_start = Instant::now();
+            let mut order: Vec<usize> = (0..set.len()).collect();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)));
+            let lr = config.lr * rded_lr_factor(epoch, config.epochs);
+            let mut loss_sum = 0.0;
+            // The wait for this epoch's images (all of their making unless prefetched).
+            let t = Instant::now();
+            let regenerated = feed.next_epoch()?;
+            run.regen_seconds += t.elapsed().as_secs_f64();
+            let images: &[u8] = regenerated.as_deref().map_or(&set.images, |v| v.as_slice());
+            for batch in order.chunks(config.batch_size) {
+                let n = batch.len();
+                let views = set.views_in(images, batch, seed, &config.augment, norm);
+                let x = Tensor::<B, 4>::from_data(TensorData::new(views, [n, set.channels, set.height, set.width]), device);
+                let logits = model.forward(x.clone());
+                let loss = batch_loss(&labels, set, batch, epoch, x, logits, config.temperature, device);
+                let value = finite_loss(&loss, StepAt { epoch: epoch + 1, step: run.trained_images }, &bar)?;
+                loss_sum += value as f64 * n as f64;
+                model = optim.step(lr, model, loss);
+                run.trained_images += n;
             }
-            _ => None,
-        };
-        let images: &[u8] = regenerated.as_deref().map_or(&set.images, |v| v.as_slice());
-        for batch in order.chunks(config.batch_size) {
-            let n = batch.len();
-            let views = set.views_in(images, batch, seed, &config.augment, norm);
-            let x = Tensor::<B, 4>::from_data(TensorData::new(views, [n, set.channels, set.height, set.width]), device);
-            let logits = model.forward(x.clone());
-            let loss = batch_loss(&labels, set, batch, epoch, x, logits, config.temperature, device);
-            let value = finite_loss(&loss, StepAt { epoch: epoch + 1, step: trained }, &bar)?;
-            loss_sum += value as f64 * n as f64;
-            model = optim.step(lr, model, loss);
-            trained += n;
+            run.train_seconds += epoch_start.elapsed().as_secs_f64();
+            let test_accuracy = if epoch + 1 == config.epochs {
+                let full = eval.full(&model, device)?;
+                let acc = full.accuracy;
+                last_eval = Some(full);
+                Some(acc)
+            } else {
+                eval.curve_point(epoch, config.eval_every, &model, device)?
+            };
+            run.history.push(EpochPoint { epoch: epoch + 1, train_loss: loss_sum / set.len() as f64, test_accuracy });
+            run.epochs_done = epoch + 1;
+            if let Some(c) = checkpoint {
+                c.save(config, &set_fingerprint, &model, &optim.optims, &run)?;
+            }
+            bar.set_message(format!(
+                "loss {:.4}{}",
+                loss_sum / set.len() as f64,
+                run.history.iter().rev().find_map(|p| p.test_accuracy).map(|a| format!(" test {a:.2}%")).unwrap_or_default()
+            ));
+            bar.inc(1);
         }
-        train_seconds += epoch_start.elapsed().as_secs_f64();
-        let test_accuracy = if epoch + 1 == config.epochs {
-            let full = eval.full(&model, device)?;
-            let acc = full.accuracy;
-            last_eval = Some(full);
-            Some(acc)
-        } else {
-            eval.curve_point(epoch, config.eval_every, &model, device)?
-        };
-        history.push(EpochPoint { epoch: epoch + 1, train_loss: loss_sum / set.len() as f64, test_accuracy });
-        bar.set_message(format!(
-            "loss {:.4}{}",
-            loss_sum / set.len() as f64,
-            history.iter().rev().find_map(|p| p.test_accuracy).map(|a| format!(" test {a:.2}%")).unwrap_or_default()
-        ));
-        bar.inc(1);
-    }
+        Ok(model)
+    })?;
     bar.finish_and_clear();
-    let eval = last_eval.expect("last epoch evaluates");
+    // A run resumed after its last epoch (killed while writing its report) evaluates again.
+    let eval = match last_eval {
+        Some(e) => e,
+        None => eval.full(&model, device)?,
+    };
+    let history = run.history;
     // RDED's reporting: the best evaluation over the last 20 % of training.
     let best = history.iter().filter(|p| 5 * p.epoch >= 4 * config.epochs).filter_map(|p| p.test_accuracy).fold(f64::MIN, f64::max);
     Ok(StudentReport {
@@ -283,8 +241,8 @@ pub fn train_student_with<B: TrainBackend>(
         best_accuracy: best,
         per_class_accuracy: eval.per_class_accuracy,
         seconds: start.elapsed().as_secs_f64(),
-        train_img_per_s: trained as f64 / (train_seconds - regen_seconds).max(1e-9),
-        regen_seconds,
+        train_img_per_s: run.trained_images as f64 / (run.train_seconds - run.regen_seconds).max(1e-9),
+        regen_seconds: run.regen_seconds,
     })
 }
 
@@ -343,8 +301,8 @@ fn batch_loss<B: TrainBackend>(
 struct StudentOptimizer<B: TrainBackend> {
     decay: Vec<ParamId>,
     plain: Vec<ParamId>,
-    opt_decay: OptimizerAdaptor<AdamW, Classifier<B>, B>,
-    opt_plain: OptimizerAdaptor<AdamW, Classifier<B>, B>,
+    /// The decayed group's optimiser, then the plain group's (the order of the checkpoint).
+    optims: [OptimizerAdaptor<AdamW, Classifier<B>, B>; 2],
 }
 
 impl<B: TrainBackend> StudentOptimizer<B> {
@@ -355,7 +313,7 @@ impl<B: TrainBackend> StudentOptimizer<B> {
         let adamw = || AdamWConfig::new().with_epsilon(ADAM_EPSILON);
         let opt_decay = adamw().with_weight_decay(weight_decay as f32).init::<B, Classifier<B>>();
         let opt_plain = adamw().with_weight_decay(0.0).init::<B, Classifier<B>>();
-        StudentOptimizer { decay, plain, opt_decay, opt_plain }
+        StudentOptimizer { decay, plain, optims: [opt_decay, opt_plain] }
     }
 
     /// Backpropagates `loss` (already checked finite) and updates both parameter groups.
@@ -363,8 +321,9 @@ impl<B: TrainBackend> StudentOptimizer<B> {
         let mut grads = loss.backward();
         let g_decay = GradientsParams::from_params(&mut grads, &model, &self.decay);
         let g_plain = GradientsParams::from_params(&mut grads, &model, &self.plain);
-        let model = self.opt_decay.step(lr, model, g_decay);
-        self.opt_plain.step(lr, model, g_plain)
+        let [opt_decay, opt_plain] = &mut self.optims;
+        let model = opt_decay.step(lr, model, g_decay);
+        opt_plain.step(lr, model, g_plain)
     }
 }
 

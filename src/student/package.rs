@@ -4,7 +4,7 @@
 use burn::tensor::backend::AutodiffBackend;
 
 use super::labels::{self, LabelsMeta, StoredLabels};
-use super::{Labels, StudentConfig, StudentReport, TrainingSet};
+use super::{EpochSource, Labels, StudentCheckpoint, StudentConfig, StudentReport, TrainingSet};
 use crate::data::Dataset;
 use crate::error::{DaceError, Result};
 use crate::expand::{Expander, Regenerator};
@@ -76,11 +76,29 @@ pub fn train_on_package<B: TrainBackend>(
 where
     <B as AutodiffBackend>::InnerBackend: DiffusionKernels,
 {
+    train_on_package_checkpointed::<B>(pkg, regen, config, ds, None, false, device)
+}
+
+/// [`train_on_package`] saving every epoch into `checkpoint` (and resuming from it where allowed),
+/// the next epoch's images regenerated on another thread while one trains when `prefetch`.
+pub fn train_on_package_checkpointed<B: TrainBackend>(
+    pkg: &Package,
+    regen: &mut Regenerator<'_, <B as AutodiffBackend>::InnerBackend>,
+    config: &StudentConfig,
+    ds: &Dataset,
+    checkpoint: Option<&StudentCheckpoint>,
+    prefetch: bool,
+    device: &B::Device,
+) -> Result<StudentReport>
+where
+    <B as AutodiffBackend>::InnerBackend: DiffusionKernels,
+{
     check_dataset(pkg, ds)?;
     let set = TrainingSet::from_package(&pkg.manifest, &pkg.patches);
     let labels = stored_labels(pkg, &set);
     let mut images = |s: usize, seed: u64| regen.epoch(s, seed);
-    super::train_student_with::<B>(config, &set, Labels::Stored(&labels), &pkg.manifest.normalization, ds, Some(&mut images), device)
+    let source = EpochSource { images: &mut images, prefetch };
+    super::train_student_with::<B>(config, &set, Labels::Stored(&labels), &pkg.manifest.normalization, ds, Some(source), checkpoint, device)
 }
 
 /// The package's labels in the student's form, bound to `set` (its [`TrainingSet::from_package`]).
