@@ -3,11 +3,12 @@
 #
 #   scripts/test.sh [ARGS...]    # ARGS go to `cargo test --release` (e.g. a test binary's name)
 #
-# The suite needs three system packages:
+# The suite needs these system packages:
 #   mesa-vulkan-drivers  lavapipe, Mesa's CPU Vulkan driver: the wgpu backend and the WGSL kernels
 #                        are tested for real on it where the machine has no GPU;
 #   libvulkan1           the Vulkan loader wgpu opens;
-#   dataset-fashion-mnist  the full Fashion-MNIST in /usr/share/datasets/fashion-mnist (loader tests).
+#   dataset-fashion-mnist  the full Fashion-MNIST in /usr/share/datasets/fashion-mnist (loader tests);
+#   slurm-wlm, munge     a one-node Slurm cluster the Slurm test starts (tests/slurm.rs, as root).
 # As root they are installed with apt-get; otherwise the script stops at once with the exact
 # install line. Where they are already present this is `cargo test --release`.
 set -euo pipefail
@@ -18,11 +19,15 @@ cd "$(dirname "$0")/.."
 vulkan_loader() { ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; }
 vulkan_driver() { compgen -G '/usr/share/vulkan/icd.d/*.json' >/dev/null || compgen -G '/etc/vulkan/icd.d/*.json' >/dev/null; }
 fashion_mnist() { [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; }
+slurm() { command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null; }
+munge() { command -v munged >/dev/null; }
 
 missing=()
 vulkan_driver || missing+=(mesa-vulkan-drivers)
 vulkan_loader || missing+=(libvulkan1)
 fashion_mnist || missing+=(dataset-fashion-mnist)
+slurm || missing+=(slurm-wlm)
+munge || missing+=(munge)
 
 if ((${#missing[@]})); then
   install_line="apt-get install -y --no-install-recommends ${missing[*]}"

@@ -12,6 +12,7 @@ mod expand;
 mod experiment;
 mod package;
 mod prior;
+mod slurm;
 mod student;
 mod teacher;
 mod web;
@@ -54,6 +55,9 @@ pub enum Command {
     /// Package shards: merge them into one package.
     #[command(subcommand)]
     Package(package::PackageCommand),
+    /// Slurm clusters: a sharded distillation as a job array and a dependent merge job.
+    #[command(subcommand)]
+    Slurm(slurm::SlurmCommand),
     /// Regenerate a package's expansions on a device: PNG grid, images, fidelity checks.
     Expand(expand::ExpandArgs),
     /// Experiment grids whose results go to docs/results.
@@ -84,6 +88,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Distill(args) => distill::run(args),
         Command::Expand(args) => expand::run(args),
         Command::Package(cmd) => package::run(cmd),
+        Command::Slurm(cmd) => slurm::run(cmd),
         Command::Experiment(cmd) => experiment::run(cmd),
         Command::Prior(cmd) => prior::run(cmd),
         Command::Web(cmd) => web::run(cmd),
