@@ -1,5 +1,5 @@
 //! Run-time device choice. Models and training code are generic over the burn backend; this module
-//! maps `--device cpu|wgpu|cuda` to a concrete backend and device.
+//! maps `--device cpu|wgpu|cuda[:N]` to a concrete backend and device.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,92 @@ impl DeviceKind {
             DeviceKind::Wgpu => "wgpu",
             DeviceKind::Cuda => "cuda",
         }
+    }
+}
+
+/// One device: a backend and, for GPUs, which one (`cuda:1`, `wgpu:0`); no index is the
+/// backend's default device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceSpec {
+    pub kind: DeviceKind,
+    pub index: Option<usize>,
+}
+
+impl From<DeviceKind> for DeviceSpec {
+    fn from(kind: DeviceKind) -> Self {
+        DeviceSpec { kind, index: None }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "{}:{i}", self.kind.name()),
+            None => f.write_str(self.kind.name()),
+        }
+    }
+}
+
+impl Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+
+    /// `cpu`, `wgpu`, `cuda`, or a GPU by index: `cuda:1`, `wgpu:0` (the first discrete GPU).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (name, index) = match text.trim().split_once(':') {
+            Some((name, index)) => (name, Some(index)),
+            None => (text.trim(), None),
+        };
+        let kind = match name.to_ascii_lowercase().as_str() {
+            "cpu" => DeviceKind::Cpu,
+            "wgpu" => DeviceKind::Wgpu,
+            "cuda" => DeviceKind::Cuda,
+            _ => return Err(format!("`{text}` is not a device: cpu, wgpu, cuda, or a GPU by index (cuda:1, wgpu:0)")),
+        };
+        let index = match index {
+            None => None,
+            Some(_) if kind == DeviceKind::Cpu => return Err(format!("`{text}`: the CPU has no index (write `cpu`)")),
+            Some(i) => Some(i.trim().parse::<usize>().map_err(|_| format!("`{text}`: `{i}` is not a device index (0, 1, ...)"))?),
+        };
+        Ok(DeviceSpec { kind, index })
+    }
+}
+
+/// Checks a list of devices for one run: one backend, no GPU twice.
+pub fn check_device_list(devices: &[DeviceSpec]) -> Result<(), String> {
+    // `cuda` is `cuda:0`; the CPU may be listed more than once (a shard per listing).
+    let gpus: Vec<(DeviceKind, usize)> =
+        devices.iter().filter(|d| d.kind != DeviceKind::Cpu).map(|d| (d.kind, d.index.unwrap_or(0))).collect();
+    if let Some((kind, index)) = gpus.iter().enumerate().find_map(|(i, d)| gpus[..i].contains(d).then_some(d)) {
+        return Err(format!("{}:{index} is named twice", kind.name()));
+    }
+    if devices.iter().any(|d| d.kind != devices[0].kind) {
+        return Err("the devices of one run share a backend (e.g. cuda:0,cuda:1)".into());
+    }
+    Ok(())
+}
+
+#[cfg(feature = "wgpu")]
+impl DeviceSpec {
+    /// burn's wgpu device: the default adapter, or the N-th discrete GPU for `wgpu:N`.
+    pub fn wgpu_device(self) -> burn::backend::wgpu::WgpuDevice {
+        match self.index {
+            None => burn::backend::wgpu::WgpuDevice::DefaultDevice,
+            Some(i) => burn::backend::wgpu::WgpuDevice::DiscreteGpu(i),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl DeviceSpec {
+    /// burn's CUDA device: `cuda` is GPU 0, `cuda:N` GPU N (as CUDA numbers them).
+    pub fn cuda_device(self) -> burn::backend::cuda::CudaDevice {
+        burn::backend::cuda::CudaDevice::new(self.index.unwrap_or(0))
     }
 }
 
@@ -105,17 +191,21 @@ fn vulkan_loader_present() -> bool {
     unsafe { libloading::Library::new(VULKAN_LOADER) }.is_ok()
 }
 
-/// Runs `$body` with `$B` bound to the backend type of `$kind` and `$device` to its default
-/// device. `$body` must evaluate to `crate::Result<T>`; a device whose cargo feature is off yields
+/// Runs `$body` with `$B` bound to the backend type of `$kind` (a `DeviceKind` or a `DeviceSpec`)
+/// and `$device` to that device (the backend's default where no index is given). `$body` must
+/// evaluate to `crate::Result<T>`; a device whose cargo feature is off yields
 /// `DaceError::DeviceUnavailable`.
 #[macro_export]
 macro_rules! on_device {
-    ($kind:expr, |$B:ident, $device:ident| $body:expr) => {{
-        match $kind {
+    (@run $specs:expr, |$B:ident, $device:ident, $all:ident| $body:expr) => {{
+        let specs: Vec<$crate::device::DeviceSpec> = $specs;
+        match specs[0].kind {
             $crate::device::DeviceKind::Cpu => {
                 #[allow(dead_code)]
                 type $B = $crate::device::CpuBackend;
-                let $device = <burn::tensor::Device<$B> as Default>::default();
+                #[allow(unused_variables)]
+                let $all: Vec<burn::tensor::Device<$B>> = specs.iter().map(|_| Default::default()).collect();
+                let $device = $all[0].clone();
                 $body
             }
             $crate::device::DeviceKind::Wgpu => {
@@ -126,7 +216,9 @@ macro_rules! on_device {
                         Ok(()) => {
                             #[allow(dead_code)]
                             type $B = $crate::device::WgpuBackend;
-                            let $device = <burn::tensor::Device<$B> as Default>::default();
+                            #[allow(unused_variables)]
+                            let $all: Vec<burn::tensor::Device<$B>> = specs.iter().map(|s| s.wgpu_device()).collect();
+                            let $device = $all[0].clone();
                             $body
                         }
                     }
@@ -144,7 +236,9 @@ macro_rules! on_device {
                         Ok(()) => {
                             #[allow(dead_code)]
                             type $B = $crate::device::CudaBackend;
-                            let $device = <burn::tensor::Device<$B> as Default>::default();
+                            #[allow(unused_variables)]
+                            let $all: Vec<burn::tensor::Device<$B>> = specs.iter().map(|s| s.cuda_device()).collect();
+                            let $device = $all[0].clone();
                             $body
                         }
                     }
@@ -156,4 +250,12 @@ macro_rules! on_device {
             }
         }
     }};
+    ($kind:expr, |$B:ident, $device:ident| $body:expr) => {
+        $crate::on_device!(@run vec![$crate::device::DeviceSpec::from($kind)], |$B, $device, all_devices| $body)
+    };
+    // Several devices of one backend (`&[DeviceSpec]`, checked by `check_device_list`): `$device`
+    // is the first, `$all` every one, in order.
+    ($specs:expr, |$B:ident, $device:ident, $all:ident| $body:expr) => {
+        $crate::on_device!(@run ($specs).to_vec(), |$B, $device, $all| $body)
+    };
 }

@@ -25,7 +25,7 @@ use dace::package::{
 };
 use dace::prior::bundle::Prior;
 use dace::prior::pipeline::{self, NoiseId};
-use dace::student::package::{regenerator, student_config, train_on_package, train_on_package_checkpointed};
+use dace::student::package::{regenerator, regenerator_on, student_config, train_on_package, train_on_package_checkpointed};
 use dace::student::TrainingSet;
 use dace::train::ModelMeta;
 
@@ -248,6 +248,16 @@ fn distill_regenerate_and_train_end_to_end_with_a_tiny_prior() {
         assert_eq!(a, *made.images[s], "seed {seed}: regenerated != distilled");
         assert_eq!(a, regen.expander().expand_all(seed).unwrap(), "seed {seed}: not deterministic");
     }
+    // Issue 20: each seed's batches spread over two devices (16 of 40 items a batch: 32 items
+    // on the first, 8 on the second) are the bytes one device makes.
+    let priors: Vec<Option<Prior<B>>> = (0..2).map(|_| Some(Prior::<B>::load(&dir.path().join("prior"), &device).unwrap())).collect();
+    let mut spread = regenerator_on(&pkg, &priors, Some(16), &[device, device]).unwrap();
+    let mut one = regenerator(&pkg, priors[0].as_ref(), Some(16), &device).unwrap();
+    assert_eq!((spread.devices(), one.devices()), (2, 1));
+    for (s, &seed) in pkg.manifest.seeds.iter().enumerate() {
+        assert_eq!(*spread.epoch(s, seed).unwrap(), *one.epoch(s, seed).unwrap(), "seed {seed}: two devices differ from one");
+    }
+    assert!(regenerator_on(&pkg, &priors, None, &[device]).is_err(), "two priors for one device");
     // Seeds matter, and so does mixup: the images differ from plain img2img and between seeds.
     assert_ne!(made.images[0], made.images[1]);
     let cm = &pkg.manifest;
@@ -791,7 +801,12 @@ fn cli_shards_and_merge() {
         std::process::Command::new(env!("CARGO_BIN_EXE_dace")).args(&args).output().unwrap()
     };
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    for (name, extra) in [("single", vec![]), ("s0", vec!["--shard", "0/2"]), ("s1", vec!["--classes", "5,6,7,8,9"])] {
+    for (name, extra) in [
+        ("single", vec![]),
+        ("s0", vec!["--shard", "0/2"]),
+        ("s1", vec!["--classes", "5,6,7,8,9"]),
+        ("devices", vec!["--device", "cpu,cpu"]),
+    ] {
         let mut args = vec!["--out".to_string(), path(name)];
         args.extend(extra.iter().map(|s| s.to_string()));
         let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -803,7 +818,30 @@ fn cli_shards_and_merge() {
         .unwrap();
     assert!(merge.status.success(), "{}", String::from_utf8_lossy(&merge.stderr));
     assert!(bytes_of(&dir.path().join("merged")) == bytes_of(&dir.path().join("single")));
+    // Two devices in one process: a shard each, side by side, merged into the same bytes; the
+    // shards were working state and are gone.
+    let devices = dir.path().join("devices");
+    assert!(bytes_of(&devices) == bytes_of(&dir.path().join("single")), "--device cpu,cpu differs from one device");
+    assert!(!dir.path().join(".devices.devices").exists(), "the devices' shards are left behind");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(devices.join("distill_report.json")).unwrap()).unwrap();
+    assert_eq!(report["devices"].as_array().map(Vec::len), Some(2), "{report}");
+    // `dace expand` spreads each seed over the devices: the same images.
+    for (name, device) in [("expand1", "cpu"), ("expand2", "cpu,cpu")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dace"))
+            .args(["expand", "--package", &path("single"), "--device", device, "--out", &path(name)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let images = |name: &str| std::fs::read(dir.path().join(name).join("expansions.bin")).unwrap();
+    assert!(images("expand1") == images("expand2"), "dace expand --device cpu,cpu differs from --device cpu");
     for (extra, want) in [
+        (vec!["--device", "cpu,cpu", "--shard", "0/2"], "leave out --shard and --classes"),
+        (vec!["--device", "cuda:x"], "`x` is not a device index"),
+        (vec!["--device", "gpu"], "`gpu` is not a device"),
+        (vec!["--device", "cpu:1"], "the CPU has no index"),
+        (vec!["--device", "cpu,wgpu"], "share a backend"),
+        (vec!["--device", "cuda,cuda:0"], "cuda:0 is named twice"),
         (vec!["--shard", "2/2"], "'--shard <i/n>'"),
         (vec!["--shard", "0/2", "--classes", "0"], "cannot be used with"),
         (vec!["--classes", "0,nosuch"], "`nosuch` is not one of the 10 classes"),
@@ -814,6 +852,25 @@ fn cli_shards_and_merge() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(want) && !stderr.contains("panicked"), "{extra:?}: {stderr}");
     }
+    // The other commands run on one device and say so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dace"))
+        .args([
+            "coreset",
+            "--data",
+            "embedded",
+            "--teacher",
+            teacher_dir.to_str().unwrap(),
+            "--ipc",
+            "1",
+            "--device",
+            "cpu,cpu",
+            "--out",
+            "/nonexistent/never",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--device cpu,cpu: this command runs on one device"), "{stderr}");
 }
 
 /// Issue 20: the regeneration cache keeps seeds while they fit its budget and never more; a seed

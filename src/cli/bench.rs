@@ -270,9 +270,9 @@ fn bench_conformance(args: BenchConformanceArgs) -> anyhow::Result<()> {
     use crate::kernels::conformance::{self, ConformanceRow};
     setup_threads(&args.output.device)?;
     let cases = conformance::cases(args.random, args.seed);
-    let device_name = args.output.device.device.name();
+    let device_name = args.output.device.one()?.to_string();
     eprintln!("{} cases x {} kernels on {device_name} against the CPU reference ...", cases.len(), conformance::KERNELS.len());
-    let rows: Vec<ConformanceRow> = crate::on_device!(args.output.device.device, |B, device| Ok::<_, crate::error::DaceError>(
+    let rows: Vec<ConformanceRow> = crate::on_device!(args.output.device.one()?, |B, device| Ok::<_, crate::error::DaceError>(
         conformance::check::<B>(&cases, &device)
     ))?;
     let worst = conformance::worst_per_kernel(&rows);
@@ -292,7 +292,7 @@ fn bench_conformance(args: BenchConformanceArgs) -> anyhow::Result<()> {
         }
         let out = Output {
             command: command_line(),
-            device: device_name,
+            device: &device_name,
             tolerance: conformance::TOLERANCE,
             max_abs_err: overall,
             worst_per_kernel: &worst,
@@ -312,12 +312,12 @@ fn bench_conformance(args: BenchConformanceArgs) -> anyhow::Result<()> {
 fn bench_prior(args: BenchPriorArgs) -> anyhow::Result<()> {
     setup_threads(&args.output.device)?;
     let budget = std::time::Duration::from_secs_f64(args.seconds);
-    let name = args.output.device.device.name();
-    let rows = on_device!(args.output.device.device, |B, device| {
+    let name = args.output.device.one()?.to_string();
+    let rows = on_device!(args.output.device.one()?, |B, device| {
         match (&args.prior, args.layout) {
-            (Some(dir), _) => crate::bench::prior::bench_prior::<B>(dir, &args.dtype, name, args.batch, args.steps, budget, &device),
+            (Some(dir), _) => crate::bench::prior::bench_prior::<B>(dir, &args.dtype, &name, args.batch, args.steps, budget, &device),
             (None, Some(layout)) => {
-                crate::bench::prior::bench_layout::<B>(layout, args.resolution, &args.dtype, name, args.batch, args.steps, budget, &device)
+                crate::bench::prior::bench_layout::<B>(layout, args.resolution, &args.dtype, &name, args.batch, args.steps, budget, &device)
             }
             (None, None) => unreachable!("clap requires --prior or --layout"),
         }

@@ -1,23 +1,58 @@
 //! Helpers every command shares: thread setup, dataset loading, the recorded command line, the
 //! device flags.
 
+use std::path::Path;
+
 use anyhow::Context;
 use clap::Args;
 
 use crate::coreset::Layout;
 use crate::data::{self, Dataset, LoadOptions};
-use crate::device::DeviceKind;
+use crate::device::DeviceSpec;
+use crate::kernels::DaceBackend;
 use crate::models::{Arch, NormKind};
+use crate::package::Package;
+use crate::prior::bundle::Prior;
 use crate::student::LabelSource;
 
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
-    /// Where to run: cpu, wgpu (Vulkan/Metal/DX12) or cuda.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
+    /// Where to run: cpu, wgpu (Vulkan/Metal/DX12) or cuda; a GPU by index as cuda:1 or wgpu:0
+    /// (the first discrete GPU). Several (cuda:0,cuda:1): `dace distill` spreads class shards over
+    /// them, `dace expand` and a package student spread each epoch's regeneration.
+    #[arg(long, value_parser = parse_device, value_delimiter = ',', default_value = "cpu", value_name = "DEVICE[,DEVICE...]")]
+    pub device: Vec<DeviceSpec>,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+fn parse_device(text: &str) -> Result<DeviceSpec, String> {
+    text.parse()
+}
+
+impl DeviceArgs {
+    /// The one device of a command that runs on one.
+    pub fn one(&self) -> anyhow::Result<DeviceSpec> {
+        match self.device[..] {
+            [one] => Ok(one),
+            _ => anyhow::bail!(
+                "--device {}: this command runs on one device (distill, expand and a package student take several)",
+                self.names()
+            ),
+        }
+    }
+
+    /// The devices of a command that spreads its work over several (one backend, no GPU twice).
+    pub fn list(&self) -> anyhow::Result<&[DeviceSpec]> {
+        crate::device::check_device_list(&self.device).map_err(|e| anyhow::anyhow!("--device {}: {e}", self.names()))?;
+        Ok(&self.device)
+    }
+
+    /// The devices as given, `cuda:0,cuda:1`.
+    pub fn names(&self) -> String {
+        self.device.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    }
 }
 
 /// How much of an ImageFolder tree may be held decoded in memory (the commands that read a
@@ -146,4 +181,10 @@ pub fn at_least_one(text: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(format!("not a whole number ({e})")),
     }
+}
+
+/// The package's prior from `dir` on `device`, in the UNet precision the package records.
+pub fn load_prior<B: DaceBackend>(dir: Option<&Path>, pkg: &Package, device: &B::Device) -> crate::Result<Option<Prior<B>>> {
+    let prior = dir.map(|dir| Prior::<B>::load(dir, device)).transpose()?;
+    prior.map(|p| p.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float())).transpose()
 }

@@ -42,7 +42,7 @@ pub fn run(args: CoresetArgs) -> anyhow::Result<()> {
     setup_threads(&args.device)?;
     let ds = load_data_for_teacher(&args.data, &args.teacher, &args.memory)?;
     let config = CoresetConfig { ipc: args.ipc, factor: args.factor, crops: args.crops, mipc: args.mipc, seed: args.seed };
-    let c = on_device!(args.device.device, |B, device| {
+    let c = on_device!(args.device.one()?, |B, device| {
         let (teacher, meta) = train::load_model::<B>(&args.teacher, &device)?;
         train::teacher::check_fits(&meta.config, &ds)?;
         coreset::select(&ds, &teacher, &meta, &config, &device)

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::common::{at_least_one, command_line, setup_threads, DeviceArgs};
 use super::teacher::{teacher_config, TeacherTrainArgs};
 use crate::data;
-use crate::device::DeviceKind;
+use crate::device::DeviceSpec;
 use crate::fsio;
 use crate::models::{Arch, NormKind};
 use crate::on_device;
@@ -43,7 +43,7 @@ pub struct DemoArgs {
 struct DemoReport {
     command: &'static str,
     dataset: String,
-    device: DeviceKind,
+    device: DeviceSpec,
     teacher: train::TeacherReport,
     /// The whole pipeline in small: prior, packages of every ablation variant, students.
     ablation: Option<crate::experiment::expansion::ExpansionReport>,
@@ -79,10 +79,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         device: args.device.clone(),
     };
     let config = teacher_config(&teacher_args, &ds);
-    let teacher = on_device!(args.device.device, |B, device| {
+    let teacher = on_device!(args.device.one()?, |B, device| {
         train::train_teacher::<Autodiff<B>>(config, &ds, &teacher_args.out, false, &device)
     })?;
-    let mut report = DemoReport { command: "demo", dataset: ds.name.clone(), device: args.device.device, teacher, ablation: None };
+    let mut report = DemoReport { command: "demo", dataset: ds.name.clone(), device: args.device.one()?, teacher, ablation: None };
     let path = args.out.join("demo_report.json");
     fsio::write_json(&path, &report)?;
     print_demo_summary(&report, &path);
@@ -126,7 +126,7 @@ pub fn demo_ablation(
         ..PriorTrainConfig::default()
     };
     println!("demo: a small latent diffusion prior ({} VAE + {} UNet steps) on the same subset", args.prior_steps, args.prior_steps);
-    on_device!(args.device.device, |B, device| train_prior::<Autodiff<B>>(prior_config.clone(), ds, &prior_dir, false, &device))?;
+    on_device!(args.device.one()?, |B, device| train_prior::<Autodiff<B>>(prior_config.clone(), ds, &prior_dir, false, &device))?;
     let config = ExpansionGridConfig {
         ipcs: vec![1],
         factors: vec![2],
@@ -151,7 +151,7 @@ pub fn demo_ablation(
     };
     println!("demo: distilling IPC 1, r = 2 packages of every ablation variant and training a student from each");
     let out = args.out.join("ablation");
-    let report = on_device!(args.device.device, |B, device| {
+    let report = on_device!(args.device.one()?, |B, device| {
         run_grid::<Autodiff<B>>(ds, teacher_dir, &prior_dir, &config, command_line(), &out, &device)
     })?;
     println!("{:<14} {:>9} {:>14} {:>12}", "variant", "test acc", "package bytes", "seeds/patch");

@@ -1,17 +1,19 @@
 //! `dace distill`: coreset -> expansions -> teacher soft labels -> package.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
 use super::common::{at_least_one, command_line, flips_ok, hxw, load_data_for_teacher, setup_threads, DeviceArgs, InMemoryArgs};
 use crate::coreset::{self, Coreset, CoresetConfig};
+use crate::data::Dataset;
+use crate::device::DeviceSpec;
 use crate::distill::{self as distiller, write_preview};
 use crate::fsio;
 use crate::on_device;
-use crate::package::shard::{self, ShardSelect};
+use crate::package::shard::{self, Shard, ShardSelect};
 use crate::package::{AugmentConfig, ExpandConfig, LabelEncoding, Manifest, Mode, PackageSettings, PriorRef, MAX_PRIOR_SIDE};
 use crate::prior::bundle::Prior;
 use crate::student::TrainingSet;
@@ -190,20 +192,112 @@ fn prior_size_for<B: crate::kernels::DaceBackend>(
     Ok(Some(size))
 }
 
+/// What every device of a run shares: the settings the flags and the data give.
+struct Plan {
+    expansion: ExpandConfig,
+    labels: LabelEncoding,
+    augment: AugmentConfig,
+    seeds: Vec<u64>,
+}
+
+impl Plan {
+    fn new(args: &DistillArgs, ds: &Dataset) -> anyhow::Result<Plan> {
+        let seeds: Vec<u64> = (0..args.seeds as u64).map(|s| args.first_seed + s).collect();
+        if seeds.is_empty() {
+            bail!("--seeds must be at least 1");
+        }
+        Ok(Plan {
+            expansion: expansion_config(&args.expansion)?,
+            labels: LabelEncoding::parse(&args.labels).map_err(anyhow::Error::msg)?,
+            augment: AugmentConfig {
+                crop_scale_min: args.crop_scale_min,
+                flip: !args.no_flip && flips_ok(ds),
+                cutmix: !args.no_cutmix,
+                shuffle_factor: 1,
+            },
+            seeds,
+        })
+    }
+}
+
+/// A whole package (with its preview images) or a shard of one.
+enum Made {
+    Package(Box<crate::package::Package>, Box<distiller::DistillReport>),
+    Shard(Box<Shard>, Box<distiller::ShardReport>),
+}
+
+/// Distills on one device: the whole package, or the shard of `classes`, into `out`. The coreset
+/// is `coreset` where given (selected once for all devices), else --coreset's or selected here.
+fn distill_on(
+    args: &DistillArgs,
+    ds: &Dataset,
+    plan: &Plan,
+    device: DeviceSpec,
+    classes: Option<Vec<u32>>,
+    coreset: Option<&Coreset>,
+    out: &Path,
+) -> anyhow::Result<Made> {
+    let made = on_device!(device, |B, device| {
+        let (teacher, meta) = train::load_model::<B>(&args.teacher, &device)?;
+        train::teacher::check_fits(&meta.config, ds)?;
+        // The prior first: a size it cannot work at is refused before the coreset is selected.
+        let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
+        let prior = prior.map(|p| p.with_unet_dtype(plan.expansion.unet_dtype.float())).transpose()?;
+        let prior_size = prior_size_for(args.prior_size, plan.expansion.mode, prior.as_ref(), [ds.height, ds.width])?;
+        let selected;
+        let coreset = match (coreset, &args.coreset) {
+            (Some(c), _) => c,
+            (None, Some(dir)) => {
+                selected = Coreset::load(dir)?;
+                &selected
+            }
+            (None, None) => {
+                selected = coreset::select(ds, &teacher, &meta, &coreset_config(args), &device)?;
+                &selected
+            }
+        };
+        if coreset.meta.dataset != ds.name {
+            return Err(anyhow::anyhow!("the coreset is of `{}`, the data is `{}`", coreset.meta.dataset, ds.name));
+        }
+        let settings = PackageSettings {
+            expansion: plan.expansion.clone(),
+            augment: plan.augment.clone(),
+            seeds: plan.seeds.clone(),
+            labels: plan.labels,
+            batch: args.batch,
+            prior_size,
+        };
+        let teacher_ref = distiller::teacher_ref(&args.teacher, &meta)?;
+        let manifest = Manifest::new(&coreset.meta, settings, teacher_ref, meta.normalization.clone(), prior.as_ref().map(PriorRef::of))?;
+        let made = if let Some(classes) = classes {
+            let (shard, report) = distiller::distill_shard(coreset, prior.as_ref(), &teacher, manifest, classes, out, &device)?;
+            Made::Shard(Box::new(shard), Box::new(report))
+        } else {
+            let (package, report, preview) =
+                distiller::distill(coreset, prior.as_ref(), &teacher, manifest, ds.train.len(), out, &mut |_, _| {}, &device)?;
+            write_preview(
+                &out.join("expansions.png"),
+                &package.manifest,
+                &TrainingSet::from_package(&package.manifest, &package.patches),
+                &preview,
+            )?;
+            Made::Package(Box::new(package), Box::new(report))
+        };
+        Ok::<_, crate::error::DaceError>(made)
+    })?;
+    Ok(made)
+}
+
+fn coreset_config(args: &DistillArgs) -> CoresetConfig {
+    CoresetConfig { ipc: args.ipc, factor: args.factor, crops: args.crops, mipc: args.mipc, seed: args.coreset_seed }
+}
+
 pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     setup_threads(&args.device)?;
     let ds = load_data_for_teacher(&args.data, &args.teacher, &args.memory)?;
-    let expansion = expansion_config(&args.expansion)?;
-    let labels = LabelEncoding::parse(&args.labels).map_err(anyhow::Error::msg)?;
-    let augment = AugmentConfig {
-        crop_scale_min: args.crop_scale_min,
-        flip: !args.no_flip && flips_ok(&ds),
-        cutmix: !args.no_cutmix,
-        shuffle_factor: 1,
-    };
-    let seeds: Vec<u64> = (0..args.seeds as u64).map(|s| args.first_seed + s).collect();
-    if seeds.is_empty() {
-        bail!("--seeds must be at least 1");
+    let plan = Plan::new(&args, &ds)?;
+    if args.device.device.len() > 1 {
+        return run_on_devices(&args, &ds, &plan);
     }
     let select = match (&args.shard, &args.classes) {
         (Some(part), _) => Some(part.clone()),
@@ -214,57 +308,10 @@ pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     };
     // A shard's classes are checked against the data's before any work.
     let shard_classes = select.map(|s| s.classes(&ds.classes)).transpose()?;
-    enum Made {
-        Package(Box<crate::package::Package>, Box<distiller::DistillReport>),
-        Shard(Box<distiller::ShardReport>),
-    }
-    let made = on_device!(args.device.device, |B, device| {
-        let (teacher, meta) = train::load_model::<B>(&args.teacher, &device)?;
-        train::teacher::check_fits(&meta.config, &ds)?;
-        // The prior first: a size it cannot work at is refused before the coreset is selected.
-        let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
-        let prior = prior.map(|p| p.with_unet_dtype(expansion.unet_dtype.float())).transpose()?;
-        let prior_size = prior_size_for(args.prior_size, expansion.mode, prior.as_ref(), [ds.height, ds.width])?;
-        let coreset = match &args.coreset {
-            Some(dir) => Coreset::load(dir)?,
-            None => {
-                let config =
-                    CoresetConfig { ipc: args.ipc, factor: args.factor, crops: args.crops, mipc: args.mipc, seed: args.coreset_seed };
-                coreset::select(&ds, &teacher, &meta, &config, &device)?
-            }
-        };
-        if coreset.meta.dataset != ds.name {
-            return Err(anyhow::anyhow!("the coreset is of `{}`, the data is `{}`", coreset.meta.dataset, ds.name));
-        }
-        let settings = PackageSettings {
-            expansion: expansion.clone(),
-            augment: augment.clone(),
-            seeds: seeds.clone(),
-            labels,
-            batch: args.batch,
-            prior_size,
-        };
-        let teacher_ref = distiller::teacher_ref(&args.teacher, &meta)?;
-        let manifest = Manifest::new(&coreset.meta, settings, teacher_ref, meta.normalization.clone(), prior.as_ref().map(PriorRef::of))?;
-        let made = if let Some(classes) = shard_classes.clone() {
-            let (_, report) = distiller::distill_shard(&coreset, prior.as_ref(), &teacher, manifest, classes, &args.out, &device)?;
-            Made::Shard(Box::new(report))
-        } else {
-            let (package, report, preview) =
-                distiller::distill(&coreset, prior.as_ref(), &teacher, manifest, ds.train.len(), &args.out, &mut |_, _| {}, &device)?;
-            write_preview(
-                &args.out.join("expansions.png"),
-                &package.manifest,
-                &TrainingSet::from_package(&package.manifest, &package.patches),
-                &preview,
-            )?;
-            Made::Package(Box::new(package), Box::new(report))
-        };
-        Ok::<_, crate::error::DaceError>(made)
-    })?;
+    let made = distill_on(&args, &ds, &plan, args.device.one()?, shard_classes, None, &args.out)?;
     let (package, report) = match made {
         Made::Package(package, report) => (package, report),
-        Made::Shard(report) => return report_shard(&args, &report),
+        Made::Shard(_, report) => return report_shard(&args, &report),
     };
     #[derive(Serialize)]
     struct Output<'a> {
@@ -291,5 +338,105 @@ pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     let r = &report.resolutions;
     println!("resolutions: images {}, patches {}, prior {}", hxw(r.image_size), hxw(r.patch_size), hxw(r.prior_size));
     println!("grid {}, report {}", args.out.join("expansions.png").display(), path.display());
+    Ok(())
+}
+
+/// `--device a,b,...`: the classes split into one shard per device, distilled side by side (one
+/// thread each) into `.OUT.devices/shard-i` beside `--out` (each resumable from its per-seed
+/// checkpoint, removed once merged), then merged into the package at --out: the bytes one device writes
+/// where the devices compute alike (the same GPU model, or the CPU). The coreset is selected
+/// once, on the first device.
+fn run_on_devices(args: &DistillArgs, ds: &Dataset, plan: &Plan) -> anyhow::Result<()> {
+    let devices = args.device.list()?;
+    if args.shard.is_some() || args.classes.is_some() {
+        bail!("--device {}: several devices split the classes among themselves; leave out --shard and --classes", args.device.names());
+    }
+    if devices.len() > ds.num_classes() {
+        bail!("--device {}: {} devices for {} classes would leave some idle", args.device.names(), devices.len(), ds.num_classes());
+    }
+    let coreset = match &args.coreset {
+        Some(dir) => Coreset::load(dir)?,
+        None => on_device!(devices[0], |B, device| {
+            let (teacher, meta) = train::load_model::<B>(&args.teacher, &device)?;
+            train::teacher::check_fits(&meta.config, ds)?;
+            coreset::select(ds, &teacher, &meta, &coreset_config(args), &device)
+        })?,
+    };
+    let parts = (0..devices.len())
+        .map(|index| ShardSelect::Part { index, count: devices.len() }.classes(&ds.classes))
+        .collect::<crate::Result<Vec<_>>>()?;
+    // Beside --out, not in it: saving the package replaces --out as a whole. A stable name, so
+    // that a rerun after a kill finds the shards' checkpoints.
+    let name = args.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "package".into());
+    let work = args.out.with_file_name(format!(".{name}.devices"));
+    let started = std::time::Instant::now();
+    let made: Vec<(PathBuf, Shard, distiller::ShardReport)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = devices
+            .iter()
+            .zip(parts)
+            .enumerate()
+            .map(|(i, (&device, classes))| {
+                let (dir, coreset) = (work.join(format!("shard-{i}")), &coreset);
+                scope.spawn(move || -> anyhow::Result<(PathBuf, Shard, distiller::ShardReport)> {
+                    match distill_on(args, ds, plan, device, Some(classes), Some(coreset), &dir)? {
+                        Made::Shard(shard, report) => Ok((dir, *shard, *report)),
+                        Made::Package(..) => unreachable!("a class list makes a shard"),
+                    }
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a device's thread panicked"))))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let shards: Vec<(PathBuf, Shard)> = made.iter().map(|(dir, shard, _)| (dir.clone(), shard.clone())).collect();
+    let mut package = shard::merge(&shards)?;
+    let size = package.save(&args.out, ds.train.len())?;
+    // The shards were only the devices' working state: the package holds all of it.
+    std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    report_devices(args, &made, &size, started.elapsed().as_secs_f64())
+}
+
+/// Writes distill_report.json of a run on several devices and says what it made.
+fn report_devices(
+    args: &DistillArgs,
+    made: &[(PathBuf, Shard, distiller::ShardReport)],
+    size: &crate::package::SizeReport,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct PerDevice<'a> {
+        device: String,
+        report: &'a distiller::ShardReport,
+    }
+    #[derive(Serialize)]
+    struct Output<'a> {
+        command: String,
+        devices: Vec<PerDevice<'a>>,
+        seconds: f64,
+        size: &'a crate::package::SizeReport,
+    }
+    let devices =
+        made.iter().zip(&args.device.device).map(|((_, _, report), device)| PerDevice { device: device.to_string(), report }).collect();
+    let path = args.out.join("distill_report.json");
+    fsio::write_json(&path, &Output { command: command_line(), devices, seconds, size })?;
+    for ((_, _, r), device) in made.iter().zip(&args.device.device) {
+        println!(
+            "{device}: {} classes, {} patches x {} seeds ({} resumed), {} expansions",
+            r.classes.len(),
+            r.items,
+            r.seeds,
+            r.resumed_seeds,
+            r.expansions
+        );
+    }
+    println!(
+        "package {}: {} B, merged from {} devices in {seconds:.1} s; report {}",
+        args.out.display(),
+        size.total_bytes,
+        made.len(),
+        path.display()
+    );
     Ok(())
 }

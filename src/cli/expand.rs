@@ -7,14 +7,13 @@ use anyhow::bail;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::common::{at_least_one, command_line, hxw, setup_threads, DeviceArgs};
+use super::common::{at_least_one, command_line, hxw, load_prior, setup_threads, DeviceArgs};
 use crate::distill::argmax;
 use crate::fsio;
 use crate::on_device;
 use crate::package::{Package, Resolutions};
-use crate::prior::bundle::Prior;
 use crate::student::labels::teacher_logits;
-use crate::student::package::regenerator;
+use crate::student::package::regenerator_on;
 use crate::student::TrainingSet;
 use crate::train;
 
@@ -115,10 +114,10 @@ pub fn run(args: ExpandArgs) -> anyhow::Result<()> {
     let pkg = Package::load(&args.package)?;
     let m = &pkg.manifest;
     let n_seeds = args.seeds.unwrap_or(m.seeds.len()).min(m.seeds.len());
-    let (images, seconds, agreement) = on_device!(args.device.device, |B, device| {
-        let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
-        let prior = prior.map(|p| p.with_unet_dtype(m.expansion.unet_dtype.float())).transpose()?;
-        let mut regen = regenerator(&pkg, prior.as_ref(), args.batch, &device)?;
+    // Each seed's batches are spread over the devices; the teacher checks on the first.
+    let (images, seconds, agreement) = on_device!(args.device.list()?, |B, device, devices| {
+        let priors = devices.iter().map(|d| load_prior::<B>(args.prior.as_deref(), &pkg, d)).collect::<crate::Result<Vec<_>>>()?;
+        let mut regen = regenerator_on(&pkg, &priors, args.batch, &devices)?;
         let teacher = match &args.teacher {
             Some(dir) => Some(train::load_model::<B>(dir, &device)?.0),
             None => None,
@@ -154,7 +153,7 @@ pub fn run(args: ExpandArgs) -> anyhow::Result<()> {
     let report = ExpandReport {
         command: command_line(),
         package: args.package.display().to_string(),
-        device: args.device.device.name().into(),
+        device: args.device.names(),
         resolutions: m.resolutions(),
         seeds: n_seeds,
         images: images.len() / len,

@@ -148,7 +148,7 @@ fn experiment_rded(args: RdedArgs) -> anyhow::Result<()> {
         norm: args.recipe.norm,
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let report = on_device!(args.device.device, |B, device| {
+    let report = on_device!(args.device.one()?, |B, device| {
         rded::run_grid::<Autodiff<B>>(&ds, &args.teacher, &config, command_line(), &args.out, &device)
     })?;
     println!("{}", rded::markdown(&report));
@@ -195,7 +195,7 @@ fn experiment_expansion(args: ExpansionGridArgs) -> anyhow::Result<()> {
         temperature: args.temperature,
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let report = on_device!(args.device.device, |B, device| {
+    let report = on_device!(args.device.one()?, |B, device| {
         run_grid::<Autodiff<B>>(&ds, &args.teacher, &args.prior, &config, command_line(), &args.out, &device)
     })?;
     for c in &report.cells {

@@ -165,9 +165,9 @@ fn train(args: PriorTrainArgs) -> anyhow::Result<()> {
         config.vae_steps,
         config.unet_steps,
         config.batch_size,
-        args.device.device.name()
+        args.device.one()?
     );
-    let state = on_device!(args.device.device, |B, device| {
+    let state = on_device!(args.device.one()?, |B, device| {
         prior_train::train_prior::<Autodiff<B>>(config, &ds, &args.out, args.fresh, &device)
     })?;
     let psnr = state.vae_history.last().and_then(|p| p.test_psnr_db).unwrap_or(f64::NAN);
@@ -182,7 +182,7 @@ fn train(args: PriorTrainArgs) -> anyhow::Result<()> {
 
 fn sample(args: PriorSampleArgs) -> anyhow::Result<()> {
     setup_threads(&args.device)?;
-    on_device!(args.device.device, |B, device| {
+    on_device!(args.device.one()?, |B, device| {
         let prior = Prior::<B>::load(&args.prior, &device)?;
         let n = prior.index.classes.len();
         let ids: Vec<usize> = (0..n).flat_map(|c| std::iter::repeat_n(c, args.per_class)).collect();
@@ -215,7 +215,7 @@ fn eval(args: PriorEvalArgs) -> anyhow::Result<()> {
         guidance: args.guidance,
         ..PriorEvalConfig::default()
     };
-    let report = on_device!(args.device.device, |B, device| {
+    let report = on_device!(args.device.one()?, |B, device| {
         let prior = Prior::<B>::load(&args.prior, &device)?;
         let (teacher, meta) = crate::train::checkpoint::load_model::<B>(&args.teacher, &device)?;
         crate::prior::eval::evaluate_prior(&prior, &ds, &teacher, &meta, &cfg, &args.out, &device)
@@ -254,9 +254,9 @@ fn import(args: PriorImportArgs) -> anyhow::Result<()> {
         opts.classes.len(),
         opts.prompt,
         opts.resolution,
-        args.device.device.name()
+        args.device.one()?
     );
-    let report = on_device!(args.device.device, |B, device| crate::prior::import::import::<B>(&args.diffusers, &opts, &args.out, &device))?;
+    let report = on_device!(args.device.one()?, |B, device| crate::prior::import::import::<B>(&args.diffusers, &opts, &args.out, &device))?;
     crate::fsio::write_json(&args.out.join("import_report.json"), &report)?;
     println!(
         "{} ({}) imported to {} in {:.1} s: {} classes x {} tokens x {} (pooled {:?}); fingerprint {}",

@@ -9,14 +9,13 @@ use clap::Args;
 use serde::Serialize;
 
 use super::common::{
-    at_least_one, command_line, flips_ok, load_data_at, load_data_for_teacher, setup_threads, DeviceArgs, StudentRecipeArgs,
+    at_least_one, command_line, flips_ok, load_data_at, load_data_for_teacher, load_prior, setup_threads, DeviceArgs, StudentRecipeArgs,
 };
 use crate::fsio;
 use crate::models::ClassifierConfig;
 use crate::on_device;
 use crate::package::Package;
-use crate::prior::bundle::Prior;
-use crate::student::package::{regenerator, student_config, train_on_package_checkpointed};
+use crate::student::package::{regenerator_on, student_config, train_on_package_checkpointed};
 use crate::student::StudentCheckpoint;
 use crate::train;
 
@@ -110,7 +109,7 @@ fn coreset_student(args: StudentArgs) -> anyhow::Result<()> {
     let batch = args.batch.unwrap_or_else(|| student::rded_batch_size(coreset.meta.config.ipc, ds.num_classes(), set.len()));
     let config = StudentConfig::rded(model, args.epochs, batch, args.recipe.temperature, augment.clone(), args.seed);
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let report = on_device!(args.device.device, |B, device| {
+    let report = on_device!(args.device.one()?, |B, device| {
         let (teacher, meta) = train::load_model::<B>(teacher_dir, &device)?;
         let labels_dir = args.out.join("labels");
         let stored = if args.recipe.labels == LabelSource::Stored {
@@ -165,10 +164,10 @@ fn package_student(args: StudentArgs) -> anyhow::Result<()> {
     let config = student_config(&pkg, args.recipe.arch, args.recipe.norm, args.epochs, args.batch, args.recipe.temperature, args.seed);
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let cache_mb = args.cache_mb.unwrap_or_else(|| available_mb() / 2);
-    let (report, regen_images, cache) = on_device!(args.device.device, |B, device| {
-        let prior = args.prior.as_deref().map(|dir| Prior::<B>::load(dir, &device)).transpose()?;
-        let prior = prior.map(|p| p.with_unet_dtype(pkg.manifest.expansion.unet_dtype.float())).transpose()?;
-        let mut regen = regenerator(&pkg, prior.as_ref(), None, &device)?.with_cache_bytes((cache_mb << 20) as usize);
+    // Training runs on the first device; regeneration is spread over all of them.
+    let (report, regen_images, cache) = on_device!(args.device.list()?, |B, device, devices| {
+        let priors = devices.iter().map(|d| load_prior::<B>(args.prior.as_deref(), &pkg, d)).collect::<crate::Result<Vec<_>>>()?;
+        let mut regen = regenerator_on(&pkg, &priors, None, &devices)?.with_cache_bytes((cache_mb << 20) as usize);
         let report = train_on_package_checkpointed::<Autodiff<B>>(
             &pkg,
             &mut regen,
@@ -190,6 +189,8 @@ fn package_student(args: StudentArgs) -> anyhow::Result<()> {
     struct Output<'a> {
         command: String,
         package: String,
+        /// Training on the first; each epoch's regeneration spread over all.
+        devices: String,
         regenerated_images: usize,
         cache: CacheReport,
         /// This process's peak resident memory, MiB (Linux).
@@ -202,6 +203,7 @@ fn package_student(args: StudentArgs) -> anyhow::Result<()> {
         &Output {
             command: command_line(),
             package: dir.display().to_string(),
+            devices: args.device.names(),
             regenerated_images: regen_images,
             cache,
             peak_rss_mb: crate::bench::data::peak_rss_mb(),

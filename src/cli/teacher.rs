@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::common::{at_least_one, load_data_at, prepare, setup_threads, DeviceArgs};
 use crate::data::{self, Dataset, LoadOptions, IN_MEMORY_LIMIT};
-use crate::device::DeviceKind;
+use crate::device::DeviceSpec;
 use crate::fsio;
 use crate::models::{Arch, ClassifierConfig, NormKind};
 use crate::on_device;
@@ -114,10 +114,10 @@ fn teacher_train(args: TeacherTrainArgs) -> anyhow::Result<()> {
         ds.height,
         ds.width,
         config.epochs,
-        args.device.device.name()
+        args.device.one()?
     );
     let report =
-        on_device!(args.device.device, |B, device| train::train_teacher::<Autodiff<B>>(config, &ds, &args.out, args.resume, &device))?;
+        on_device!(args.device.one()?, |B, device| train::train_teacher::<Autodiff<B>>(config, &ds, &args.out, args.resume, &device))?;
     println!(
         "test accuracy {:.2}% after {} epochs; model and report.json in {}",
         report.test_accuracy().unwrap_or(f64::NAN),
@@ -256,7 +256,7 @@ struct EvalOutput {
     command: &'static str,
     model: String,
     data: String,
-    device: DeviceKind,
+    device: DeviceSpec,
     resized_from: Option<[usize; 2]>,
     report: train::EvalReport,
 }
@@ -277,7 +277,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     if resized_from.is_some() {
         ds = ds.resized(config.image_size[0], config.image_size[1]);
     }
-    let report = on_device!(args.device.device, |B, device| {
+    let report = on_device!(args.device.one()?, |B, device| {
         let (model, meta) = train::load_model::<B>(&args.model, &device)?;
         let batcher = ImageBatcher::plain(&ds, meta.normalization);
         Ok::<_, crate::DaceError>(train::evaluate(&model, &batcher, &ds.test, ds.num_classes(), args.batch, &device)?)
@@ -297,7 +297,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         command: "eval",
         model: args.model.display().to_string(),
         data: args.data.clone(),
-        device: args.device.device,
+        device: args.device.one()?,
         resized_from,
         report,
     };

@@ -280,6 +280,8 @@ fn check_prior_fits<B: DaceBackend>(prior: &Prior<B>, c: usize, size: [usize; 2]
 /// first ones makes `budget / all seeds' bytes` of the later epochs hits.
 pub struct Regenerator<'a, B: DaceBackend + DiffusionKernels> {
     expander: Expander<'a, B>,
+    /// Expanders of the same package on further devices: an epoch's batches are spread over all.
+    more: Vec<Expander<'a, B>>,
     cache: Vec<Option<std::sync::Arc<Vec<u8>>>>,
     budget: usize,
     cached: usize,
@@ -293,7 +295,29 @@ pub struct Regenerator<'a, B: DaceBackend + DiffusionKernels> {
 impl<'a, B: DaceBackend + DiffusionKernels> Regenerator<'a, B> {
     /// A regenerator caching every seed (see [`Regenerator::with_cache_bytes`]).
     pub fn new(expander: Expander<'a, B>, seeds: usize) -> Self {
-        Regenerator { expander, cache: vec![None; seeds], budget: usize::MAX, cached: 0, seconds: 0.0, images: 0, hits: 0 }
+        Regenerator {
+            expander,
+            more: Vec::new(),
+            cache: vec![None; seeds],
+            budget: usize::MAX,
+            cached: 0,
+            seconds: 0.0,
+            images: 0,
+            hits: 0,
+        }
+    }
+
+    /// Spreads each epoch's batches over `more` devices besides the first expander's: contiguous
+    /// runs of whole batches, one per device, so every batch is the one a single device makes and
+    /// the images are the same bytes where the devices compute alike.
+    pub fn with_devices(mut self, more: Vec<Expander<'a, B>>) -> Self {
+        self.more = more;
+        self
+    }
+
+    /// Devices the epochs are made on.
+    pub fn devices(&self) -> usize {
+        1 + self.more.len()
     }
 
     /// Caches at most `bytes` of images (0: none).
@@ -327,6 +351,31 @@ impl<'a, B: DaceBackend + DiffusionKernels> Regenerator<'a, B> {
         self.store(s, &images);
     }
 
+    /// Every item's expansion under `seed`, made on every device at once (one thread each).
+    fn expand_spread(&self, seed: u64) -> Result<Vec<u8>> {
+        if self.more.is_empty() {
+            return self.expander.expand_all(seed);
+        }
+        let expanders: Vec<&Expander<'a, B>> = std::iter::once(&self.expander).chain(&self.more).collect();
+        let (items, batch) = (self.expander.len(), self.expander.batch);
+        let per_device = items.div_ceil(batch).div_ceil(expanders.len()) * batch;
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = expanders
+                .iter()
+                .enumerate()
+                .map(|(d, e)| {
+                    let range: Vec<usize> = ((d * per_device).min(items)..((d + 1) * per_device).min(items)).collect();
+                    scope.spawn(move || e.expand(&range, seed))
+                })
+                .collect();
+            let mut out = Vec::with_capacity(items * self.expander.image_len());
+            for part in parts {
+                out.extend(part.join().map_err(|_| DaceError::Invalid("a device's expansion thread panicked".into()))??);
+            }
+            Ok(out)
+        })
+    }
+
     /// Every item's expansion under seed number `s` (= `seed`).
     pub fn epoch(&mut self, s: usize, seed: u64) -> Result<std::sync::Arc<Vec<u8>>> {
         if let Some(Some(images)) = self.cache.get(s) {
@@ -334,7 +383,7 @@ impl<'a, B: DaceBackend + DiffusionKernels> Regenerator<'a, B> {
             return Ok(images.clone());
         }
         let t = std::time::Instant::now();
-        let images = std::sync::Arc::new(self.expander.expand_all(seed)?);
+        let images = std::sync::Arc::new(self.expand_spread(seed)?);
         self.seconds += t.elapsed().as_secs_f64();
         self.images += self.expander.len();
         self.store(s, &images);

@@ -64,6 +64,28 @@ pub fn regenerator<'a, B: DaceBackend + DiffusionKernels>(
     Ok(Regenerator::new(expander, m.seeds.len()))
 }
 
+/// [`regenerator`] on several devices of one backend, the prior loaded on each (`priors[i]` on
+/// `devices[i]`; all `None` for packages without a prior): each epoch's batches are spread over
+/// them ([`Regenerator::with_devices`]).
+pub fn regenerator_on<'a, B: DaceBackend + DiffusionKernels>(
+    pkg: &Package,
+    priors: &'a [Option<Prior<B>>],
+    batch: Option<usize>,
+    devices: &[B::Device],
+) -> Result<Regenerator<'a, B>> {
+    if priors.is_empty() || priors.len() != devices.len() {
+        return Err(DaceError::Invalid(format!("{} priors for {} devices", priors.len(), devices.len())));
+    }
+    let m = &pkg.manifest;
+    let more = (1..devices.len())
+        .map(|i| {
+            m.check_prior(priors[i].as_ref().map(|p| p.fingerprint.as_str()))?;
+            Expander::for_manifest(priors[i].as_ref(), m, &pkg.patches, batch.unwrap_or(m.batch), &devices[i])
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(regenerator(pkg, priors[0].as_ref(), batch, &devices[0])?.with_devices(more))
+}
+
 /// Trains one student on `pkg`, its epochs' images from `regen` (shared between students of
 /// the same package, so a seed is regenerated once per process).
 pub fn train_on_package<B: TrainBackend>(
