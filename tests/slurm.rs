@@ -156,3 +156,42 @@ fn a_slurm_job_array_distills_shards_that_merge_into_the_single_process_package(
     let task_log = std::fs::read_to_string(out.join(format!("slurm/logs/distill-{array}_0.log"))).unwrap();
     assert!(task_log.matches("package shard").count() == 1, "shard 0's log (both runs, appended):\n{task_log}");
 }
+
+/// Bad launcher input is refused before anything is submitted, naming what is wrong; `--dry-run`
+/// writes the run's sbatch files without a scheduler.
+#[test]
+fn slurm_submit_refuses_bad_options_and_dry_runs_without_a_scheduler() {
+    let tmp = tempfile::Builder::new().prefix("dace-slurm-").tempdir_in("/tmp").unwrap();
+    let submit = |shards: &str, out: &Path, distill: &[&str]| {
+        let mut c = Command::new(DACE);
+        c.current_dir(repo()).args(["slurm", "submit", "--shards", shards, "--dry-run", "--out"]).arg(out).arg("--").args(distill);
+        c.output().unwrap()
+    };
+    let base = ["--data", "embedded", "--teacher", "artifacts/teachers/fashion-mnist-convnet3"];
+    let run = tmp.path().join("run");
+    let refusals: [(&str, &Path, Vec<&str>, &str); 5] = [
+        ("2", &run, vec!["--out", "x"], "`--out` is set by `dace slurm submit`"),
+        ("2", &run, vec!["--shard=0/2"], "`--shard` is set by `dace slurm submit`"),
+        ("2", &run, vec!["--no-such-flag"], "the distill options after `--` do not parse"),
+        ("0", &run, vec![], "--shards"),
+        ("2", &tmp.path().join("with blank"), vec![], "cannot hold a path with blanks"),
+    ];
+    for (shards, out, extra, want) in refusals {
+        let output = submit(shards, out, &[&base[..], &extra[..]].concat());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(want) && !stderr.contains("panicked"), "{extra:?}: {stderr}");
+    }
+    assert!(!run.join("slurm/jobs.json").exists(), "a refused submission wrote its files");
+
+    ok("dace slurm submit --dry-run", submit("2", &run, &base));
+    let distill = std::fs::read_to_string(run.join("slurm/distill.sbatch")).unwrap();
+    for want in
+        ["#SBATCH --array=0-1", "#SBATCH --requeue", "#SBATCH --open-mode=append", "distill --data embedded", "--shard \"$shard/2\""]
+    {
+        assert!(distill.contains(want), "distill.sbatch lacks `{want}`:\n{distill}");
+    }
+    let merge = std::fs::read_to_string(run.join("slurm/merge.sbatch")).unwrap();
+    assert!(merge.contains("package merge") && merge.contains("shards/shard-0") && merge.contains("shards/shard-1"), "{merge}");
+    let jobs = json(&run.join("slurm/jobs.json"));
+    assert!(jobs["array_job"].is_null() && jobs["shards"] == 2, "{jobs}");
+}

@@ -390,18 +390,19 @@ fn run_on_devices(args: &DistillArgs, ds: &Dataset, plan: &Plan) -> anyhow::Resu
             .map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a device's thread panicked"))))
             .collect::<anyhow::Result<Vec<_>>>()
     })?;
-    let shards: Vec<(PathBuf, Shard)> = made.iter().map(|(dir, shard, _)| (dir.clone(), shard.clone())).collect();
+    let (shards, reports): (Vec<(PathBuf, Shard)>, Vec<distiller::ShardReport>) =
+        made.into_iter().map(|(dir, shard, report)| ((dir, shard), report)).unzip();
     let mut package = shard::merge(&shards)?;
     let size = package.save(&args.out, ds.train.len())?;
     // The shards were only the devices' working state: the package holds all of it.
     std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
-    report_devices(args, &made, &size, started.elapsed().as_secs_f64())
+    report_devices(args, &reports, &size, started.elapsed().as_secs_f64())
 }
 
 /// Writes distill_report.json of a run on several devices and says what it made.
 fn report_devices(
     args: &DistillArgs,
-    made: &[(PathBuf, Shard, distiller::ShardReport)],
+    reports: &[distiller::ShardReport],
     size: &crate::package::SizeReport,
     seconds: f64,
 ) -> anyhow::Result<()> {
@@ -418,10 +419,10 @@ fn report_devices(
         size: &'a crate::package::SizeReport,
     }
     let devices =
-        made.iter().zip(&args.device.device).map(|((_, _, report), device)| PerDevice { device: device.to_string(), report }).collect();
+        reports.iter().zip(&args.device.device).map(|(report, device)| PerDevice { device: device.to_string(), report }).collect();
     let path = args.out.join("distill_report.json");
     fsio::write_json(&path, &Output { command: command_line(), devices, seconds, size })?;
-    for ((_, _, r), device) in made.iter().zip(&args.device.device) {
+    for (r, device) in reports.iter().zip(&args.device.device) {
         println!(
             "{device}: {} classes, {} patches x {} seeds ({} resumed), {} expansions",
             r.classes.len(),
@@ -435,7 +436,7 @@ fn report_devices(
         "package {}: {} B, merged from {} devices in {seconds:.1} s; report {}",
         args.out.display(),
         size.total_bytes,
-        made.len(),
+        reports.len(),
         path.display()
     );
     Ok(())

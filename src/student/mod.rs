@@ -136,9 +136,8 @@ pub fn train_student<B: TrainBackend>(
 
 /// [`train_student`] with each epoch's images supplied by `epoch_images` (stored labels only: the
 /// seed of epoch `e` is `seeds[e % len]` of the labels, which also indexes the images; made one
-/// epoch ahead on another thread where the source allows), saving
-/// its state after every epoch into `checkpoint` (and resuming from it where allowed).
-#[allow(clippy::too_many_arguments)]
+/// epoch ahead on another thread where the source allows), saving its state after every epoch
+/// into `checkpoint` (and resuming from it where allowed).
 pub fn train_student_with<B: TrainBackend>(
     config: &StudentConfig,
     set: &TrainingSet,
