@@ -873,6 +873,71 @@ fn cli_shards_and_merge() {
     assert!(!out.status.success() && stderr.contains("--device cpu,cpu: this command runs on one device"), "{stderr}");
 }
 
+/// Issue 20: `dace coreset --shard i/n` / `--classes` and `dace coreset merge`: the merged
+/// coreset's patches and patch list are the single run's, byte for byte (its timing aside).
+/// Merge refuses overlapping, missing and foreign shards by name; a shard is not a coreset.
+#[test]
+fn coreset_shards_merge_into_the_single_run() {
+    let ds = small();
+    let dir = tempfile::tempdir().unwrap();
+    let teacher_dir = dir.path().join("teacher");
+    teacher(&ds, &teacher_dir);
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let dace = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_dace")).args(args).output().unwrap();
+    let t = teacher_dir.to_str().unwrap();
+    for (name, extra) in [
+        ("single", vec![]),
+        ("s0", vec!["--shard", "0/3"]),
+        ("s1", vec!["--classes", "3,4,5"]),
+        ("s2", vec!["--shard", "2/3"]),
+        ("other-seed", vec!["--shard", "2/3", "--seed", "9"]),
+    ] {
+        let out_dir = path(name);
+        let mut args =
+            vec!["coreset", "--data", "embedded", "--teacher", t, "--ipc", "1", "--factor", "2", "--mipc", "6", "--out", &out_dir];
+        args.extend(extra.iter());
+        let out = dace(&args);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = dace(&["coreset", "merge", &path("s2"), &path("s0"), &path("s1"), "--out", &path("merged")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (single, merged) = (Coreset::load(&dir.path().join("single")).unwrap(), Coreset::load(&dir.path().join("merged")).unwrap());
+    assert!(merged.patches == single.patches, "merged patches differ from the single run");
+    let json = |c: &Coreset| serde_json::to_string(&(&c.meta.patches, c.meta.mipc_used, c.meta.teacher_evals, &c.meta.teacher)).unwrap();
+    assert_eq!(json(&merged), json(&single));
+    assert!(merged.meta.shard.is_none() && !single.meta.teacher.is_empty());
+
+    // A shard is not a coreset: distill and the student refuse it, naming it.
+    let out =
+        dace(&["distill", "--data", "embedded", "--teacher", t, "--coreset", &path("s0"), "--variant", "rded", "--out", &path("never")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("coreset shard") && stderr.contains("s0"), "{stderr}");
+    for (shards, want) in [
+        (vec!["s0", "s1"], "no shard holds class"),
+        (vec!["s0", "s1", "s2", "s0"], "shares class"),
+        (vec!["s0", "s1", "other-seed"], "differs from"),
+        (vec!["s0", "s1", "s2", "single"], "is a whole coreset"),
+        (vec!["s0", "nonexistent"], "nonexistent"),
+    ] {
+        let mut args = vec!["coreset".to_string(), "merge".to_string()];
+        args.extend(shards.iter().map(|s| path(s)));
+        args.extend(["--out".to_string(), path("bad")]);
+        let out = dace(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(want) && !stderr.contains("panicked"), "{shards:?}: {stderr}");
+    }
+    // Bad selections are refused naming the flag; a bare `dace coreset` asks for its flags.
+    for (extra, want) in [(vec!["--shard", "3/3"], "'--shard <i/n>'"), (vec!["--classes", "0,nosuch"], "`nosuch` is not one of")] {
+        let mut args = vec!["coreset", "--data", "embedded", "--teacher", t, "--ipc", "1", "--out", "/nonexistent/never"];
+        args.extend(extra.iter());
+        let out = dace(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(want), "{extra:?}: {stderr}");
+    }
+    let out = dace(&["coreset"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--data"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Issue 20: the regeneration cache keeps seeds while they fit its budget and never more; a seed
 /// outside it is regenerated (bit-identical) each time it comes round.
 #[test]

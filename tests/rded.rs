@@ -142,6 +142,7 @@ fn collages_put_block_k_of_the_ranking_in_cell_k() {
             teacher_evals: 8,
             seconds: 0.0,
             teacher: String::new(),
+            shard: None,
         },
         patches,
     };

@@ -11,6 +11,7 @@ use crate::data::{self, Dataset, LoadOptions};
 use crate::device::DeviceSpec;
 use crate::kernels::DaceBackend;
 use crate::models::{Arch, NormKind};
+use crate::package::shard::ShardSelect;
 use crate::package::Package;
 use crate::prior::bundle::Prior;
 use crate::student::LabelSource;
@@ -52,6 +53,36 @@ impl DeviceArgs {
     /// The devices as given, `cuda:0,cuda:1`.
     pub fn names(&self) -> String {
         self.device.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A shard of the classes (`dace coreset` and `dace distill`): merged shards equal a single run.
+#[derive(Args, Debug, Clone)]
+pub struct ShardArgs {
+    /// Work on one shard of the classes and write a shard at --out: `i/n` is the i-th (from 0)
+    /// of n contiguous blocks of classes. `dace coreset merge` / `dace package merge` join the
+    /// shards into what a single run writes, byte for byte.
+    #[arg(long, value_parser = crate::package::shard::parse_part, value_name = "i/n", conflicts_with = "classes")]
+    pub shard: Option<ShardSelect>,
+    /// Work on these classes only and write a shard: a file of one class name per line, or
+    /// names (or indices) separated by commas.
+    #[arg(long, value_name = "FILE|a,b,c")]
+    pub classes: Option<String>,
+}
+
+impl ShardArgs {
+    pub fn is_set(&self) -> bool {
+        self.shard.is_some() || self.classes.is_some()
+    }
+
+    /// The shard's class indices (ascending) among `names`, or `None` for all classes.
+    pub fn class_indices(&self, names: &[String]) -> anyhow::Result<Option<Vec<u32>>> {
+        let select = match (&self.shard, &self.classes) {
+            (Some(part), _) => part.clone(),
+            (None, Some(spec)) => ShardSelect::Named(data::names::class_list(spec).map_err(|e| anyhow::anyhow!("--classes: {e}"))?),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(select.classes(names)?))
     }
 }
 

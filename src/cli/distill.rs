@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
-use super::common::{at_least_one, command_line, flips_ok, hxw, load_data_for_teacher, setup_threads, DeviceArgs, InMemoryArgs};
+use super::common::{at_least_one, command_line, flips_ok, hxw, load_data_for_teacher, setup_threads, DeviceArgs, InMemoryArgs, ShardArgs};
 use crate::coreset::{self, Coreset, CoresetConfig};
 use crate::data::Dataset;
 use crate::device::DeviceSpec;
@@ -112,15 +112,8 @@ pub struct DistillArgs {
     pub prior_size: Option<[usize; 2]>,
     #[arg(long)]
     pub out: PathBuf,
-    /// Distill one shard of the classes into a package shard at --out: `i/n` is the i-th (from
-    /// 0) of n contiguous blocks of classes. `dace package merge` joins the shards into the
-    /// package a single run writes, byte for byte.
-    #[arg(long, value_parser = shard::parse_part, value_name = "i/n", conflicts_with = "classes")]
-    pub shard: Option<ShardSelect>,
-    /// Distill only these classes into a package shard: a file of one class name per line, or
-    /// names (or indices) separated by commas.
-    #[arg(long, value_name = "FILE|a,b,c")]
-    pub classes: Option<String>,
+    #[command(flatten)]
+    pub shard: ShardArgs,
     #[command(flatten)]
     pub memory: InMemoryArgs,
     #[command(flatten)]
@@ -299,15 +292,8 @@ pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     if args.device.device.len() > 1 {
         return run_on_devices(&args, &ds, &plan);
     }
-    let select = match (&args.shard, &args.classes) {
-        (Some(part), _) => Some(part.clone()),
-        (None, Some(spec)) => {
-            Some(ShardSelect::Named(crate::data::names::class_list(spec).map_err(|e| anyhow::anyhow!("--classes: {e}"))?))
-        }
-        (None, None) => None,
-    };
     // A shard's classes are checked against the data's before any work.
-    let shard_classes = select.map(|s| s.classes(&ds.classes)).transpose()?;
+    let shard_classes = args.shard.class_indices(&ds.classes)?;
     let made = distill_on(&args, &ds, &plan, args.device.one()?, shard_classes, None, &args.out)?;
     let (package, report) = match made {
         Made::Package(package, report) => (package, report),
@@ -348,7 +334,7 @@ pub fn run(args: DistillArgs) -> anyhow::Result<()> {
 /// once, on the first device.
 fn run_on_devices(args: &DistillArgs, ds: &Dataset, plan: &Plan) -> anyhow::Result<()> {
     let devices = args.device.list()?;
-    if args.shard.is_some() || args.classes.is_some() {
+    if args.shard.is_set() {
         bail!("--device {}: several devices split the classes among themselves; leave out --shard and --classes", args.device.names());
     }
     if devices.len() > ds.num_classes() {

@@ -44,8 +44,9 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Select an RDED coreset: the lowest-teacher-loss crops of each class, stored at H/r x W/r.
-    Coreset(coreset::CoresetArgs),
+    /// Select an RDED coreset: the lowest-teacher-loss crops of each class, stored at H/r x W/r
+    /// (`--shard i/n` for a part of the classes; `dace coreset merge` joins the shards).
+    Coreset(coreset::CoresetCommand),
     /// Train a student on a coreset (soft labels online or stored, or hard labels) or on a
     /// distilled package (its images regenerated from the seeds), and evaluate it.
     Student(student::StudentArgs),

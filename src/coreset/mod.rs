@@ -7,6 +7,7 @@
 //! full-resolution crop) scores exactly what a student will later see.
 
 pub mod crop;
+pub mod shard;
 
 use std::path::Path;
 use std::time::Instant;
@@ -73,6 +74,10 @@ pub struct CoresetMeta {
     /// The teacher that scored the crops (`checkpoint::fingerprint`, when known).
     #[serde(default)]
     pub teacher: String,
+    /// A coreset shard (`dace coreset --shard i/n`) holds the patches of these classes only;
+    /// `dace coreset merge` joins shards into the whole coreset. Absent for a whole coreset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Vec<u32>>,
 }
 
 /// A coreset: metadata and the patches as u8 CHW, in the order of `meta.patches`.
@@ -162,7 +167,24 @@ impl Coreset {
         Ok(())
     }
 
+    /// Loads a whole coreset; a shard is refused (it lacks classes: merge the shards first).
     pub fn load(dir: &Path) -> Result<Coreset> {
+        let c = Self::load_shard(dir)?;
+        if let Some(classes) = &c.meta.shard {
+            return Err(DaceError::bad_file(
+                dir.join(META_FILE),
+                format!(
+                    "is a coreset shard of {} of {} classes: join the shards with `dace coreset merge` first",
+                    classes.len(),
+                    c.meta.classes.len()
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Loads a whole coreset or a shard of one.
+    pub fn load_shard(dir: &Path) -> Result<Coreset> {
         let meta_path = dir.join(META_FILE);
         let meta: CoresetMeta = fsio::read_json(&meta_path)?;
         if meta.format != FORMAT {
@@ -181,14 +203,25 @@ impl Coreset {
         if meta.patches.iter().any(|p| p.class as usize >= meta.classes.len()) {
             return Err(DaceError::bad_file(&meta_path, "a patch has a class outside the class list"));
         }
-        // Every class holds exactly ipc * r^2 patches of H/r x W/r: students rely on it.
+        // Every class (of a shard: every class it holds) has exactly ipc * r^2 patches of
+        // H/r x W/r, grouped by class in class order: students and merges rely on it.
         let r = meta.config.factor.max(1);
         let per_class = meta.config.ipc * r * r;
-        for (k, name) in meta.classes.iter().enumerate() {
-            let n = meta.patches.iter().filter(|p| p.class as usize == k).count();
-            if n != per_class {
-                return Err(DaceError::bad_file(&meta_path, format!("class `{name}` has {n} patches, expected ipc * r^2 = {per_class}")));
-            }
+        let held: Vec<u32> = match &meta.shard {
+            Some(classes) => classes.clone(),
+            None => (0..meta.classes.len() as u32).collect(),
+        };
+        if held.is_empty() || held.windows(2).any(|w| w[0] >= w[1]) || held.iter().any(|&k| k as usize >= meta.classes.len()) {
+            return Err(DaceError::bad_file(&meta_path, format!("shard classes {held:?} are not ascending class indices")));
+        }
+        let expected_classes = held.iter().flat_map(|&k| std::iter::repeat_n(k, per_class));
+        if !meta.patches.iter().map(|p| p.class).eq(expected_classes) {
+            let count = |k: u32| meta.patches.iter().filter(|p| p.class == k).count();
+            let what = match held.iter().find(|&&k| count(k) != per_class) {
+                Some(&k) => format!("class `{}` has {} patches, expected ipc * r^2 = {per_class}", meta.classes[k as usize], count(k)),
+                None => format!("patches of classes outside {held:?}, or not grouped by class in class order"),
+            };
+            return Err(DaceError::bad_file(&meta_path, what));
         }
         if meta.patch_size != [meta.image_size[0] / r, meta.image_size[1] / r] {
             return Err(DaceError::bad_file(
@@ -208,7 +241,26 @@ pub fn select<B: DaceBackend>(
     config: &CoresetConfig,
     device: &B::Device,
 ) -> Result<Coreset> {
+    let all: Vec<u32> = (0..ds.num_classes() as u32).collect();
+    let mut c = select_shard(ds, teacher, teacher_meta, config, &all, device)?;
+    c.meta.shard = None;
+    Ok(c)
+}
+
+/// The coreset shard of `classes` (ascending indices): a class's patches depend on the class, the
+/// settings and the teacher only, so merged shards equal [`select`]'s coreset.
+pub fn select_shard<B: DaceBackend>(
+    ds: &Dataset,
+    teacher: &Classifier<B>,
+    teacher_meta: &ModelMeta,
+    config: &CoresetConfig,
+    classes: &[u32],
+    device: &B::Device,
+) -> Result<Coreset> {
     let start = Instant::now();
+    if classes.is_empty() || classes.windows(2).any(|w| w[0] >= w[1]) || classes.iter().any(|&k| k as usize >= ds.num_classes()) {
+        return Err(DaceError::Invalid(format!("coreset shard classes {classes:?}: not ascending indices below {}", ds.num_classes())));
+    }
     let (c, h, w, r) = (ds.channels, ds.height, ds.width, config.factor);
     if r == 0 || h / r == 0 || w / r == 0 || config.ipc == 0 || config.crops == 0 {
         return Err(DaceError::Invalid(format!("bad coreset settings {config:?} for {h}x{w} images")));
@@ -229,8 +281,8 @@ pub fn select<B: DaceBackend>(
     let mut evals = 0;
     let mut fewest_considered = usize::MAX;
     let scorer = CropScorer { ds, teacher, norm: &teacher_meta.normalization, config, patch: [ph, pw], device };
-    let bar = crate::train::progress::bar(ds.num_classes() as u64, "coreset");
-    for class in 0..ds.num_classes() as u32 {
+    let bar = crate::train::progress::bar(classes.len() as u64, "coreset");
+    for &class in classes {
         let pool = class_pool(ds, class, mipc, config.seed);
         fewest_considered = fewest_considered.min(pool.len());
         let mut best = Vec::with_capacity(pool.len());
@@ -260,6 +312,7 @@ pub fn select<B: DaceBackend>(
             teacher_evals: evals,
             seconds: start.elapsed().as_secs_f64(),
             teacher: String::new(),
+            shard: Some(classes.to_vec()),
         },
         patches: patches_out,
     })
