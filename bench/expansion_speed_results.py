@@ -22,6 +22,12 @@ RAW = ROOT / "docs/results/expansion_speed"
 
 # Where a symbol's time goes: the first pattern that matches names the group.
 GROUPS = [
+    ("direct convolution: register tiles", r"conv_direct::x86|row_avx"),
+    ("direct convolution: channels-last packing", r"conv_direct"),
+    # The closures run inside `matmul_cpu::with_scratch` are inlined into it: im2col and the
+    # regrouping of images up to `after-2`, the direct convolution's channels-last packing and
+    # output scatter in `after-3`.
+    ("closures on the scratch buffer (im2col; channels-last packing and output scatter)", r"with_scratch"),
     ("GEMM micro-kernels", r"gemm|matmul|nano_gemm|sgemm"),
     ("im2col / col2im", r"im2col|col2im|conv_cpu"),
     # burn's `unary_op` is where the composed SiLU/GELU evaluated their exp and erf.
@@ -42,9 +48,10 @@ def row_key(r):
     return (r["prior"], r["resolution"], r["batch"], r["workload"])
 
 
-def across_records(speeds, latest):
-    """Each row's dace and diffusers rates in every record, and dace's change from `after` to
-    `latest` (how much dace itself moved, independent of the peer's run-to-run spread)."""
+def across_records(speeds, latest, baseline):
+    """Each row's dace and diffusers rates in every record, and dace's change from `baseline` to
+    `latest` (how much dace itself moved, independent of the peer's run-to-run spread; the two
+    records should come from one machine)."""
     rows = {}
     for label, rec in speeds.items():
         for r in rec["rows"]:
@@ -53,21 +60,23 @@ def across_records(speeds, latest):
             entry["dace_img_s"][label] = r["dace_img_s"]
             entry["diffusers_img_s"][label] = r["diffusers_img_s"]
     for entry in rows.values():
-        before, now = entry["dace_img_s"].get("after"), entry["dace_img_s"].get(latest)
-        entry[f"dace_change_after_to_{latest}_percent"] = None if not (before and now) else 100 * (now / before - 1)
+        # The first baseline record that has the row (one machine's records may be split by row).
+        before = next((entry["dace_img_s"][b] for b in baseline.split(",") if b in entry["dace_img_s"]), None)
+        now = entry["dace_img_s"].get(latest)
+        entry["dace_change_percent"] = None if not (before and now) else 100 * (now / before - 1)
     return list(rows.values())
 
 
-def across_records_md(rows, labels, latest):
+def across_records_md(rows, labels, latest, baseline):
     md = ["## Each row across the records", "",
-          f"dace's and diffusers' rates (images/s) in every record; the last column is dace's own change from `after` to `{latest}`.", "",
+          f"dace's and diffusers' rates (images/s) in every record; the last column is dace's own change from `{baseline}` to `{latest}`.", "",
           "| prior | px | batch | workload | " + " | ".join(f"dace `{l}`" for l in labels) + " | "
           + " | ".join(f"diffusers `{l}`" for l in labels) + " | dace change |",
           "|---|---|---|---|" + "---|" * (2 * len(labels) + 1)]
     for e in rows:
         cells = [rate(e["dace_img_s"][l]) if l in e["dace_img_s"] else "—" for l in labels]
         cells += [rate(e["diffusers_img_s"][l]) if l in e["diffusers_img_s"] else "—" for l in labels]
-        change = e[f"dace_change_after_to_{latest}_percent"]
+        change = e["dace_change_percent"]
         cells.append("—" if change is None else f"{change:+.0f} %")
         md.append(f"| {e['prior']} | {e['resolution']} | {e['batch']} | {e['workload']} | " + " | ".join(cells) + " |")
     return md + [""]
@@ -104,6 +113,7 @@ def group_perf(rows):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--latest", default="after", help="label of the record the .json reports")
+    ap.add_argument("--baseline", default="after", help="label of the record dace's change is measured from (comma-separated: the first that has the row)")
     args = ap.parse_args()
     # Records in the order before, after, then any others by name.
     order = lambda p: ({"before": 0, "after": 1}.get(p.stem.split("-", 1)[1], 2), p.stem)
@@ -114,11 +124,12 @@ def main():
     latest = speeds[args.latest]
     out = {k: latest[k] for k in ("rows", "commit", "machine", "command")}
     out["dace_binary"] = latest.get("dace_binary")
-    out["renderer"] = "python3 bench/expansion_speed_results.py --latest " + args.latest
+    out["renderer"] = f"python3 bench/expansion_speed_results.py --latest {args.latest} --baseline {args.baseline}"
     # Every record the .md shows, with its own command, commit, machine and binary.
     out["records"] = {label: {k: rec.get(k) for k in ("rows", "command", "commit", "machine", "dace_binary")}
                       for label, rec in speeds.items()}
-    out["across_records"] = across_records(speeds, args.latest)
+    out["across_records"] = across_records(speeds, args.latest, args.baseline)
+    out["change_from"] = args.baseline
     out["profile_shares_percent"] = {label: group_perf(rows) for label, rows in perfs.items()}
     # fidelity.json, then fidelity-2.json, ...: one record per kernel change checked.
     fidelities = [json.loads(p.read_text()) for p in sorted(RAW.glob("fidelity*.json"), key=lambda p: (len(p.name), p.name))]
@@ -160,7 +171,7 @@ def main():
             md.append(f"| {r['prior']} | {r['resolution']} | {r['batch']} | {r['workload']} | {rate(r['dace_img_s'])} | "
                       f"{rate(r['diffusers_img_s'])} | {r['ratio']:.2f}x | {verdict} |")
         md.append("")
-    md += across_records_md(out["across_records"], list(speeds), args.latest)
+    md += across_records_md(out["across_records"], list(speeds), args.latest, args.baseline)
     if perfs:
         md += ["## Where the time goes (`perf`, Fashion-MNIST prior, batch 64, 2 threads)", "",
                "Share of samples per group of symbols (self time; the grouping patterns are in the renderer):", ""]

@@ -769,3 +769,110 @@ fn convolution_weight_gradient_is_bit_identical_under_concurrent_load() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
 }
+
+/// Issue 18: the direct convolution (channels-last tiles, no im2col) against a float64 loop and
+/// the im2col + GEMM path (which the baseline tier keeps): output widths that take tiles of 6, 7
+/// and 8 pixels, with and without columns past the output, 1 to 3 blocks of 16 output channels (the last partial),
+/// strides 1 and 2, one image (channel blocks in parallel) and several (images in parallel).
+/// The AVX2 and AVX-512 builds give the same bits; NaN reaches exactly the outputs whose window
+/// holds it; beyond 128 channels the GEMM path runs.
+#[test]
+fn direct_convolution_matches_a_float64_loop_and_the_gemm_path() {
+    use dace::kernels::conv_cpu::{self, ConvGeometry};
+    use dace::kernels::conv_direct::{applies, forward};
+    use dace::kernels::simd::{with_tier, Tier};
+    let reference = |x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry| -> Vec<f64> {
+        let [ho, wo] = g.out_size();
+        let mut y = vec![0f64; g.batch * g.out_channels * ho * wo];
+        for n in 0..g.batch {
+            for o in 0..g.out_channels {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut s = b[o] as f64;
+                        for c in 0..g.in_channels {
+                            for ky in 0..g.kernel[0] {
+                                for kx in 0..g.kernel[1] {
+                                    let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
+                                    let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.height as isize || ix >= g.width as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((n * g.in_channels + c) * g.height + iy as usize) * g.width + ix as usize];
+                                    let wv = w[((o * g.in_channels + c) * g.kernel[0] + ky) * g.kernel[1] + kx];
+                                    s += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        y[((n * g.out_channels + o) * ho + oy) * wo + ox] = s;
+                    }
+                }
+            }
+        }
+        y
+    };
+    let values =
+        |len: usize, salt: usize| -> Vec<f32> { (0..len).map(|i| ((i * 7919 + salt * 131) % 2003) as f32 / 1001.5 - 1.0).collect() };
+    // (batch, c_in, height, width, c_out, kernel, stride, padding)
+    for (n, ci, h, w, co, k, s, p) in [
+        (1, 4, 14, 14, 32, 3, 1, 1),
+        (3, 1, 9, 13, 16, 3, 1, 1),
+        (2, 33, 7, 7, 40, 3, 1, 1),
+        (1, 128, 6, 19, 20, 3, 2, 1),
+        (5, 8, 12, 12, 48, 3, 2, 0),
+        (2, 3, 5, 31, 7, 5, 1, 2),
+        (4, 16, 1, 1, 16, 3, 1, 1),
+        (1, 16, 4, 16, 16, 3, 1, 1),
+    ] {
+        let g = ConvGeometry {
+            batch: n,
+            in_channels: ci,
+            height: h,
+            width: w,
+            out_channels: co,
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
+        };
+        let name = format!("conv {n}x{ci}x{h}x{w} -> {co}, k{k} s{s} p{p}");
+        assert!(with_tier(Tier::Avx2, || applies(&g)).unwrap(), "{name}: the direct path does not take it");
+        let (x, wt, b) = (values(n * ci * h * w, 1), values(co * ci * k * k, 2), values(co, 3));
+        let truth = reference(&x, &wt, &b, &g);
+        // On this thread's tier in a one-thread pool (the row kernels pick the tier of the
+        // thread they run on), and on the default pool (images or channel blocks in parallel).
+        let on = |tier: Tier| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            pool.install(|| with_tier(tier, || forward(&x, &wt, Some(&b), &g)))
+        };
+        let direct = forward(&x, &wt, Some(&b), &g);
+        let gemm = conv_cpu::forward(&x, &wt, Some(&b), &g);
+        let scale = (ci * k * k) as f64;
+        for (label, ours) in [("direct", &direct), ("im2col + GEMM", &gemm)] {
+            assert_eq!(ours.len(), truth.len(), "{name}: {label} length");
+            let worst = nan_max(ours.iter().zip(&truth).map(|(&a, &t)| (a as f64 - t).abs() as f32));
+            assert!(worst as f64 <= 2e-7 * scale, "{name}: {label} differs from the float64 loop by {worst:e}");
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for tier in [Tier::Avx2, Tier::Avx512] {
+            if let Some(one_thread) = on(tier) {
+                assert!(bits(&one_thread) == bits(&direct), "{name}: {tier:?} on one thread differs from the parallel run");
+            }
+        }
+        let none = with_tier(Tier::Avx2, || forward(&x, &wt, None, &g)).unwrap();
+        let without_bias: Vec<f64> = reference(&x, &wt, &vec![0.0; co], &g);
+        let worst = nan_max(none.iter().zip(&without_bias).map(|(&a, &t)| (a as f64 - t).abs() as f32));
+        assert!(worst <= 2e-7 * scale as f32, "{name}: without bias differs by {worst:e}");
+    }
+    // NaN in one input pixel reaches the outputs whose window covers it, and only those.
+    let g =
+        ConvGeometry { batch: 2, in_channels: 3, height: 8, width: 8, out_channels: 17, kernel: [3, 3], stride: [1, 1], padding: [1, 1] };
+    let mut x = values(2 * 3 * 64, 4);
+    x[64 + 3 * 8 + 5] = f32::NAN; // image 0, channel 1, (3, 5)
+    let y = with_tier(Tier::Avx2, || forward(&x, &values(17 * 27, 5), None, &g)).unwrap();
+    for (i, v) in y.iter().enumerate() {
+        let (image, oy, ox) = (i / (17 * 64), i % 64 / 8, i % 8);
+        let covered = image == 0 && oy.abs_diff(3) <= 1 && ox.abs_diff(5) <= 1;
+        assert_eq!(v.is_nan(), covered, "output {i}: NaN {} where the window covers NaN {covered}", v.is_nan());
+    }
+    let wide = ConvGeometry { in_channels: 129, ..g };
+    assert!(!with_tier(Tier::Avx2, || applies(&wide)).unwrap() && !with_tier(Tier::Baseline, || applies(&g)).unwrap());
+}

@@ -13,6 +13,7 @@ use burn::tensor::{DType, TensorPrimitive};
 use super::activation_cpu;
 use super::attention_cpu::{self, AttentionShape};
 use super::conv_cpu::{self, ConvGeometry};
+use super::conv_direct;
 use super::matmul_cpu::{self, RowsLayout};
 use super::norm_cpu::{self, Stats};
 use super::pool_cpu;
@@ -455,7 +456,9 @@ impl KernelOps for burn::backend::Flex {
         };
         let (xs, ws) = (flex::contiguous(&x), flex::contiguous(&weight));
         let bs = bias.as_ref().map(flex::contiguous);
-        let y = conv_cpu::forward(flex::slice(&xs), flex::slice(&ws), bs.as_ref().map(flex::slice), &g);
+        let (xs, ws, bs) = (flex::slice(&xs), flex::slice(&ws), bs.as_ref().map(flex::slice));
+        // Small channel counts without im2col where the CPU has fused multiply-adds.
+        let y = if conv_direct::applies(&g) { conv_direct::forward(xs, ws, bs, &g) } else { conv_cpu::forward(xs, ws, bs, &g) };
         let [ho, wo] = g.out_size();
         flex::tensor(y, vec![g.batch, g.out_channels, ho, wo])
     }

@@ -11,6 +11,7 @@ mod backend;
 pub mod coeffs;
 pub mod conformance;
 pub mod conv_cpu;
+pub mod conv_direct;
 pub mod diffusion;
 pub mod diffusion_ref;
 pub mod matmul_cpu;
