@@ -238,7 +238,10 @@ def render(path):
         "# Scale-out (issue 20)" + (" — partial" if record.get("partial") else ""), "",
         f"Written by `python3 bench/scale_out.py --render {path}` from the raw record, which "
         f"`{record['command']}` wrote at commit {record['commit']} on {record['machine']}. "
-        f"Not yet measured: {record['partial']}.", "",
+        f"The record says what it did not measure: {record['partial']}. Since then several GPUs in one process "
+        "(`--device cuda:0,cuda:1`, `wgpu:N`) is built and tested with `--device cpu,cpu` (merged package and "
+        "regenerated images byte-identical to one device, tests/package.rs); it is not measured on GPUs (none lent). "
+        "Coreset shards (`dace coreset --shard i/n`, `dace coreset merge`) are tested the same way.", "",
         "## Class shards merged vs one process", "",
         f"`dace distill` of the embedded Fashion-MNIST subset (IPC {record['settings']['ipc']}, r = 2, "
         f"{record['settings']['seeds']} seeds, sr-aug-mixup, committed teacher and prior) in one process "
