@@ -773,9 +773,9 @@ fn convolution_weight_gradient_is_bit_identical_under_concurrent_load() {
 /// Issue 18: the direct convolution (channels-last tiles, no im2col) against a float64 loop and
 /// the im2col + GEMM path (which the baseline tier keeps): output widths that take tiles of 6, 7
 /// and 8 pixels, with and without columns past the output, 1 to 3 blocks of 16 output channels (the last partial),
-/// strides 1 and 2, one image (channel blocks in parallel) and several (images in parallel).
-/// The AVX2 and AVX-512 builds give the same bits; NaN reaches exactly the outputs whose window
-/// holds it; beyond 128 channels the GEMM path runs.
+/// strides 1 and 2, one image (channel blocks or rows in parallel) and several (images in
+/// parallel). The AVX2 and AVX-512 builds give the same bits; NaN reaches exactly the outputs
+/// whose window holds it; beyond 128 channels the GEMM path runs.
 #[test]
 fn direct_convolution_matches_a_float64_loop_and_the_gemm_path() {
     use dace::kernels::conv_cpu::{self, ConvGeometry};
@@ -822,6 +822,9 @@ fn direct_convolution_matches_a_float64_loop_and_the_gemm_path() {
         (2, 3, 5, 31, 7, 5, 1, 2),
         (4, 16, 1, 1, 16, 3, 1, 1),
         (1, 16, 4, 16, 16, 3, 1, 1),
+        // One image with one block: its rows in parallel.
+        (1, 3, 9, 10, 16, 3, 1, 1),
+        (1, 2, 5, 9, 7, 3, 1, 1),
     ] {
         let g = ConvGeometry {
             batch: n,

@@ -57,60 +57,132 @@ struct RowTask {
 
 /// `y [N, C_out, H_out, W_out] = conv(x, weight) + bias`, as `conv_cpu::forward`.
 pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
-    let [ho, wo] = g.out_size();
-    let (plane, co) = (ho * wo, g.out_channels);
-    let packed = pack_weights(weight, g);
-    let mut biases = vec![0f32; co.div_ceil(LANES) * LANES];
-    if let Some(b) = bias {
-        biases[..co].copy_from_slice(b);
-    }
-    // Whole tiles: the padded input is wide enough for the last tile's columns past `wo`, whose
-    // outputs are computed and dropped.
-    let tile = tile_width(wo);
-    let tiled = wo.div_ceil(tile) * tile;
-    let ph = g.height + 2 * g.padding[0];
-    let pw = (g.width + 2 * g.padding[1]).max((tiled - 1) * g.stride[1] + g.kernel[1]);
-    let padded_len = ph * pw * g.in_channels;
-    let mut y = vec![0f32; g.batch * co * plane];
-    let in_image = g.in_channels * g.height * g.width;
-    let threads = rayon::current_num_threads();
-    let image = |xi: &[f32], yi: &mut [f32]| {
-        with_scratch(padded_len, |xp| {
-            pack_input(xi, g, pw, xp);
-            let xp = &*xp;
-            let block = |b: usize, yb: &mut [f32]| {
-                let wb = &packed[b * g.kernel[0] * g.kernel[1] * g.in_channels * LANES..];
-                let lanes = yb.len() / plane;
-                let mut row = [0f32; LANES * CHUNK];
-                for oy in 0..ho {
-                    let task =
-                        RowTask { cin: g.in_channels, kh: g.kernel[0], kw: g.kernel[1], stride: g.stride, padded_width: pw, tile, oy };
-                    for start in (0..tiled).step_by(CHUNK) {
-                        let len = (tiled - start).min(CHUNK);
-                        conv_row(xp, wb, &biases[b * LANES..][..LANES], &mut row[..LANES * len], task, start);
-                        // [pixel][lane] -> the lanes' planes, without the columns past `wo`.
-                        for l in 0..lanes {
-                            let dst = &mut yb[l * plane + oy * wo..][..wo];
-                            for (p, v) in dst.iter_mut().enumerate().skip(start).take(len) {
-                                *v = row[(p - start) * LANES + l];
-                            }
-                        }
-                    }
-                }
-            };
-            if g.batch >= threads {
-                yi.chunks_mut(LANES * plane).enumerate().for_each(|(b, yb)| block(b, yb));
-            } else {
-                yi.par_chunks_mut(LANES * plane).enumerate().for_each(|(b, yb)| block(b, yb));
-            }
-        })
-    };
-    if g.batch >= threads {
-        y.par_chunks_mut(co * plane).zip(x.par_chunks(in_image)).for_each(|(yi, xi)| image(xi, yi));
+    let plan = Plan::new(weight, bias, g);
+    let (in_image, out_image) = (g.in_channels * g.height * g.width, g.out_channels * plan.plane());
+    let mut y = vec![0f32; g.batch * out_image];
+    // Images in parallel; with fewer images than threads, each image's channel blocks or rows.
+    if g.batch >= rayon::current_num_threads() {
+        y.par_chunks_mut(out_image).zip(x.par_chunks(in_image)).for_each(|(yi, xi)| plan.image(xi, yi, false));
     } else {
-        y.chunks_mut(co * plane).zip(x.chunks(in_image)).for_each(|(yi, xi)| image(xi, yi));
+        y.chunks_mut(out_image).zip(x.chunks(in_image)).for_each(|(yi, xi)| plan.image(xi, yi, true));
     }
     y
+}
+
+/// What every row of one convolution shares: packed weights and biases, the tile width, the
+/// padded input's size.
+struct Plan<'a> {
+    g: &'a ConvGeometry,
+    packed: Vec<f32>,
+    /// Per block of [`LANES`], missing channels zero.
+    biases: Vec<f32>,
+    tile: usize,
+    /// Output columns computed per row: `wo` rounded up to whole tiles. The padded input is wide
+    /// enough for them; the columns past `wo` are dropped.
+    tiled: usize,
+    padded_width: usize,
+}
+
+impl<'a> Plan<'a> {
+    fn new(weight: &[f32], bias: Option<&[f32]>, g: &'a ConvGeometry) -> Self {
+        let co = g.out_channels;
+        let mut biases = vec![0f32; co.div_ceil(LANES) * LANES];
+        if let Some(b) = bias {
+            biases[..co].copy_from_slice(b);
+        }
+        let wo = g.out_size()[1];
+        let tile = tile_width(wo);
+        let tiled = wo.div_ceil(tile) * tile;
+        let padded_width = (g.width + 2 * g.padding[1]).max((tiled - 1) * g.stride[1] + g.kernel[1]);
+        Plan { g, packed: pack_weights(weight, g), biases, tile, tiled, padded_width }
+    }
+
+    fn plane(&self) -> usize {
+        let [ho, wo] = self.g.out_size();
+        ho * wo
+    }
+
+    /// One image `xi [C_in, H, W]` into `yi [C_out, H_out, W_out]`; with `parallel`, its channel
+    /// blocks (or, when they are fewer than the threads, its rows) on the thread pool.
+    fn image(&self, xi: &[f32], yi: &mut [f32], parallel: bool) {
+        let g = self.g;
+        let padded_len = (g.height + 2 * g.padding[0]) * self.padded_width * g.in_channels;
+        with_scratch(padded_len, |xp| {
+            pack_input(xi, g, self.padded_width, xp);
+            let xp = &*xp;
+            let plane = self.plane();
+            let block = |b: usize, yb: &mut [f32]| {
+                let mut tiles = self.tile_buffer();
+                for oy in 0..g.out_size()[0] {
+                    self.row(xp, b, oy, &mut yb[oy * g.out_size()[1]..], plane, &mut tiles);
+                }
+            };
+            let blocks = g.out_channels.div_ceil(LANES);
+            if !parallel {
+                yi.chunks_mut(LANES * plane).enumerate().for_each(|(b, yb)| block(b, yb));
+            } else if blocks >= rayon::current_num_threads() {
+                yi.par_chunks_mut(LANES * plane).enumerate().for_each(|(b, yb)| block(b, yb));
+            } else {
+                self.rows_in_parallel(xp, yi);
+            }
+        })
+    }
+
+    /// Every (channel block, row) of one packed image as its own task, staged `[block][row][lane]
+    /// [wo]` and copied into `yi`: a lone image with one or two channel blocks (the VAE's 16 and
+    /// 32 channels at batch 1) still fills the threads.
+    fn rows_in_parallel(&self, xp: &[f32], yi: &mut [f32]) {
+        let g = self.g;
+        let ([ho, wo], plane) = (g.out_size(), self.plane());
+        let mut staged = vec![0f32; g.out_channels.div_ceil(LANES) * ho * LANES * wo];
+        staged
+            .par_chunks_mut(LANES * wo)
+            .enumerate()
+            .for_each_init(|| self.tile_buffer(), |tiles, (unit, dst)| self.row(xp, unit / ho, unit % ho, dst, wo, tiles));
+        for (unit, rows) in staged.chunks(LANES * wo).enumerate() {
+            let (b, oy) = (unit / ho, unit % ho);
+            for l in 0..(g.out_channels - b * LANES).min(LANES) {
+                yi[(b * LANES + l) * plane + oy * wo..][..wo].copy_from_slice(&rows[l * wo..][..wo]);
+            }
+        }
+    }
+
+    /// The register tiles' output of one call of the row kernel, `[pixel][lane]`: made once per
+    /// block or task and reused by its rows.
+    fn tile_buffer(&self) -> Vec<f32> {
+        vec![0f32; LANES * self.tiled.min(CHUNK)]
+    }
+
+    /// Output row `oy` of channel block `b`: lane `l`'s `wo` values to `dst[l * lane_stride..]`
+    /// (`dst` holds the block's remaining channels, `lane_stride` apart), through `tiles`.
+    fn row(&self, xp: &[f32], b: usize, oy: usize, dst: &mut [f32], lane_stride: usize, tiles: &mut [f32]) {
+        let g = self.g;
+        let wo = g.out_size()[1];
+        let lanes = (g.out_channels - b * LANES).min(LANES);
+        let wb = &self.packed[b * g.kernel[0] * g.kernel[1] * g.in_channels * LANES..];
+        let bias = &self.biases[b * LANES..][..LANES];
+        let task = RowTask {
+            cin: g.in_channels,
+            kh: g.kernel[0],
+            kw: g.kernel[1],
+            stride: g.stride,
+            padded_width: self.padded_width,
+            tile: self.tile,
+            oy,
+        };
+        for start in (0..self.tiled).step_by(CHUNK) {
+            let len = (self.tiled - start).min(CHUNK);
+            conv_row(xp, wb, bias, &mut tiles[..LANES * len], task, start);
+            // [pixel][lane] -> the lanes' rows, without the columns past `wo` (`start < wo`: it
+            // is a multiple of the tile width, and `tiled` the first one at or past `wo`).
+            let kept = len.min(wo - start);
+            for l in 0..lanes {
+                for (p, v) in dst[l * lane_stride + start..][..kept].iter_mut().enumerate() {
+                    *v = tiles[p * LANES + l];
+                }
+            }
+        }
+    }
 }
 
 /// `[C_out, C_in, kh, kw]` -> `[block][ky][kx][c_in][LANES]`, missing channels of the last block
